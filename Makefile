@@ -1,0 +1,32 @@
+# The two set-up commands are `make run` and `make test` (see README.md). Both create the
+# virtual environment and install the pinned requirements on first use.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: run test lint manage install clean-data
+
+run: $(STAMP)  ## Run the whole formation on the embedded servers (or on the *_URL variables you set)
+	$(PY) -m embedded run $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
+
+test: $(STAMP)  ## Lint, then run the test suite against its own embedded servers
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m embedded test -- $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+manage: $(STAMP)  ## One-off command with the shop's configuration: make manage ARGS=createsuperuser
+	$(PY) -m embedded exec -- $(PY) manage.py $(ARGS)
+
+install: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+clean-data:  ## Delete the embedded servers' data (stop `make run` first)
+	rm -rf .formation .env

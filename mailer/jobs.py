@@ -1,0 +1,8 @@
+"""RQ jobs of the mailer app: thin interfaces to one service each."""
+
+from mailer.services import outbox_release_expired_leases
+
+
+def release_expired_leases() -> int:
+    """Make outbox rows whose lease expired due again; return how many (periodic job)."""
+    return outbox_release_expired_leases()

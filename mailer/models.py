@@ -1,0 +1,62 @@
+"""The transactional email outbox, drained by the ``mailer`` process type."""
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class OutboxStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending (leased)"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Failed"
+
+
+class OutboxMessage(models.Model):
+    """One email to send; ``key`` makes it unique per business event (e.g. per order and kind).
+
+    A mailer leases the row (status ``sending`` until ``lease_expires_at``) before sending; a
+    lease that expires unsent (the mailer died) makes the row due again. ``message_uuid`` fixes
+    the Message-ID across retries, so a receiver can drop a repeat (RFC 5322, section 3.6.4).
+    """
+
+    key = models.CharField(max_length=200, unique=True)
+    message_uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    to_email = models.EmailField()
+    subject = models.CharField(max_length=250)
+    body = models.TextField()
+    status = models.CharField(max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    due_at = models.DateTimeField(auto_now_add=True)
+    lease_token = models.UUIDField(null=True, blank=True, editable=False)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            models.Index(fields=["status", "due_at"], name="outbox_status_due"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=OutboxStatus.values), name="outbox_status_valid"),
+            models.CheckConstraint(
+                condition=~Q(status=OutboxStatus.SENDING)
+                | Q(lease_expires_at__isnull=False, lease_token__isnull=False),
+                name="outbox_sending_has_lease",
+            ),
+            models.CheckConstraint(
+                condition=~Q(status=OutboxStatus.SENT) | Q(sent_at__isnull=False), name="outbox_sent_has_time"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.key} to {self.to_email} ({self.status})"
+
+    @property
+    def message_id(self) -> str:
+        """Return the RFC 5322 Message-ID header value, the same for every attempt."""
+        return f"<{self.message_uuid}@{settings.MESSAGE_ID_DOMAIN}>"

@@ -1,0 +1,165 @@
+"""Outbox operations: write a message, lease due ones, send over SMTP, release expired leases.
+
+Several mailers share one outbox: a claim is ``SELECT … FOR UPDATE SKIP LOCKED`` that sets a
+lease in its own short transaction (django-mailer's engine shares a queue the same way), so
+two mailers never take the same row; marking sent is conditional on still holding the lease.
+"""
+
+import logging
+import smtplib
+import threading
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.core.mail import EmailMessage, get_connection
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from mailer.models import OutboxMessage, OutboxStatus
+
+logger = logging.getLogger(__name__)
+
+# Seconds before the n-th retry: 2, 4, 8, … capped at 5 minutes.
+BACKOFF_CAP_SECONDS = 300
+
+
+def outbox_message_create(*, key: str, to: str, subject: str, body: str) -> OutboxMessage:
+    """Add a message to the outbox, once per ``key``; return the row (the existing one on a repeat).
+
+    Call inside the transaction that makes the business change, so both commit or neither does.
+    """
+    message, _ = OutboxMessage.objects.get_or_create(
+        key=key, defaults={"to_email": to, "subject": subject, "body": body}
+    )
+    return message
+
+
+def outbox_claim(*, lease_seconds: int | None = None) -> OutboxMessage | None:
+    """Lease the oldest due message for ``lease_seconds`` (default settings.MAILER_LEASE_SECONDS).
+
+    Due means pending with ``due_at`` passed, or sending with an expired lease (its mailer
+    died). Rows locked by another mailer are skipped, never waited for. Return the leased row,
+    or None when nothing is due.
+    """
+    lease_seconds = settings.MAILER_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    now = timezone.now()
+    with transaction.atomic():
+        message = (
+            OutboxMessage.objects.select_for_update(skip_locked=True)
+            .filter(
+                Q(status=OutboxStatus.PENDING, due_at__lte=now)
+                | Q(status=OutboxStatus.SENDING, lease_expires_at__lt=now)
+            )
+            .order_by("due_at", "id")
+            .first()
+        )
+        if message is None:
+            return None
+        message.status = OutboxStatus.SENDING
+        message.lease_token = uuid.uuid4()
+        message.lease_expires_at = now + timedelta(seconds=lease_seconds)
+        message.attempts += 1
+        message.save(update_fields=["status", "lease_token", "lease_expires_at", "attempts"])
+    return message
+
+
+def outbox_mark_sent(*, message: OutboxMessage) -> bool:
+    """Record a leased ``message`` as sent; return False when its lease was lost meanwhile."""
+    updated = OutboxMessage.objects.filter(
+        pk=message.pk, status=OutboxStatus.SENDING, lease_token=message.lease_token
+    ).update(status=OutboxStatus.SENT, sent_at=timezone.now(), lease_token=None, lease_expires_at=None, last_error="")
+    if not updated:
+        logger.warning("outbox %s: sent, but its lease had passed to another mailer", message.pk)
+    return bool(updated)
+
+
+def outbox_release(*, message: OutboxMessage, error: str, permanent: bool = False) -> None:
+    """Give a leased ``message`` back after a failed attempt: due again after a backoff, or failed.
+
+    It fails for good when ``permanent`` or after settings.MAILER_MAX_ATTEMPTS attempts.
+    """
+    final = permanent or message.attempts >= settings.MAILER_MAX_ATTEMPTS
+    delay = min(2**message.attempts, BACKOFF_CAP_SECONDS)
+    OutboxMessage.objects.filter(pk=message.pk, lease_token=message.lease_token).update(
+        status=OutboxStatus.FAILED if final else OutboxStatus.PENDING,
+        due_at=timezone.now() + timedelta(seconds=delay),
+        lease_token=None,
+        lease_expires_at=None,
+        last_error=error[:2000],
+    )
+
+
+def email_send(*, message: OutboxMessage, connection) -> bool:
+    """Send one leased ``message`` over the open SMTP ``connection`` and mark it sent.
+
+    The Message-ID header is the row's fixed one. SMTP 5xx answers fail the message for good;
+    other SMTP and network errors release it for a retry after a backoff and close the
+    connection; any other error is logged with its stack and released the same way.
+    Return True when the message was sent.
+    """
+    email = EmailMessage(
+        subject=message.subject,
+        body=message.body,
+        from_email=settings.DEFAULT_FROM_EMAIL,
+        to=[message.to_email],
+        headers={"Message-ID": message.message_id},
+        connection=connection,
+    )
+    try:
+        if connection.connection is None:
+            connection.open()
+        email.send()
+    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as exc:
+        logger.warning("outbox %s: refused by the SMTP server: %s", message.pk, exc)
+        outbox_release(message=message, error=f"refused: {exc}", permanent=True)
+        return False
+    except smtplib.SMTPResponseException as exc:
+        permanent = 500 <= exc.smtp_code < 600
+        logger.warning("outbox %s: SMTP %s %s", message.pk, exc.smtp_code, exc.smtp_error)
+        outbox_release(message=message, error=f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent=permanent)
+        connection.close()
+        return False
+    except (smtplib.SMTPException, OSError) as exc:
+        logger.warning("outbox %s: SMTP unavailable, will retry: %s", message.pk, exc)
+        outbox_release(message=message, error=f"{type(exc).__name__}: {exc}")
+        connection.close()
+        return False
+    except Exception as exc:
+        logger.exception("outbox %s: unexpected error while sending", message.pk)
+        outbox_release(message=message, error=f"{type(exc).__name__}: {exc}")
+        connection.close()
+        return False
+    outbox_mark_sent(message=message)
+    logger.info("outbox %s: sent %s to %s", message.pk, message.message_id, message.to_email)
+    return True
+
+
+def outbox_send_due(*, stop: threading.Event | None = None, limit: int | None = None) -> int:
+    """Send due messages one at a time until none is due, ``stop`` is set or ``limit`` are sent.
+
+    The stop flag is checked between messages only, so a message being sent is always
+    finished and recorded. Return how many messages were sent.
+    """
+    sent = 0
+    connection = get_connection(fail_silently=False)
+    try:
+        while not (stop is not None and stop.is_set()) and (limit is None or sent < limit):
+            message = outbox_claim()
+            if message is None:
+                break
+            if not email_send(message=message, connection=connection):
+                break  # the server is failing: wait for the next pass instead of spinning
+            sent += 1
+    finally:
+        connection.close()
+    return sent
+
+
+def outbox_release_expired_leases() -> int:
+    """Make messages whose lease expired unsent due again now; return how many."""
+    now = timezone.now()
+    return OutboxMessage.objects.filter(status=OutboxStatus.SENDING, lease_expires_at__lt=now).update(
+        status=OutboxStatus.PENDING, lease_token=None, lease_expires_at=None, due_at=now
+    )

@@ -1,0 +1,39 @@
+"""Checkout forms: the order header and a formset of product lines (prefix ``lines``)."""
+
+from django import forms
+
+from orders.models import PaymentMethod, Product
+
+MAX_QUANTITY = 99
+MAX_LINES = 20
+
+
+class CheckoutForm(forms.Form):
+    """Email, payment method and the one-time ``token`` that is the order's idempotency key."""
+
+    email = forms.EmailField(max_length=254)
+    payment_method = forms.ChoiceField(choices=PaymentMethod.choices, initial=PaymentMethod.VISA)
+    token = forms.UUIDField(widget=forms.HiddenInput)
+
+
+class LineForm(forms.Form):
+    """One line: a product (by SKU) and a quantity from 1 to 99."""
+
+    product = forms.ModelChoiceField(
+        queryset=Product.objects.filter(is_active=True), to_field_name="sku", empty_label="— choose a product —"
+    )
+    quantity = forms.IntegerField(min_value=1, max_value=MAX_QUANTITY, initial=1)
+
+
+class BaseLineFormSet(forms.BaseFormSet):
+    def clean(self):
+        if any(self.errors):
+            return
+        skus = [form.cleaned_data["product"].sku for form in self.forms if form.cleaned_data]
+        if len(skus) != len(set(skus)):
+            raise forms.ValidationError("Each product may appear on one line only; change its quantity instead.")
+
+
+LineFormSet = forms.formset_factory(
+    LineForm, formset=BaseLineFormSet, extra=2, min_num=1, validate_min=True, max_num=MAX_LINES, validate_max=True
+)

@@ -1,0 +1,13 @@
+"""RQ jobs of the orders app: thin interfaces that take primitive ids and call one service."""
+
+from orders.services import order_process, orders_sweep_pending
+
+
+def process_order(order_id: str) -> str:
+    """Process the order ``order_id`` (a UUID string); return its status afterwards."""
+    return order_process(order_id=order_id).status
+
+
+def sweep_pending_orders() -> int:
+    """Re-enqueue orders stuck in pending; return how many (periodic, see settings.PERIODIC_JOBS)."""
+    return orders_sweep_pending()

@@ -1,0 +1,34 @@
+"""The ``scheduler`` process type: rq-scheduler, with Formation's periodic jobs registered first.
+
+Procfile: ``scheduler: exec python manage.py rqscheduler --interval 5``. This command
+overrides django-rq's ``rqscheduler`` (orders comes before django_rq in INSTALLED_APPS): it
+registers settings.PERIODIC_JOBS under fixed ids, then runs django-rq's command unchanged.
+Several copies may run: each pass takes rq-scheduler's Redis lock (``rq:scheduler_lock``,
+expiring after interval + 10 s) so a due job is moved to its queue once. On SIGTERM or
+SIGINT rq-scheduler releases the lock and exits.
+"""
+
+import logging
+
+import django_rq
+from django_rq.management.commands.rqscheduler import Command as DjangoRQSchedulerCommand
+from redis.exceptions import RedisError
+
+from orders.scheduling import periodic_jobs_register
+
+logger = logging.getLogger("scheduler")
+
+
+class Command(DjangoRQSchedulerCommand):
+    help = "Register the periodic jobs under fixed ids, then run rq-scheduler (django-rq's rqscheduler)."
+
+    def handle(self, *args, **options):
+        from django.core.management.base import CommandError
+
+        try:
+            scheduler = django_rq.get_scheduler(name=options["queue"], interval=options["interval"])
+            ids = periodic_jobs_register(scheduler=scheduler)
+        except RedisError as exc:
+            raise CommandError(f"Redis unreachable at REDIS_URL: {exc}") from None
+        logger.info("scheduler: periodic jobs registered: %s", ", ".join(ids))
+        super().handle(*args, **options)

@@ -1,0 +1,155 @@
+"""Catalogue, orders, their charges and the sandbox gateway's own ledger.
+
+Amounts are integers in minor currency units (cents for EUR), as payment providers take them
+(https://docs.stripe.com/currencies#zero-decimal). Key invariants are database constraints.
+"""
+
+import uuid
+
+from django.db import models
+from django.db.models import Q
+
+
+class Product(models.Model):
+    """A product in the catalogue; ``price`` is in minor units of ``currency``."""
+
+    sku = models.SlugField(max_length=40, unique=True)
+    name = models.CharField(max_length=120)
+    description = models.TextField(blank=True)
+    price = models.PositiveIntegerField(help_text="Minor currency units (cents).")
+    currency = models.CharField(max_length=3, default="EUR")
+    is_active = models.BooleanField(default=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.CheckConstraint(condition=Q(price__gt=0), name="product_price_positive")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.sku})"
+
+
+class OrderStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PAID = "paid", "Paid"
+    FAILED = "failed", "Failed"
+
+
+# Allowed next states per state (django-oscar's pipeline); paid and failed are final.
+ORDER_STATUS_PIPELINE: dict[str, frozenset[str]] = {
+    OrderStatus.PENDING: frozenset({OrderStatus.PAID, OrderStatus.FAILED}),
+    OrderStatus.PAID: frozenset(),
+    OrderStatus.FAILED: frozenset(),
+}
+
+
+class PaymentMethod(models.TextChoices):
+    """Sandbox payment methods, named after Stripe's documented test PaymentMethods."""
+
+    VISA = "pm_card_visa", "Test Visa (succeeds)"
+    DECLINED = "pm_card_chargeDeclined", "Test card (declined)"
+
+
+class Order(models.Model):
+    """A shopper's order; its ``idempotency_key`` is the checkout form's one-time token."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    idempotency_key = models.UUIDField(unique=True, editable=False)
+    email = models.EmailField()
+    status = models.CharField(max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING)
+    currency = models.CharField(max_length=3, default="EUR")
+    total = models.PositiveBigIntegerField(help_text="Minor currency units (cents).")
+    payment_method = models.CharField(max_length=40, choices=PaymentMethod.choices, default=PaymentMethod.VISA)
+    failure_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "created_at"], name="order_status_created")]
+        constraints = [
+            models.CheckConstraint(condition=Q(status__in=OrderStatus.values), name="order_status_valid"),
+            models.CheckConstraint(
+                condition=~Q(status=OrderStatus.FAILED) | ~Q(failure_reason=""), name="order_failed_has_reason"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Order {self.id} ({self.status})"
+
+    @property
+    def job_id(self) -> str:
+        """Return the RQ job id of this order's processing job (letters, digits and '-', as rq >= 2.8 requires)."""
+        return f"order-process-{self.id.hex}"
+
+
+class OrderLine(models.Model):
+    """One product and quantity of an order, priced when the order was placed."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
+    quantity = models.PositiveSmallIntegerField()
+    unit_price = models.PositiveIntegerField(help_text="Minor currency units (cents).")
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(fields=["order", "product"], name="orderline_one_per_product"),
+            models.CheckConstraint(condition=Q(quantity__gte=1, quantity__lte=99), name="orderline_quantity_1_99"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.quantity} x {self.product_id}"
+
+    @property
+    def amount(self) -> int:
+        """Return quantity times unit price, in minor units."""
+        return self.quantity * self.unit_price
+
+
+class OrderStatusChange(models.Model):
+    """Audit row written by every status transition."""
+
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="status_changes")
+    from_status = models.CharField(max_length=16, choices=OrderStatus.choices)
+    to_status = models.CharField(max_length=16, choices=OrderStatus.choices)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+
+    def __str__(self) -> str:
+        return f"{self.order_id}: {self.from_status} -> {self.to_status}"
+
+
+class Charge(models.Model):
+    """The shop's record of the gateway charge that paid an order (at most one per order)."""
+
+    order = models.OneToOneField(Order, on_delete=models.PROTECT, related_name="charge")
+    gateway_charge_id = models.CharField(max_length=64, unique=True)
+    amount = models.PositiveBigIntegerField(help_text="Minor currency units (cents).")
+    currency = models.CharField(max_length=3)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return self.gateway_charge_id
+
+
+class SandboxCharge(models.Model):
+    """The sandbox payment gateway's own ledger, keyed by idempotency key.
+
+    It stands for the provider's side: written through the ``gateway`` database connection,
+    it commits independently of the shop's transaction, as a real provider's charge would.
+    """
+
+    charge_id = models.CharField(max_length=64, unique=True)
+    idempotency_key = models.CharField(max_length=255, unique=True)
+    amount = models.PositiveBigIntegerField(help_text="Minor currency units (cents).")
+    currency = models.CharField(max_length=3)
+    payment_method = models.CharField(max_length=40)
+    outcome = models.CharField(max_length=16, choices=[("succeeded", "Succeeded"), ("declined", "Declined")])
+    decline_code = models.CharField(max_length=40, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    def __str__(self) -> str:
+        return f"{self.charge_id} ({self.outcome})"

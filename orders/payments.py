@@ -1,0 +1,76 @@
+"""The payment gateway interface and its sandbox implementation.
+
+``charge(amount, currency, idempotency_key, payment_method) -> charge id``, amounts in integer
+minor units. Like a real provider that honours idempotency keys
+(https://docs.stripe.com/api/idempotent_requests), the sandbox returns the first outcome for
+a key again on every retry, so a job that crashed after charging and retries charges once.
+"""
+
+import time
+import uuid
+from typing import Protocol
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+
+from orders.models import PaymentMethod, SandboxCharge
+
+GATEWAY_DB = "gateway"
+
+
+class PaymentDeclined(Exception):
+    """The gateway declined the charge; ``code`` is the provider's decline code (final, not retryable)."""
+
+    def __init__(self, code: str, charge_id: str):
+        super().__init__(f"payment declined: {code}")
+        self.code = code
+        self.charge_id = charge_id
+
+
+class PaymentGateway(Protocol):
+    def charge(self, *, amount: int, currency: str, idempotency_key: str, payment_method: str) -> str:
+        """Charge ``amount`` minor units; return the charge id or raise PaymentDeclined."""
+
+
+class SandboxGateway:
+    """A gateway that keeps its charges in its own table and declines Stripe's test decline method.
+
+    ``PAYMENT_SANDBOX_LATENCY_MS`` (milliseconds) is slept after the charge is recorded and before
+    the call returns, as a provider's response in flight: a signal sent during that time lands
+    after the charge and before the caller's commit.
+    """
+
+    def charge(self, *, amount: int, currency: str, idempotency_key: str, payment_method: str) -> str:
+        """Charge ``amount`` (minor units, > 0) of ``currency``; idempotent per ``idempotency_key``.
+
+        Return the charge id (``ch_…``). Raise PaymentDeclined for ``pm_card_chargeDeclined``
+        (again on every retry with the same key) and ValueError for a non-positive amount.
+        """
+        if amount <= 0:
+            raise ValueError(f"amount must be positive minor units, got {amount}")
+        declined = payment_method == PaymentMethod.DECLINED
+        try:
+            with transaction.atomic(using=GATEWAY_DB):
+                record, _ = SandboxCharge.objects.using(GATEWAY_DB).get_or_create(
+                    idempotency_key=idempotency_key,
+                    defaults={
+                        "charge_id": f"ch_{uuid.uuid4().hex}",
+                        "amount": amount,
+                        "currency": currency,
+                        "payment_method": payment_method,
+                        "outcome": "declined" if declined else "succeeded",
+                        "decline_code": "card_declined" if declined else "",
+                    },
+                )
+        except IntegrityError:  # a concurrent call with the same key won the insert
+            record = SandboxCharge.objects.using(GATEWAY_DB).get(idempotency_key=idempotency_key)
+        if settings.PAYMENT_SANDBOX_LATENCY_MS:
+            time.sleep(settings.PAYMENT_SANDBOX_LATENCY_MS / 1000)
+        if record.outcome == "declined":
+            raise PaymentDeclined(record.decline_code, record.charge_id)
+        return record.charge_id
+
+
+def get_gateway() -> PaymentGateway:
+    """Return the configured payment gateway (the sandbox; a real provider plugs in here)."""
+    return SandboxGateway()

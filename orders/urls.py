@@ -1,0 +1,9 @@
+from django.urls import path
+
+from orders import views
+
+urlpatterns = [
+    path("", views.product_list, name="product-list"),
+    path("checkout/", views.checkout, name="checkout"),
+    path("orders/<uuid:order_id>/", views.order_detail, name="order-detail"),
+]

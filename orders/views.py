@@ -1,0 +1,73 @@
+"""Shop pages: product list, checkout, order status. Views parse input and call services."""
+
+import uuid
+
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_http_methods
+
+from orders.forms import CheckoutForm, LineFormSet
+from orders.models import Order, OrderStatus, Product
+from orders.services import LineRequest, order_create
+
+
+def product_list(request: HttpRequest) -> HttpResponse:
+    """Render the active products."""
+    return render(request, "orders/product_list.html", {"products": Product.objects.filter(is_active=True)})
+
+
+def _field_errors(form: CheckoutForm, formset) -> list[tuple[str, str]]:
+    """Return ``(field name, message)`` pairs, field names as posted (``email``, ``lines-0-quantity``)."""
+    errors = [(name, message) for name, messages in form.errors.items() for message in messages]
+    for form_errors, line_form in zip(formset.errors, formset.forms, strict=False):
+        for name, messages in form_errors.items():
+            errors.extend((line_form.add_prefix(name), message) for message in messages)
+    errors.extend(("lines", message) for message in formset.non_form_errors())
+    return errors
+
+
+@require_http_methods(["GET", "POST"])
+def checkout(request: HttpRequest) -> HttpResponse:
+    """GET: a checkout form with a fresh one-time token. POST: create the order or answer 400.
+
+    A valid POST redirects (303) to the order's page; posting the same token again redirects
+    to the same order. An invalid POST re-renders the form with status 400 and each error
+    next to the field it names.
+    """
+    if request.method == "POST":
+        form = CheckoutForm(request.POST)
+        formset = LineFormSet(request.POST, prefix="lines")
+        if form.is_valid() and formset.is_valid():
+            lines = [
+                LineRequest(product_id=line["product"].pk, quantity=line["quantity"])
+                for line in formset.cleaned_data
+                if line
+            ]
+            order, _ = order_create(
+                email=form.cleaned_data["email"],
+                lines=lines,
+                idempotency_key=form.cleaned_data["token"],
+                payment_method=form.cleaned_data["payment_method"],
+            )
+            return _see_other(order)
+        status = 400
+        errors = _field_errors(form, formset)
+    else:
+        form = CheckoutForm(initial={"token": uuid.uuid4()})
+        initial = [{"product": request.GET["product"], "quantity": 1}] if request.GET.get("product") else None
+        formset = LineFormSet(prefix="lines", initial=initial)
+        status = 200
+        errors = []
+    return render(request, "orders/checkout.html", {"form": form, "formset": formset, "errors": errors}, status=status)
+
+
+def _see_other(order: Order) -> HttpResponse:
+    response = redirect("order-detail", order_id=order.pk)
+    response.status_code = 303
+    return response
+
+
+def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
+    """Render an order's status, lines and total; the page refreshes itself while pending."""
+    order = get_object_or_404(Order.objects.prefetch_related("lines__product"), pk=order_id)
+    return render(request, "orders/order_detail.html", {"order": order, "pending": order.status == OrderStatus.PENDING})

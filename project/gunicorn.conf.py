@@ -1,0 +1,36 @@
+"""Gunicorn configuration for the ``web`` process type.
+
+Procfile: ``web: exec gunicorn --config project/gunicorn.conf.py --bind 0.0.0.0:$PORT project.wsgi``.
+On SIGTERM gunicorn stops accepting connections, lets workers finish requests in flight for up
+to ``graceful_timeout`` seconds, then exits 0 (https://docs.gunicorn.org/en/stable/signals.html).
+"""
+
+import os
+import sys
+
+bind = [f"0.0.0.0:{os.environ.get('PORT', '8000')}"]
+workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+threads = 1
+# Seconds. A request taking longer than `timeout` is killed; `graceful_timeout` bounds SIGTERM.
+timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
+graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "25"))
+keepalive = 5
+accesslog = "-"
+errorlog = "-"
+capture_output = True
+# Heartbeat files in memory, not on a possibly slow container overlay filesystem.
+worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
+proc_name = "formation-web"
+
+
+def on_starting(server):
+    """Load the settings once in the arbiter, so a configuration error is one line and exit 1."""
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    from django.conf import settings
+    from django.core.exceptions import ImproperlyConfigured
+
+    try:
+        settings.INSTALLED_APPS  # noqa: B018 - touching a setting loads the module
+    except ImproperlyConfigured as exc:
+        sys.stderr.write(f"configuration error: {exc}\n")
+        sys.exit(1)

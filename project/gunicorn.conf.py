@@ -21,6 +21,9 @@ capture_output = True
 # Heartbeat files in memory, not on a possibly slow container overlay filesystem.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None
 proc_name = "formation-web"
+# No control socket: it is a file in $HOME that two web processes on one host would share,
+# and operators manage this process type by signals and scaling, not gunicornc.
+control_socket_disable = True
 
 
 def on_starting(server):

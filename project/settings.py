@@ -147,9 +147,11 @@ MAILER_MAX_ATTEMPTS = env_int("MAILER_MAX_ATTEMPTS", 10, minimum=1)
 # Payments: the sandbox gateway's artificial latency, for crash tests and demos.
 PAYMENT_SANDBOX_LATENCY_MS = env_int("PAYMENT_SANDBOX_LATENCY_MS", 0, minimum=0, maximum=600_000)
 
-# Static files, served by WhiteNoise from the app directories (no collectstatic at start).
+# Static files, served by WhiteNoise. Without STATIC_ROOT they come straight from the app
+# directories (finders), so no process type runs collectstatic at start; the container image
+# sets STATIC_ROOT and runs collectstatic at build time.
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = env_str("STATIC_ROOT")
 WHITENOISE_USE_FINDERS = True
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},

@@ -9,8 +9,10 @@ SIGINT rq-scheduler releases the lock and exits.
 """
 
 import logging
+import signal
 
 import django_rq
+from django.core.management.base import CommandError
 from django_rq.management.commands.rqscheduler import Command as DjangoRQSchedulerCommand
 from redis.exceptions import RedisError
 
@@ -19,12 +21,19 @@ from orders.scheduling import periodic_jobs_register
 logger = logging.getLogger("scheduler")
 
 
+def _exit_before_start(signum, frame):
+    logger.info("scheduler: %s received before start, exiting", signal.Signals(signum).name)
+    raise SystemExit(0)
+
+
 class Command(DjangoRQSchedulerCommand):
     help = "Register the periodic jobs under fixed ids, then run rq-scheduler (django-rq's rqscheduler)."
 
     def handle(self, *args, **options):
-        from django.core.management.base import CommandError
-
+        # Until rq-scheduler installs its own handlers, a SIGTERM or SIGINT ends the process the
+        # way those handlers do (SystemExit, exit 0); no lock is held yet, so nothing to release.
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _exit_before_start)
         try:
             scheduler = django_rq.get_scheduler(name=options["queue"], interval=options["interval"])
             ids = periodic_jobs_register(scheduler=scheduler)

@@ -1,0 +1,50 @@
+"""Shared fixtures: real PostgreSQL (pytest-django's test database), real Redis, real SMTP."""
+
+import django_rq
+import pytest
+from django.core.management import call_command
+
+from orders.models import Product
+from tests.support import start_smtp
+
+ALL_DATABASES = ["default", "gateway"]
+
+
+@pytest.fixture(autouse=True)
+def clean_redis():
+    """Empty the Redis database of REDIS_URL before each test (tests own that database)."""
+    django_rq.get_connection("default").flushdb()
+    yield
+
+
+@pytest.fixture(autouse=True)
+def smtp_backend(settings):
+    """Send through SMTP as in production: Django's test set-up swaps in an in-memory backend."""
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+
+
+@pytest.fixture
+def smtp(settings):
+    """A recording SMTP server that Django's SMTP backend sends to for this test."""
+    recorder, controller = start_smtp()
+    settings.EMAIL_HOST, settings.EMAIL_PORT = recorder.host, recorder.port
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    yield recorder
+    controller.stop()
+
+
+@pytest.fixture
+def product(db):
+    """A product on sale for 12.00 EUR (1200 minor units)."""
+    return Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})[0]
+
+
+def run_burst_worker() -> None:
+    """Run a real RQ worker (it forks a work horse per job) until the queue is empty."""
+    call_command("rqworker", "default", "--burst", verbosity=0)
+
+
+def queued_job_ids() -> list[str]:
+    """Return the ids of the jobs waiting in the default queue."""
+    return django_rq.get_queue("default").get_job_ids()

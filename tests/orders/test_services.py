@@ -1,0 +1,124 @@
+"""order_process and the sweep: idempotent against reruns, crashes after the charge and lost jobs."""
+
+import uuid
+
+import django_rq
+import pytest
+from django.test import override_settings
+
+from mailer.models import OutboxMessage
+from orders import services
+from orders.models import Charge, Order, OrderStatusChange, PaymentMethod, SandboxCharge
+from orders.services import InvalidStatusTransition, LineRequest, order_create, order_process, orders_sweep_pending
+from tests.conftest import ALL_DATABASES, queued_job_ids, run_burst_worker
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
+
+
+def new_order(product, **kwargs):
+    order, created = order_create(
+        email="shopper@example.com",
+        lines=[LineRequest(product_id=product.pk, quantity=2)],
+        idempotency_key=uuid.uuid4(),
+        **kwargs,
+    )
+    assert created
+    return order
+
+
+def test_process_twice_charges_once_and_emails_once(product):
+    order = new_order(product)
+    assert order_process(order_id=order.pk).status == "paid"
+    assert order_process(order_id=order.pk).status == "paid"
+    assert Charge.objects.filter(order=order).count() == 1
+    assert SandboxCharge.objects.count() == 1
+    assert OutboxMessage.objects.count() == 1
+    assert list(OrderStatusChange.objects.values_list("from_status", "to_status")) == [("pending", "paid")]
+
+
+def test_duplicate_jobs_run_by_a_real_worker_charge_once(product):
+    order = new_order(product)
+    queue = django_rq.get_queue("default")
+    queue.enqueue("orders.jobs.process_order", str(order.pk))  # a stray second job for the same order
+    assert len(queued_job_ids()) == 2
+    run_burst_worker()
+    assert Order.objects.get().status == "paid"
+    assert Charge.objects.count() == SandboxCharge.objects.count() == OutboxMessage.objects.count() == 1
+
+
+def test_crash_after_charge_before_commit_is_retried_without_a_second_charge(product, monkeypatch):
+    order = new_order(product)
+    real_create = Charge.objects.create
+
+    def crash(**kwargs):
+        raise RuntimeError("worker died between the gateway's answer and the commit")
+
+    monkeypatch.setattr(Charge.objects, "create", crash)
+    with pytest.raises(RuntimeError):
+        order_process(order_id=order.pk)
+    order.refresh_from_db()
+    assert order.status == "pending"
+    assert SandboxCharge.objects.count() == 1  # the provider kept its charge
+    assert OutboxMessage.objects.count() == 0  # the shop's transaction rolled back whole
+
+    monkeypatch.setattr(Charge.objects, "create", real_create)
+    assert order_process(order_id=order.pk).status == "paid"
+    assert SandboxCharge.objects.count() == 1
+    assert Charge.objects.get().gateway_charge_id == SandboxCharge.objects.get().charge_id
+    assert OutboxMessage.objects.count() == 1
+
+
+def test_declined_payment_fails_the_order_with_a_reason(product):
+    order = new_order(product, payment_method=PaymentMethod.DECLINED)
+    processed = order_process(order_id=order.pk)
+    assert processed.status == "failed"
+    assert "declined" in processed.failure_reason
+    assert Charge.objects.count() == 0
+    assert order_process(order_id=order.pk).status == "failed"
+    assert OutboxMessage.objects.get().key == f"order-failed-{order.pk}"
+
+
+def test_final_statuses_cannot_move(product):
+    order = new_order(product)
+    order_process(order_id=order.pk)
+    with pytest.raises(InvalidStatusTransition):
+        services.order_set_status(order=Order.objects.get(), status="pending")
+
+
+def test_same_idempotency_key_returns_the_first_order(product):
+    key = uuid.uuid4()
+    first, created = order_create(email="a@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=key)
+    again, created_again = order_create(email="a@example.com", lines=[LineRequest(product.pk, 5)], idempotency_key=key)
+    assert created and not created_again
+    assert again.pk == first.pk
+    assert Order.objects.count() == 1
+
+
+def test_checkout_while_redis_is_down_keeps_the_order_and_the_sweep_enqueues_it(product):
+    closed = "redis://127.0.0.1:9/0?socket_connect_timeout=0.5"
+    with override_settings(RQ_QUEUES={"default": {"URL": closed, "DEFAULT_TIMEOUT": 60}}):
+        order = new_order(product)
+    assert Order.objects.get().status == "pending"
+    assert queued_job_ids() == []
+
+    assert orders_sweep_pending(older_than=0) == 1
+    assert orders_sweep_pending(older_than=0) == 0  # queued now: not enqueued twice
+    run_burst_worker()
+    assert Order.objects.get(pk=order.pk).status == "paid"
+    assert SandboxCharge.objects.count() == 1
+
+
+def test_sweep_replaces_a_failed_job(product):
+    order = new_order(product)
+    queue = django_rq.get_queue("default")
+    job = queue.fetch_job(order.job_id)
+    queue.remove(job)
+    job.set_status("failed")  # as RQ records a job whose work horse was killed
+    assert orders_sweep_pending(older_than=0) == 1
+    assert queued_job_ids() == [order.job_id]
+
+
+def test_sweep_leaves_young_orders_alone(product):
+    new_order(product)
+    django_rq.get_connection("default").flushdb()
+    assert orders_sweep_pending(older_than=3600) == 0

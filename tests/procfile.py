@@ -1,0 +1,117 @@
+"""Start the Procfile's own commands as processes, against the test database, Redis and SMTP."""
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from urllib.parse import quote
+
+from django.conf import settings
+from django.db import connection
+from honcho.environ import parse_procfile
+
+from tests.support import wait_until
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def procfile() -> dict[str, str]:
+    """Return the Procfile's process types and commands, parsed by honcho as it runs them."""
+    return dict(parse_procfile((ROOT / "Procfile").read_text()).processes)
+
+
+def test_database_url() -> str:
+    """Return a DATABASE_URL for the database the tests run against (pytest-django's test_ one)."""
+    db = connection.settings_dict
+    auth = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    host = db["HOST"] or "127.0.0.1"
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{auth}@{host}{port}/{db['NAME']}"
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    """Return the environment for a process of the formation under test."""
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=test_database_url(),
+        REDIS_URL=settings.RQ_QUEUES["default"]["URL"],
+        SECRET_KEY=settings.SECRET_KEY,
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+        PYTHONUNBUFFERED="1",
+    )
+    env.pop("DEBUG", None)
+    env.update(extra)
+    return env
+
+
+class Process:
+    """One process of a Procfile type, started as honcho would (``/bin/sh -c``, its own group)."""
+
+    def __init__(self, kind: str, env: dict[str, str], command: str | None = None):
+        self.kind = kind
+        self.command = command or procfile()[kind]
+        self.log = tempfile.NamedTemporaryFile(prefix=f"formation-{kind}-", suffix=".log", delete=False)  # noqa: SIM115 - lives as long as the process
+        self.popen = subprocess.Popen(
+            ["/bin/sh", "-c", self.command],
+            cwd=ROOT,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def wait_for_output(self, text: str, deadline: float = 30) -> None:
+        """Wait until ``text`` appears in the output; fail with the output if the process exits first."""
+
+        def seen():
+            if text in self.output():
+                return True
+            if self.popen.poll() is not None:
+                raise AssertionError(f"{self.kind} exited {self.popen.returncode} first:\n{self.output()}")
+            return False
+
+        wait_until(seen, deadline=deadline, message=f"{text!r} from {self.kind}")
+
+    def signal(self, sig: int = signal.SIGTERM, group: bool = False) -> None:
+        """Send ``sig`` to the process alone (Kubernetes, docker) or its whole group (honcho, Heroku)."""
+        if group:
+            os.killpg(self.pid, sig)
+        else:
+            self.popen.send_signal(sig)
+
+    def wait(self, deadline: float = 30) -> int:
+        """Wait for the exit; return the exit code. Fail (after killing it) when it outlives ``deadline``."""
+        try:
+            return self.popen.wait(timeout=deadline)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise AssertionError(f"{self.kind} still running after {deadline:g}s:\n{self.output()}") from None
+
+    def kill(self) -> None:
+        if self.popen.poll() is None:
+            os.killpg(self.pid, signal.SIGKILL)
+            self.popen.wait(timeout=10)
+
+    def close(self) -> None:
+        self.kill()
+        self.log.close()
+        os.unlink(self.log.name)
+
+
+def run_release(env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run the Procfile's release command to completion; return the finished process."""
+    return subprocess.run(
+        ["/bin/sh", "-c", procfile()["release"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+    )

@@ -1,0 +1,83 @@
+"""Test helpers: an SMTP server that records what it receives, checkout form data, polling."""
+
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from email import message_from_bytes
+from email.message import EmailMessage
+from email.policy import default as default_policy
+
+from aiosmtpd.controller import Controller
+
+
+def free_port() -> int:
+    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_until(predicate, *, deadline: float, interval: float = 0.05, message: str = "condition"):
+    """Poll ``predicate()`` every ``interval`` seconds; return its first truthy value.
+
+    Raise AssertionError naming ``message`` when ``deadline`` seconds pass first.
+    """
+    end = time.monotonic() + deadline
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > end:
+            raise AssertionError(f"timed out after {deadline:g}s waiting for {message}")
+        time.sleep(interval)
+
+
+@dataclass
+class RecordingSMTP:
+    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message it accepts."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    messages: list[EmailMessage] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
+        with self.lock:
+            self.messages.append(message_from_bytes(envelope.content, policy=default_policy))
+        return "250 OK"
+
+    @property
+    def url(self) -> str:
+        return f"smtp://{self.host}:{self.port}"
+
+    def message_ids(self) -> list[str]:
+        with self.lock:
+            return [str(message["Message-ID"]) for message in self.messages]
+
+
+def checkout_data(*, token, email="shopper@example.com", lines=(("procfile-mug", 1),), extra_rows=0, **overrides):
+    """Return the POST fields of the checkout form: management form, header fields and lines."""
+    rows = list(lines) + [("", "")] * extra_rows
+    data = {
+        "token": str(token),
+        "email": email,
+        "payment_method": "pm_card_visa",
+        "lines-TOTAL_FORMS": str(len(rows)),
+        "lines-INITIAL_FORMS": "0",
+        "lines-MIN_NUM_FORMS": "1",
+        "lines-MAX_NUM_FORMS": "20",
+    }
+    for index, (sku, quantity) in enumerate(rows):
+        data[f"lines-{index}-product"] = sku
+        data[f"lines-{index}-quantity"] = str(quantity)
+    data.update(overrides)
+    return data
+
+
+def start_smtp() -> tuple[RecordingSMTP, Controller]:
+    """Start a RecordingSMTP on a free port; return it and its controller (call ``.stop()``)."""
+    recorder = RecordingSMTP(port=free_port())
+    controller = Controller(recorder, hostname=recorder.host, port=recorder.port)
+    controller.start()
+    return recorder, controller

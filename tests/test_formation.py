@@ -1,0 +1,140 @@
+"""End to end: the Procfile's own process types, as processes, against real PostgreSQL, Redis and SMTP.
+
+A shopper's order goes through the HTML checkout over HTTP (CSRF and all), a worker processes it,
+the scheduler runs, a mailer delivers the confirmation to an SMTP server.
+"""
+
+import http.cookiejar
+import re
+import signal
+import time
+import urllib.parse
+import urllib.request
+
+import django_rq
+import pytest
+
+from orders.models import Charge, Order, Product
+from tests.procfile import Process, process_env, procfile, run_release
+from tests.support import free_port, wait_until
+
+pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=["default", "gateway"])]
+
+
+def test_procfile_declares_every_process_type_and_execs_it():
+    processes = procfile()
+    assert set(processes) == {"release", "web", "worker", "scheduler", "mailer"}
+    assert all(command.startswith("exec ") for command in processes.values())
+    assert "0.0.0.0:$PORT" in processes["web"]
+
+
+class Browser:
+    """A cookie-keeping HTTP client that does not follow redirects (to see the 303)."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, base: str):
+        self.base = base
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), self._NoRedirect)
+
+    def request(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        request = urllib.request.Request(self.base + path, data=body, headers={"Referer": self.base + path})
+        try:
+            with self.opener.open(request, timeout=10) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read().decode()
+
+
+def hidden(name: str, page: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', page)
+    assert match, f"no hidden field {name} in the page"
+    return match.group(1)
+
+
+def test_order_placed_over_http_is_paid_and_confirmed_by_smtp(smtp):
+    Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
+    port = free_port()
+    env = process_env(EMAIL_URL=smtp.url, PORT=str(port), WEB_CONCURRENCY="1", MAILER_POLL_INTERVAL="0.2")
+    release = run_release(env)
+    assert release.returncode == 0, release.stdout + release.stderr
+
+    processes = {kind: Process(kind, env) for kind in ("web", "worker", "scheduler", "mailer")}
+    try:
+        processes["web"].wait_for_output("Booting worker")
+        processes["worker"].wait_for_output("Listening on")
+        processes["scheduler"].wait_for_output("periodic jobs registered")
+        processes["mailer"].wait_for_output("mailer: started")
+        browser = Browser(f"http://127.0.0.1:{port}")
+        wait_until(lambda: browser.request("/health")[0] == 200, deadline=30, message="web /health")
+
+        status, _, page = browser.request("/checkout/?product=procfile-mug")
+        assert status == 200
+        form = {
+            "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", page),
+            "token": hidden("token", page),
+            "email": "e2e@example.com",
+            "payment_method": "pm_card_visa",
+            "lines-TOTAL_FORMS": "3",
+            "lines-INITIAL_FORMS": hidden("lines-INITIAL_FORMS", page),
+            "lines-MIN_NUM_FORMS": "1",
+            "lines-MAX_NUM_FORMS": "20",
+            "lines-0-product": "procfile-mug",
+            "lines-0-quantity": "2",
+            "lines-1-product": "",
+            "lines-1-quantity": "1",
+            "lines-2-product": "",
+            "lines-2-quantity": "1",
+        }
+        placed = time.monotonic()
+        status, headers, _ = browser.request("/checkout/", form)
+        assert status == 303, status
+        order_path = headers["Location"]
+        # A double click: the same form again is the same order.
+        assert browser.request("/checkout/", form)[1]["Location"] == order_path
+
+        wait_until(lambda: smtp.messages, deadline=30, message="the confirmation email at the SMTP server")
+        print(f"checkout to email: {time.monotonic() - placed:.2f}s")
+        order = Order.objects.get()
+        assert order.status == "paid"
+        assert Charge.objects.filter(order=order).count() == 1
+        assert len(smtp.messages) == 1
+        assert smtp.messages[0]["To"] == "e2e@example.com"
+        assert str(order.pk) in smtp.messages[0].get_content()
+        assert "paid" in browser.request(order_path)[2]
+
+        # Every long-running type stops gracefully on SIGTERM.
+        for process in processes.values():
+            process.signal(signal.SIGTERM)
+        assert {kind: process.wait(deadline=60) for kind, process in processes.items()} == dict.fromkeys(processes, 0)
+    finally:
+        for process in processes.values():
+            process.close()
+
+
+def test_scheduler_restarts_never_duplicate_periodic_jobs():
+    from django.conf import settings
+
+    env = process_env()
+    for _ in range(3):
+        scheduler = Process("scheduler", env)
+        try:
+            scheduler.wait_for_output("periodic jobs registered")
+            scheduler.signal(signal.SIGTERM)
+            assert scheduler.wait() == 0
+        finally:
+            scheduler.close()
+    jobs = django_rq.get_scheduler("default").get_jobs()
+    assert sorted(job.id for job in jobs) == sorted(entry["id"] for entry in settings.PERIODIC_JOBS)
+
+
+def test_release_is_safe_to_rerun():
+    env = process_env()
+    for _ in range(2):
+        release = run_release(env)
+        assert release.returncode == 0, release.stderr
+        assert "No migrations to apply" in release.stdout

@@ -1,0 +1,72 @@
+"""Settings come from the environment only; bad values stop start-up with one line naming them."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GOOD = {
+    "DATABASE_URL": "postgres://postgres@127.0.0.1:5/formation",
+    "REDIS_URL": "redis://127.0.0.1:6/0",
+    "EMAIL_URL": "smtp://127.0.0.1:25",
+    "SECRET_KEY": "x" * 50,
+}
+
+
+def manage_check(**changes: str | None) -> subprocess.CompletedProcess:
+    env = {key: value for key, value in os.environ.items() if key not in GOOD and key != "DEBUG"}
+    env.update(GOOD)
+    for key, value in changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    return subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_valid_configuration_passes_check():
+    result = manage_check()
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable"),
+    [
+        ({"DATABASE_URL": None}, "DATABASE_URL"),
+        ({"DATABASE_URL": "sqlite:///db.sqlite3"}, "DATABASE_URL"),  # must refuse: PostgreSQL only
+        ({"DATABASE_URL": "mysql://root@127.0.0.1/formation"}, "DATABASE_URL"),
+        ({"REDIS_URL": None}, "REDIS_URL"),
+        ({"REDIS_URL": "memcached://127.0.0.1"}, "REDIS_URL"),
+        ({"EMAIL_URL": "console://"}, "EMAIL_URL"),
+        ({"SECRET_KEY": None}, "SECRET_KEY"),
+        ({"DEBUG": "maybe"}, "DEBUG"),
+        ({"DATABASE_CONNECT_TIMEOUT": "soon"}, "DATABASE_CONNECT_TIMEOUT"),
+        ({"REDIS_CONNECT_TIMEOUT": "-1"}, "REDIS_CONNECT_TIMEOUT"),
+    ],
+)
+def test_bad_configuration_exits_with_one_line_naming_the_variable(changes, variable):
+    result = manage_check(**changes)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+
+
+def test_secret_key_may_be_missing_in_debug():
+    assert manage_check(SECRET_KEY=None, DEBUG="1").returncode == 0
+
+
+def test_debug_is_off_unless_set(settings):
+    assert os.environ.get("DEBUG") is not None or settings.DEBUG is False
+
+
+def test_connect_timeouts_and_health_checks_are_set(settings):
+    database = settings.DATABASES["default"]
+    assert database["OPTIONS"]["connect_timeout"] >= 1
+    assert database["CONN_HEALTH_CHECKS"] is True
+    assert "socket_connect_timeout=" in settings.RQ_QUEUES["default"]["URL"]

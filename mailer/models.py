@@ -60,3 +60,22 @@ class OutboxMessage(models.Model):
     def message_id(self) -> str:
         """Return the RFC 5322 Message-ID header value, the same for every attempt."""
         return f"<{self.message_uuid}@{settings.MESSAGE_ID_DOMAIN}>"
+
+
+class MailerHeartbeat(models.Model):
+    """Liveness of one running mailer process: its last pass, written at most every few seconds.
+
+    ``manage.py probe mailer`` reads it (an exec liveness probe); a graceful stop deletes the row.
+    """
+
+    name = models.CharField(max_length=200, primary_key=True, help_text="host:pid")
+    hostname = models.CharField(max_length=200)
+    pid = models.PositiveIntegerField()
+    started_at = models.DateTimeField()
+    beat_at = models.DateTimeField()
+
+    class Meta:
+        indexes = [models.Index(fields=["hostname", "beat_at"], name="mailerbeat_host_beat")]
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.beat_at:%H:%M:%S}"

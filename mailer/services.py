@@ -17,7 +17,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from mailer.models import OutboxMessage, OutboxStatus
+from mailer.models import MailerHeartbeat, OutboxMessage, OutboxStatus
 
 logger = logging.getLogger(__name__)
 
@@ -162,3 +162,22 @@ def outbox_release_expired_leases() -> int:
     return OutboxMessage.objects.filter(status=OutboxStatus.SENDING, lease_expires_at__lt=now).update(
         status=OutboxStatus.PENDING, lease_token=None, lease_expires_at=None, due_at=now
     )
+
+
+def mailer_heartbeat(*, hostname: str, pid: int, started_at) -> None:
+    """Record that the mailer ``hostname:pid`` is alive now (one upsert)."""
+    MailerHeartbeat.objects.update_or_create(
+        name=f"{hostname}:{pid}",
+        defaults={"hostname": hostname, "pid": pid, "started_at": started_at, "beat_at": timezone.now()},
+    )
+
+
+def mailer_heartbeat_clear(*, hostname: str, pid: int) -> None:
+    """Remove the heartbeat of a mailer that stops gracefully."""
+    MailerHeartbeat.objects.filter(name=f"{hostname}:{pid}").delete()
+
+
+def mailer_alive(*, hostname: str | None, max_age: float) -> int:
+    """Return how many mailers on ``hostname`` (None: any host) beat within the last ``max_age`` seconds."""
+    beats = MailerHeartbeat.objects.filter(beat_at__gte=timezone.now() - timedelta(seconds=max_age))
+    return (beats if hostname is None else beats.filter(hostname=hostname)).count()

@@ -26,8 +26,9 @@ SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 X_FRAME_OPTIONS = "DENY"
 
 INSTALLED_APPS = [
-    # orders first: its rqscheduler command (which registers the periodic jobs) must win
-    # over django_rq's (https://docs.djangoproject.com/en/5.2/ref/django-admin/#custom-commands).
+    # project first: its rqworker and rqscheduler commands must win over django_rq's
+    # (the first app with a command of a name wins, Django's get_commands()).
+    "project",
     "orders",
     "mailer",
     "django.contrib.admin",
@@ -111,7 +112,11 @@ RQ_JOB_TIMEOUT = env_int("RQ_JOB_TIMEOUT", 60, minimum=1)
 RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT}}
 # Enqueue only after the surrounding transaction commits (django_rq/queues.py), set
 # explicitly rather than left to django-rq's default.
-RQ = {"COMMIT_MODE": "on_db_commit"}
+RQ = {
+    "COMMIT_MODE": "on_db_commit",
+    "WORKER_CLASS": "project.worker.Worker",
+    "SCHEDULER_CLASS": "project.scheduler.Scheduler",
+}
 
 # Periodic jobs, registered under these fixed ids each time the scheduler starts, so a
 # restart replaces a job instead of adding a second copy. Intervals in seconds.
@@ -176,3 +181,10 @@ LOGGING = {
 
 # Domain part of the fixed Message-ID of each outbox message.
 MESSAGE_ID_DOMAIN = env_str("MESSAGE_ID_DOMAIN", "formation.localhost")
+
+# Seconds a process type retries an unreachable PostgreSQL or Redis at start before it exits 1.
+STARTUP_RETRY_SECONDS = env_number("STARTUP_RETRY_SECONDS", 30, minimum=0, maximum=600)
+# Seconds: how long an idle RQ worker blocks on Redis is RQ_WORKER_TTL - 15, and its liveness
+# key expires RQ_WORKER_TTL + 60 after its last heartbeat (rq's Worker.heartbeat).
+RQ_WORKER_TTL = env_int("RQ_WORKER_TTL", 60, minimum=20)
+MAILER_HEARTBEAT_SECONDS = env_number("MAILER_HEARTBEAT_SECONDS", 5, minimum=0)

@@ -1,29 +1,36 @@
 """The ``mailer`` process type: drain the email outbox over SMTP.
 
-Procfile: ``mailer: exec python manage.py mailer``. Each pass leases due messages one at a
-time and sends them (mailer.services.outbox_send_due), then waits ``--interval`` seconds.
+Procfile: ``mailer: exec python manage.py mailer``. At start it waits for PostgreSQL with a
+bound (project.preflight; exit 1 with one line when it stays unreachable). Each pass leases
+due messages one at a time and sends them (mailer.services.outbox_send_due), records a
+heartbeat at most every MAILER_HEARTBEAT_SECONDS (read by ``manage.py probe mailer``), then
+waits ``--interval`` seconds. A lost database connection is logged in one line and the pass
+retried; the process goes on without a restart.
 On SIGTERM or SIGINT it finishes the message being sent, records it as sent, leaves the rest
 queued and exits 0. After kill -9, a message leased but not marked sent is due again when its
 lease (MAILER_LEASE_SECONDS) expires.
 """
 
 import logging
+import os
 import signal
+import socket
 import threading
+import time
 
 from django.conf import settings
-from django.core.management.base import BaseCommand
-from django.db import close_old_connections
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError, close_old_connections
+from django.utils import timezone
 
-from mailer.services import outbox_send_due
+from mailer.services import mailer_heartbeat, mailer_heartbeat_clear, outbox_send_due
+from project.preflight import ServiceUnavailable, wait_for_services
 
 logger = logging.getLogger("mailer")
 
 
 class Command(BaseCommand):
-    help = (
-        "Send due messages from the email outbox over SMTP until stopped (SIGTERM: finish the current message, exit 0)."
-    )
+    help = "Send due outbox messages over SMTP until stopped (SIGTERM: finish the current message, exit 0)."
 
     def add_arguments(self, parser):
         parser.add_argument("--once", action="store_true", help="Make one pass over due messages, then exit.")
@@ -44,19 +51,34 @@ class Command(BaseCommand):
 
         signal.signal(signal.SIGTERM, request_stop)
         signal.signal(signal.SIGINT, request_stop)
+        try:
+            wait_for_services(database=True)
+        except ServiceUnavailable as exc:
+            raise CommandError(f"mailer: {exc}") from None
+        hostname, pid, started_at = socket.gethostname(), os.getpid(), timezone.now()
+        last_beat = 0.0
         logger.info("mailer: started, polling every %gs", interval)
         while not stop.is_set():
             close_old_connections()
+            sent = 0
             try:
+                if time.monotonic() - last_beat >= settings.MAILER_HEARTBEAT_SECONDS:
+                    mailer_heartbeat(hostname=hostname, pid=pid, started_at=started_at)
+                    last_beat = time.monotonic()
                 sent = outbox_send_due(stop=stop)
+            except DatabaseError as exc:
+                logger.warning("mailer: database unavailable (%s); retrying", str(exc).strip().splitlines()[0])
             except Exception:
-                # Database unreachable or the like: log with the stack, retry next pass.
-                logger.exception("mailer: pass failed")
-                sent = 0
+                logger.exception("mailer: pass failed")  # unknown: keep the stack, retry next pass
             if sent:
                 logger.info("mailer: sent %d message(s)", sent)
             if once:
                 break
             stop.wait(interval)
+        try:
+            mailer_heartbeat_clear(hostname=hostname, pid=pid)
+        except DatabaseError as exc:
+            # The row ages out by itself: the probe only counts recent beats.
+            logger.info("mailer: heartbeat not cleared (%s)", str(exc).strip().splitlines()[0])
         close_old_connections()
         logger.info("mailer: stopped")

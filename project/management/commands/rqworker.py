@@ -1,0 +1,44 @@
+"""The ``worker`` process type: django-rq's rqworker with Formation's start-up and shutdown rules.
+
+Procfile: ``worker: exec python manage.py rqworker default``. Overrides django-rq's command
+of the same name: it waits for PostgreSQL and Redis with a bound (project.preflight; exit 1
+with one line when they stay unreachable), defaults ``--worker-ttl`` to RQ_WORKER_TTL, then
+runs django-rq's command with the worker class project.worker.Worker.
+SIGTERM or SIGINT: warm shutdown — the job in progress (its work horse ignores the signal)
+runs to completion and commits, no new job is taken, exit 0. A second signal: cold shutdown —
+the work horse is killed and the job is left to the scheduler's sweep.
+"""
+
+import logging
+import signal
+
+from django.conf import settings
+from django.core.management.base import CommandError
+from django_rq.management.commands.rqworker import Command as DjangoRQWorkerCommand
+
+from project.preflight import ServiceUnavailable, wait_for_services
+
+logger = logging.getLogger("worker")
+
+
+def _exit_before_start(signum, frame):
+    logger.info("worker: %s received before start, exiting", signal.Signals(signum).name)
+    raise SystemExit(0)
+
+
+class Command(DjangoRQWorkerCommand):
+    help = "Run an RQ worker (SIGTERM: warm shutdown, finish the current job, exit 0; twice: cold shutdown)."
+
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.set_defaults(worker_ttl=settings.RQ_WORKER_TTL)
+
+    def handle(self, *args, **options):
+        # Until RQ installs its handlers (in Worker.work), a signal means "stop before starting".
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _exit_before_start)
+        try:
+            wait_for_services(database=True, redis=True)
+        except ServiceUnavailable as exc:
+            raise CommandError(f"worker: {exc}") from None
+        super().handle(*args, **options)

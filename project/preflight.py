@@ -1,0 +1,78 @@
+"""Start-up checks of the backing services for the long-running process types.
+
+A process type that needs PostgreSQL or Redis checks them once at start: when one is not
+reachable it logs one line saying so and retries every second, and after
+``STARTUP_RETRY_SECONDS`` (default 30) gives up with ServiceUnavailable (one line; the
+commands turn it into exit status 1). Each attempt is bounded by the connect timeouts
+(DATABASE_CONNECT_TIMEOUT, REDIS_CONNECT_TIMEOUT), so a start never hangs.
+"""
+
+import logging
+import time
+
+from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
+
+logger = logging.getLogger("preflight")
+
+
+class ServiceUnavailable(Exception):
+    """A backing service stayed unreachable for the whole start-up retry period."""
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _database_problem() -> str | None:
+    connection = connections[DEFAULT_DB_ALIAS]
+    try:
+        connection.ensure_connection()
+    except OperationalError as exc:
+        return _first_line(exc)
+    finally:
+        # Never carry a connection into a fork (RQ's work horse) or a long wait.
+        connection.close()
+    return None
+
+
+def _redis_problem() -> str | None:
+    import django_rq
+    from redis.exceptions import RedisError
+
+    try:
+        django_rq.get_connection("default").ping()
+    except RedisError as exc:
+        return _first_line(exc)
+    return None
+
+
+def wait_for_services(*, database: bool = False, redis: bool = False, retry_for: float | None = None) -> None:
+    """Return once the requested services answer; retry for ``retry_for`` seconds (default setting).
+
+    Log one warning line per unreachable service, the first time only.
+    Raise ServiceUnavailable naming the variable and the last error when time runs out.
+    """
+    retry_for = settings.STARTUP_RETRY_SECONDS if retry_for is None else retry_for
+    checks = {}
+    if database:
+        checks["PostgreSQL (DATABASE_URL)"] = _database_problem
+    if redis:
+        checks["Redis (REDIS_URL)"] = _redis_problem
+    deadline = time.monotonic() + retry_for
+    reported: set[str] = set()
+    while True:
+        problems = {name: problem for name, check in checks.items() if (problem := check())}
+        if not problems:
+            if reported:
+                logger.info("start-up: %s reachable now", ", ".join(sorted(reported)))
+            return
+        for name, problem in problems.items():
+            if name not in reported:
+                logger.warning("start-up: %s unreachable (%s); retrying for up to %gs", name, problem, retry_for)
+                reported.add(name)
+        if time.monotonic() >= deadline:
+            summary = "; ".join(f"{name}: {problem}" for name, problem in problems.items())
+            raise ServiceUnavailable(f"unreachable after {retry_for:g}s: {summary}")
+        time.sleep(1)

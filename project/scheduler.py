@@ -1,0 +1,45 @@
+"""rq-scheduler with Formation's periodic jobs (settings.RQ["SCHEDULER_CLASS"]).
+
+Periodic jobs live in Redis under fixed ids (settings.PERIODIC_JOBS). They are registered at
+scheduler start, and every tick that holds rq-scheduler's lock puts back any that is missing
+(Redis restarted without its data), so no restart or Redis loss ever leaves zero or two copies.
+"""
+
+from datetime import UTC, datetime
+
+from django.conf import settings
+from django_rq.queues import DjangoScheduler
+
+
+class Scheduler(DjangoScheduler):
+    """DjangoScheduler that keeps settings.PERIODIC_JOBS scheduled under their fixed ids."""
+
+    def enqueue_jobs(self):
+        """Restore missing periodic jobs, then move due jobs to their queues (runs under the lock)."""
+        periodic_jobs_register(scheduler=self, only_missing=True)
+        return super().enqueue_jobs()
+
+
+def periodic_jobs_register(*, scheduler: DjangoScheduler, only_missing: bool = False) -> list[str]:
+    """Schedule every entry of settings.PERIODIC_JOBS on ``scheduler``; return the ids scheduled.
+
+    Each entry is ``{"id": str, "func": dotted path, "interval": seconds}``. Scheduling under a
+    fixed id overwrites the job hash and its place in the schedule (rq-scheduler's
+    ``schedule(id=…)``), so any number of restarts leaves exactly one copy of each job, with the
+    interval of the latest start. With ``only_missing``, ids already scheduled are left alone.
+    """
+    registered = []
+    for entry in settings.PERIODIC_JOBS:
+        if only_missing and entry["id"] in scheduler:
+            continue
+        scheduler.schedule(
+            scheduled_time=datetime.now(UTC),
+            func=entry["func"],
+            interval=entry["interval"],
+            repeat=None,
+            id=entry["id"],
+            result_ttl=entry["interval"] * 10,
+            timeout=settings.RQ_JOB_TIMEOUT,
+        )
+        registered.append(entry["id"])
+    return registered

@@ -27,7 +27,13 @@ control_socket_disable = True
 
 
 def on_starting(server):
-    """Load the settings once in the arbiter, so a configuration error is one line and exit 1."""
+    """Load the settings once in the arbiter, so a configuration error is one line and exit 1.
+
+    Unreachable backing services do not stop web: it starts, answers /health, and /ready says
+    503 naming the service until it is back (orchestrators route no traffic meanwhile). One
+    warning line per unreachable service says so at start; each check is bounded by the
+    connect timeouts, so the start never hangs.
+    """
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
@@ -37,3 +43,11 @@ def on_starting(server):
     except ImproperlyConfigured as exc:
         sys.stderr.write(f"configuration error: {exc}\n")
         sys.exit(1)
+    import django
+
+    django.setup(set_prefix=False)
+    from project.preflight import database_problem, redis_problem
+
+    for name, check in (("PostgreSQL (DATABASE_URL)", database_problem), ("Redis (REDIS_URL)", redis_problem)):
+        if problem := check():
+            server.log.warning("%s unreachable (%s); serving, /ready answers 503 until it is back", name, problem)

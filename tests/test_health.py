@@ -1,0 +1,49 @@
+"""/health is liveness (no backing service touched); /ready is readiness (503 naming what failed)."""
+
+import pytest
+from django.core.management import call_command
+from django.test import Client
+
+from tests.conftest import ALL_DATABASES
+
+
+def test_health_touches_no_backing_service(client, settings):
+    # No django_db mark: pytest-django makes any database access an error in this test.
+    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:9/0?socket_connect_timeout=0.2"}}
+    response = client.get("/health")
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+def test_ready_when_everything_answers(client):
+    response = client.get("/ready")
+    assert response.status_code == 200
+    assert response.json()["checks"] == {"database": "ok", "redis": "ok"}
+
+
+@pytest.mark.django_db
+def test_not_ready_without_redis_names_it(client, settings):
+    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:9/0?socket_connect_timeout=0.5"}}
+    response = client.get("/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["status"] == "unavailable"
+    assert body["checks"]["database"] == "ok"
+    assert "ConnectionError" in body["checks"]["redis"]
+
+
+@pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
+def test_not_ready_with_an_unapplied_migration_names_it():
+    call_command("migrate", "mailer", "0001", verbosity=0)
+    try:
+        response = Client().get("/ready")
+        assert response.status_code == 503
+        assert "mailer.0002_heartbeat" in response.json()["checks"]["database"]
+    finally:
+        call_command("migrate", "mailer", verbosity=0)
+    assert Client().get("/ready").status_code == 200
+
+
+def test_probes_answer_get_only(client):
+    assert client.post("/health").status_code == 405

@@ -1,11 +1,13 @@
 """The RQ worker class of the ``worker`` process type (settings.RQ["WORKER_CLASS"]).
 
 RQ's work horse (the forked child that runs one job) resets SIGTERM to its default action
-(rq/worker/base.py, ``setup_work_horse_signals``). When a platform signals the whole process
-group (honcho, Heroku) that kills the job mid-way, although the parent worker is doing a warm
-shutdown and would wait for it. Here the horse ignores SIGTERM and SIGINT: the parent alone
-decides — warm shutdown lets the job finish; a second signal (cold shutdown) makes RQ SIGKILL
-the horse (``kill_horse``), and the job is recovered by the scheduler's sweep.
+(rq/worker/base.py, ``setup_work_horse_signals``). RQ puts it in a process group of its own,
+so honcho's signal to the worker's group does not reach it; but platforms that signal every
+process of the container do (Heroku sends SIGTERM to "all processes in the dyno"; systemd's
+default KillMode=control-group), and that would kill the job mid-way while the parent is doing
+a warm shutdown and would wait for it. Here the horse ignores SIGTERM and SIGINT: the parent
+alone decides — warm shutdown lets the job finish; a second signal (cold shutdown) makes RQ
+SIGKILL the horse (``kill_horse``), and the job is recovered by the scheduler's sweep.
 """
 
 import signal

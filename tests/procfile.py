@@ -1,5 +1,6 @@
 """Start the Procfile's own commands as processes, against the test database, Redis and SMTP."""
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -91,6 +92,16 @@ class Process:
             os.killpg(self.pid, sig)
         else:
             self.popen.send_signal(sig)
+
+    def signal_every_process(self, sig: int = 15) -> None:  # 15: SIGTERM
+        """Send ``sig`` to the process and all its descendants, as Heroku's dyno manager and
+        systemd's KillMode=control-group do ("all processes in the dyno")."""
+        import psutil
+
+        root = psutil.Process(self.pid)
+        for process in [root, *root.children(recursive=True)]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.send_signal(sig)
 
     def wait(self, deadline: float = 30) -> int:
         """Wait for the exit; return the exit code. Fail (after killing it) when it outlives ``deadline``."""

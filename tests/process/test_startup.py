@@ -10,7 +10,11 @@ from tests.conftest import ALL_DATABASES
 from tests.process.conftest import READY
 from tests.support import free_port
 
-pytestmark = [pytest.mark.process, pytest.mark.startup, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.startup,
+    pytest.mark.django_db(transaction=True, databases=ALL_DATABASES),
+]
 
 # The twelve-factor checklist's limit for a process to be up (https://12factor.net/disposability
 # says "a few seconds"; the issue allows 10 s). Benchmarks in bench/ measure the real figure.

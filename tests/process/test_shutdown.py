@@ -1,0 +1,151 @@
+"""Graceful shutdown on SIGTERM, sent to the process alone (Kubernetes, docker) or to its whole
+process group (honcho, Heroku): each process type finishes what it started and exits 0."""
+
+import asyncio
+import signal
+import socket
+import threading
+import uuid
+
+import django_rq
+import psutil
+import pytest
+
+from mailer.models import OutboxMessage, OutboxStatus
+from mailer.services import outbox_message_create
+from orders.models import Order, OrderStatus, Product, SandboxCharge
+from orders.services import LineRequest, order_create
+from tests.conftest import ALL_DATABASES
+from tests.process.conftest import work_horse
+from tests.procfile import Process
+from tests.support import wait_until
+
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.shutdown,
+    pytest.mark.django_db(transaction=True, databases=ALL_DATABASES),
+]
+
+BOTH = pytest.mark.parametrize("group", [False, True], ids=["process", "group"])
+
+
+def place_order() -> Order:
+    product, _ = Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
+    order, _ = order_create(
+        email="shopper@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4()
+    )
+    return order
+
+
+@BOTH
+def test_web_finishes_requests_in_flight_and_refuses_new_connections(formation, group):
+    web = formation.start("web")
+    port = int(web.env["PORT"])
+    in_flight = socket.create_connection(("127.0.0.1", port), timeout=10)
+    in_flight.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")  # headers not finished yet
+    gunicorn_worker = psutil.Process(web.pid).children()[0]
+    wait_until(
+        lambda: any(c.laddr.port == port and c.status == "ESTABLISHED" for c in gunicorn_worker.net_connections()),
+        deadline=10,
+        message="gunicorn's worker to accept the connection",
+    )
+    web.signal(signal.SIGTERM, group=group)
+
+    def refused():
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except ConnectionRefusedError:
+            return True
+        return False
+
+    wait_until(refused, deadline=10, message="new connections to be refused")
+    in_flight.sendall(b"Connection: close\r\n\r\n")
+    response = in_flight.recv(4096)
+    assert response.startswith(b"HTTP/1.1 200 OK"), response
+    assert web.wait(deadline=30) == 0
+
+
+@pytest.mark.parametrize("target", ["process", "group", "every-process"])
+def test_worker_warm_shutdown_finishes_the_job_and_takes_no_new_one(formation, target):
+    worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
+    first, second = place_order(), place_order()
+    work_horse(worker)
+    wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the first charge")
+    if target == "every-process":
+        worker.signal_every_process(signal.SIGTERM)
+    else:
+        worker.signal(signal.SIGTERM, group=target == "group")
+    assert worker.wait(deadline=30) == 0
+    assert Order.objects.get(pk=first.pk).status == OrderStatus.PAID
+    assert Order.objects.get(pk=second.pk).status == OrderStatus.PENDING
+    assert django_rq.get_queue("default").get_job_ids() == [second.job_id]
+    assert "warm shut down requested" in worker.output()
+
+
+def test_worker_second_signal_is_a_cold_shutdown(formation):
+    worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="20000")
+    order = place_order()
+    horse = work_horse(worker)
+    wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the charge")
+
+    def stopped():
+        # RQ ignores a repeat within 1 s of the first signal (rq/worker/base.py): keep pressing.
+        worker.signal(signal.SIGTERM)
+        return worker.popen.poll() is not None
+
+    wait_until(stopped, deadline=10, interval=0.5, message="cold shutdown")
+    assert not horse.is_running() or horse.status() == psutil.STATUS_ZOMBIE
+    assert "cold shut down" in worker.output()
+    assert Order.objects.get(pk=order.pk).status == OrderStatus.PENDING  # the sweep's job now
+
+
+@BOTH
+def test_scheduler_releases_its_lock_and_a_standby_takes_over(formation, group):
+    first = formation.start("scheduler", command="exec python manage.py rqscheduler --interval 1")
+    standby = formation.start("scheduler", command="exec python manage.py rqscheduler --interval 1")
+    first.signal(signal.SIGTERM, group=group)
+    assert first.wait(deadline=15) == 0
+    connection = django_rq.get_connection("default")
+    connection.delete("rq:queue:default")
+    wait_until(
+        lambda: b"orders-sweep-pending" in connection.lrange("rq:queue:default", 0, -1),
+        deadline=10,
+        message="the standby scheduler to enqueue the sweep",
+    )
+    assert standby.popen.poll() is None
+
+
+@BOTH
+def test_mailer_finishes_the_message_being_sent_and_leaves_the_rest(formation, smtp, group):
+    sending = threading.Event()
+
+    async def slow_data(server, session, envelope):
+        sending.set()
+        await asyncio.sleep(1.5)
+        return await type(smtp).handle_DATA(smtp, server, session, envelope)
+
+    smtp.handle_DATA = slow_data
+    for i in range(3):
+        outbox_message_create(key=f"shutdown-{i}", to=f"u{i}@example.com", subject="s", body="b")
+    mailer = formation.start("mailer")
+    assert sending.wait(timeout=15)
+    mailer.signal(signal.SIGTERM, group=group)
+    assert mailer.wait(deadline=30) == 0
+    assert len(smtp.messages) == 1
+    assert OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 1
+    assert OutboxMessage.objects.filter(status=OutboxStatus.PENDING).count() == 2
+
+
+def test_dev_runner_waits_for_a_job_longer_than_honchos_default(formation_env):
+    """Ctrl-C on `make run` reaches honcho alone; it must wait longer than its built-in 5 s."""
+    order = place_order()
+    env = {**formation_env, "PAYMENT_SANDBOX_LATENCY_MS": "7000"}
+    honcho = Process("honcho", env, command="exec python -m embedded.honcho -e /dev/null start worker")
+    try:
+        wait_until(lambda: SandboxCharge.objects.exists(), deadline=20, message="the charge")
+        honcho.signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
+        assert honcho.wait(deadline=60) in (0, 130)
+        assert "worker.1 stopped (rc=0)" in honcho.output()
+        assert Order.objects.get(pk=order.pk).status == OrderStatus.PAID
+    finally:
+        honcho.close()

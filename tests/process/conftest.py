@@ -149,7 +149,10 @@ def own_redis(tmp_path, settings, formation_env):
 
 
 def work_horse(worker: Process) -> psutil.Process:
-    """Return the work horse (RQ's forked child running a job) of a running worker."""
+    """Return the work horse (RQ's forked child running a job) of a running worker.
+
+    A worker runs one job at a time: call it while the job of interest is known to run.
+    """
 
     def horse():
         children = psutil.Process(worker.pid).children()
@@ -170,3 +173,23 @@ def app_backends() -> list[int]:
 
 def elapsed(since: float) -> float:
     return time.monotonic() - since
+
+
+def assert_exactly_once(orders, smtp=None, *, smtp_once: bool = True) -> None:
+    """Assert the crash invariants: every order paid (or failed with a reason), one gateway charge
+    per order, one Charge row per paid order, one confirmation recorded as sent per order, and
+    (with ``smtp``) each confirmation's Message-ID received once (at least once if not ``smtp_once``)."""
+    from mailer.models import OutboxMessage, OutboxStatus
+    from orders.models import Charge, Order, SandboxCharge
+
+    for order in orders:
+        order = Order.objects.get(pk=order.pk)
+        assert order.status in ("paid", "failed"), order
+        assert order.status == "paid" or order.failure_reason
+        assert SandboxCharge.objects.filter(idempotency_key=str(order.idempotency_key)).count() == 1
+        assert Charge.objects.filter(order=order).count() == (1 if order.status == "paid" else 0)
+        sent = OutboxMessage.objects.filter(key=f"order-{order.status}-{order.pk}", status=OutboxStatus.SENT)
+        assert sent.count() == 1, f"confirmation of {order.pk} not sent exactly once"
+        if smtp is not None:
+            received = smtp.message_ids().count(sent.get().message_id)
+            assert received == 1 if smtp_once else received >= 1, f"{order.pk}: received {received} times"

@@ -1,0 +1,191 @@
+"""Crash-only: kill -9 of any process at any instant loses nothing and duplicates nothing.
+
+Recovery is the scheduler's sweep (orders pending for ORDER_STUCK_AFTER without a live job are
+enqueued again) and the mailer's lease (a message leased but not marked sent is due again
+after MAILER_LEASE_SECONDS); the gateway's idempotency key makes a rerun charge nothing twice.
+"""
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from urllib.parse import urlencode
+
+import psutil
+import psycopg
+import pytest
+from django.db import connection
+from django.test import Client
+
+from mailer.models import OutboxMessage, OutboxStatus
+from mailer.services import outbox_message_create
+from orders.models import Order, Product, SandboxCharge
+from orders.services import LineRequest, order_create
+from tests.conftest import ALL_DATABASES
+from tests.process.conftest import assert_exactly_once, work_horse
+from tests.support import checkout_data, wait_until
+
+pytestmark = [pytest.mark.process, pytest.mark.crash, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
+
+
+def place_order() -> Order:
+    product, _ = Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
+    order, _ = order_create(email="crash@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    return order
+
+
+def status_of(order: Order) -> str:
+    return Order.objects.get(pk=order.pk).status
+
+
+def test_work_horse_killed_after_the_charge_before_the_commit(formation, smtp):
+    formation.start("scheduler")
+    formation.start("mailer")
+    worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
+    order, other = place_order(), place_order()
+    wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the gateway's charge")
+    work_horse(worker).kill()  # SIGKILL: the charge is at the gateway, the shop's transaction never commits
+    killed = time.monotonic()
+    wait_until(lambda: status_of(order) == "paid", deadline=60, message="the sweep to recover the order")
+    print(f"recovery after kill -9 of the work horse: {time.monotonic() - killed:.1f}s")
+    wait_until(lambda: status_of(other) == "paid", deadline=30, message="the next order")
+    wait_until(lambda: len(smtp.messages) >= 2, deadline=30, message="both confirmations")
+    assert worker.popen.poll() is None  # the worker itself lived on
+    assert_exactly_once([order, other], smtp)
+
+
+def test_whole_worker_killed_mid_job_is_recovered_by_another_worker(formation, smtp):
+    formation.start("scheduler")
+    formation.start("mailer")
+    worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
+    order = place_order()
+    wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the gateway's charge")
+    for process in (psutil.Process(worker.pid), work_horse(worker)):  # the container dies: every process
+        process.kill()
+    worker.wait()
+    formation.start("worker")
+    wait_until(lambda: status_of(order) == "paid", deadline=60, message="the sweep and the new worker")
+    wait_until(lambda: smtp.messages, deadline=30, message="the confirmation")
+    assert_exactly_once([order], smtp)
+
+
+def _block_rcpt_once(smtp) -> threading.Event:
+    """Make the SMTP server hold the first RCPT until released; return the 'RCPT arrived' event."""
+    arrived, release = threading.Event(), threading.Event()
+
+    async def handle_rcpt(server, session, envelope, address, rcpt_options):
+        if not arrived.is_set():
+            arrived.set()
+            while not release.is_set():
+                await asyncio.sleep(0.05)
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    smtp.handle_RCPT = handle_rcpt
+    arrived.release = release
+    return arrived
+
+
+def test_mailer_killed_before_the_server_accepted_sends_the_message_once(formation, smtp):
+    arrived = _block_rcpt_once(smtp)
+    message = outbox_message_create(key="crash-before", to="a@example.com", subject="s", body="b")
+    mailer = formation.start("mailer")
+    assert arrived.wait(timeout=15)
+    mailer.kill()
+    arrived.release.set()
+    formation.start("mailer")
+    wait_until(lambda: smtp.messages, deadline=30, message="the message after its lease expired")
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SENT and message.attempts == 2
+    assert smtp.message_ids() == [message.message_id]
+
+
+def test_mailer_killed_after_the_server_accepted_resends_with_the_same_message_id(formation, smtp):
+    """The one window where a duplicate is possible: the SMTP server said 250, the mailer died
+    before recording it. The retry carries the same Message-ID, so the receiver can drop it."""
+    message = outbox_message_create(key="crash-after", to="a@example.com", subject="s", body="b")
+    db = connection.settings_dict
+    locker = psycopg.connect(
+        host=db["HOST"],
+        port=db["PORT"] or None,
+        user=db["USER"],
+        password=db["PASSWORD"] or None,
+        dbname=db["NAME"],
+        application_name="test-locker",
+    )
+    accepted = threading.Event()
+    original = type(smtp).handle_DATA
+
+    async def accept_then_stall_the_mark_sent(server, session, envelope):
+        if not accepted.is_set():
+            # Hold the outbox row so the mailer's "mark sent" waits, right after our 250.
+            locker.execute("SELECT 1 FROM mailer_outboxmessage WHERE id = %s FOR UPDATE", [message.pk])
+            accepted.set()
+        return await original(smtp, server, session, envelope)
+
+    smtp.handle_DATA = accept_then_stall_the_mark_sent
+    try:
+        mailer = formation.start("mailer")
+        assert accepted.wait(timeout=15)
+
+        def mark_sent_waits():
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'formation'"
+                    " AND wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                return cursor.fetchone()[0] > 0
+
+        wait_until(mark_sent_waits, deadline=15, message="the mailer's update to wait on the row")
+        mailer.kill()
+        # PostgreSQL would still finish the orphaned UPDATE once the row is free; end its
+        # backend too, so the outcome is that of a mailer that died before its UPDATE arrived.
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'formation'"
+                " AND wait_event_type = 'Lock' AND datname = current_database()"
+            )
+    finally:
+        locker.rollback()
+        locker.close()
+    formation.start("mailer")
+    wait_until(lambda: len(smtp.messages) == 2, deadline=30, message="the resend after the lease")
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SENT
+    assert OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 1
+    assert smtp.message_ids() == [message.message_id, message.message_id]
+
+
+def test_web_killed_mid_request_writes_nothing_and_the_retry_creates_one_order(formation):
+    Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
+    web = formation.start("web")
+    port = int(web.env["PORT"])
+    token = uuid.uuid4()
+    body = urlencode(checkout_data(token=token)).encode()
+    request = (
+        f"POST /checkout/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode()
+    half = socket.create_connection(("127.0.0.1", port), timeout=10)
+    half.sendall(request + body[: len(body) // 2])
+    web.kill()
+    half.close()
+    assert Order.objects.count() == 0
+    formation.start("web")
+    client = Client()
+    client.get("/checkout/")
+    assert client.post("/checkout/", checkout_data(token=token)).status_code == 303
+    assert client.post("/checkout/", checkout_data(token=token)).status_code == 303
+    assert Order.objects.count() == 1
+
+
+def test_scheduler_killed_loses_no_periodic_job(formation):
+    import django_rq
+    from django.conf import settings
+
+    for _ in range(3):
+        scheduler = formation.start("scheduler")
+        scheduler.kill()
+    ids = sorted(job.id for job in django_rq.get_scheduler("default").get_jobs())
+    assert ids == sorted(entry["id"] for entry in settings.PERIODIC_JOBS)

@@ -1,8 +1,13 @@
 """Test helpers: an SMTP server that records what it receives, checkout form data, polling."""
 
+import http.cookiejar
+import re
 import socket
 import threading
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
@@ -81,3 +86,31 @@ def start_smtp() -> tuple[RecordingSMTP, Controller]:
     controller = Controller(recorder, hostname=recorder.host, port=recorder.port)
     controller.start()
     return recorder, controller
+
+
+class Browser:
+    """A cookie-keeping HTTP client that does not follow redirects (to see the 303)."""
+
+    class _NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
+    def __init__(self, base: str):
+        self.base = base
+        self.cookies = http.cookiejar.CookieJar()
+        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), self._NoRedirect)
+
+    def request(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
+        body = urllib.parse.urlencode(data).encode() if data is not None else None
+        request = urllib.request.Request(self.base + path, data=body, headers={"Referer": self.base + path})
+        try:
+            with self.opener.open(request, timeout=10) as response:
+                return response.status, dict(response.headers), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, dict(error.headers), error.read().decode()
+
+
+def hidden(name: str, page: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', page)
+    assert match, f"no hidden field {name} in the page"
+    return match.group(1)

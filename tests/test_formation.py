@@ -4,19 +4,15 @@ A shopper's order goes through the HTML checkout over HTTP (CSRF and all), a wor
 the scheduler runs, a mailer delivers the confirmation to an SMTP server.
 """
 
-import http.cookiejar
-import re
 import signal
 import time
-import urllib.parse
-import urllib.request
 
 import django_rq
 import pytest
 
 from orders.models import Charge, Order, Product
 from tests.procfile import Process, process_env, procfile, run_release
-from tests.support import free_port, wait_until
+from tests.support import Browser, free_port, hidden, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=["default", "gateway"])]
 
@@ -26,34 +22,6 @@ def test_procfile_declares_every_process_type_and_execs_it():
     assert set(processes) == {"release", "web", "worker", "scheduler", "mailer"}
     assert all(command.startswith("exec ") for command in processes.values())
     assert "0.0.0.0:$PORT" in processes["web"]
-
-
-class Browser:
-    """A cookie-keeping HTTP client that does not follow redirects (to see the 303)."""
-
-    class _NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    def __init__(self, base: str):
-        self.base = base
-        self.cookies = http.cookiejar.CookieJar()
-        self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), self._NoRedirect)
-
-    def request(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
-        body = urllib.parse.urlencode(data).encode() if data is not None else None
-        request = urllib.request.Request(self.base + path, data=body, headers={"Referer": self.base + path})
-        try:
-            with self.opener.open(request, timeout=10) as response:
-                return response.status, dict(response.headers), response.read().decode()
-        except urllib.error.HTTPError as error:
-            return error.code, dict(error.headers), error.read().decode()
-
-
-def hidden(name: str, page: str) -> str:
-    match = re.search(rf'name="{name}" value="([^"]*)"', page)
-    assert match, f"no hidden field {name} in the page"
-    return match.group(1)
 
 
 def test_order_placed_over_http_is_paid_and_confirmed_by_smtp(smtp):

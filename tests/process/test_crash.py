@@ -16,7 +16,6 @@ import psutil
 import psycopg
 import pytest
 from django.db import connection
-from django.test import Client
 
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
@@ -24,7 +23,7 @@ from orders.models import Order, Product, SandboxCharge
 from orders.services import LineRequest, order_create
 from tests.conftest import ALL_DATABASES
 from tests.process.conftest import assert_exactly_once, work_horse
-from tests.support import checkout_data, wait_until
+from tests.support import Browser, checkout_data, hidden, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.crash, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
@@ -173,10 +172,11 @@ def test_web_killed_mid_request_writes_nothing_and_the_retry_creates_one_order(f
     half.close()
     assert Order.objects.count() == 0
     formation.start("web")
-    client = Client()
-    client.get("/checkout/")
-    assert client.post("/checkout/", checkout_data(token=token)).status_code == 303
-    assert client.post("/checkout/", checkout_data(token=token)).status_code == 303
+    browser = Browser(f"http://127.0.0.1:{port}")
+    page = browser.request("/checkout/")[2]
+    form = {**checkout_data(token=token), "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", page)}
+    assert browser.request("/checkout/", form)[0] == 303
+    assert browser.request("/checkout/", form)[0] == 303  # the shopper's retry
     assert Order.objects.count() == 1
 
 

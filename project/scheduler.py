@@ -26,14 +26,16 @@ def periodic_jobs_register(*, scheduler: DjangoScheduler, only_missing: bool = F
     Each entry is ``{"id": str, "func": dotted path, "interval": seconds}``. Scheduling under a
     fixed id overwrites the job hash and its place in the schedule (rq-scheduler's
     ``schedule(id=…)``), so any number of restarts leaves exactly one copy of each job, with the
-    interval of the latest start. With ``only_missing``, ids already scheduled are left alone.
+    interval of the latest start. A job already scheduled keeps its next run time, so starting
+    another scheduler never runs a job early. With ``only_missing``, scheduled ids are left alone.
     """
     registered = []
     for entry in settings.PERIODIC_JOBS:
-        if only_missing and entry["id"] in scheduler:
+        next_run = scheduler.connection.zscore(scheduler.scheduled_jobs_key, entry["id"])
+        if only_missing and next_run is not None:
             continue
         scheduler.schedule(
-            scheduled_time=datetime.now(UTC),
+            scheduled_time=datetime.fromtimestamp(next_run, UTC) if next_run is not None else datetime.now(UTC),
             func=entry["func"],
             interval=entry["interval"],
             repeat=None,

@@ -7,7 +7,6 @@ the scheduler runs, a mailer delivers the confirmation to an SMTP server.
 import signal
 import time
 
-import django_rq
 import pytest
 
 from orders.models import Charge, Order, Product
@@ -82,27 +81,3 @@ def test_order_placed_over_http_is_paid_and_confirmed_by_smtp(smtp):
     finally:
         for process in processes.values():
             process.close()
-
-
-def test_scheduler_restarts_never_duplicate_periodic_jobs():
-    from django.conf import settings
-
-    env = process_env()
-    for _ in range(3):
-        scheduler = Process("scheduler", env)
-        try:
-            scheduler.wait_for_output("periodic jobs registered")
-            scheduler.signal(signal.SIGTERM)
-            assert scheduler.wait() == 0
-        finally:
-            scheduler.close()
-    jobs = django_rq.get_scheduler("default").get_jobs()
-    assert sorted(job.id for job in jobs) == sorted(entry["id"] for entry in settings.PERIODIC_JOBS)
-
-
-def test_release_is_safe_to_rerun():
-    env = process_env()
-    for _ in range(2):
-        release = run_release(env)
-        assert release.returncode == 0, release.stderr
-        assert "No migrations to apply" in release.stdout

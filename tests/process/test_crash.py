@@ -178,14 +178,3 @@ def test_web_killed_mid_request_writes_nothing_and_the_retry_creates_one_order(f
     assert browser.request("/checkout/", form)[0] == 303
     assert browser.request("/checkout/", form)[0] == 303  # the shopper's retry
     assert Order.objects.count() == 1
-
-
-def test_scheduler_killed_loses_no_periodic_job(formation):
-    import django_rq
-    from django.conf import settings
-
-    for _ in range(3):
-        scheduler = formation.start("scheduler")
-        scheduler.kill()
-    ids = sorted(job.id for job in django_rq.get_scheduler("default").get_jobs())
-    assert ids == sorted(entry["id"] for entry in settings.PERIODIC_JOBS)

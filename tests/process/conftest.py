@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from django.db import connection
+from django.db import connection, connections
 
 from tests.procfile import Process, process_env
 from tests.support import free_port, wait_until
@@ -163,10 +163,16 @@ def work_horse(worker: Process) -> psutil.Process:
 
 def app_backends() -> list[int]:
     """Return the PostgreSQL backend pids of the formation's processes (not this test's own)."""
+    own = []
+    for alias in ("default", "gateway"):
+        with connections[alias].cursor() as cursor:
+            cursor.execute("SELECT pg_backend_pid()")
+            own.append(cursor.fetchone()[0])
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
-            " AND application_name = 'formation'"
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'formation'"
+            " AND NOT (pid = ANY(%s))",
+            [own],
         )
         return [row[0] for row in cursor.fetchall()]
 

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test lint manage install clean-data
+.PHONY: run test manage install clean-data bench
 
 run: $(STAMP)  ## Run the whole formation on the embedded servers (or on the *_URL variables you set)
 	$(PY) -m embedded run $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
@@ -30,3 +30,6 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 clean-data:  ## Delete the embedded servers' data (stop `make run` first)
 	rm -rf .formation .env
+
+bench: $(STAMP)  ## Disposability benchmarks (bench/): start, stop and recovery times per process type
+	$(PY) -m embedded test -- $(PY) bench/disposability.py $(BENCH_ARGS)

@@ -23,7 +23,7 @@ def procfile() -> dict[str, str]:
     return dict(parse_procfile((ROOT / "Procfile").read_text()).processes)
 
 
-def test_database_url() -> str:
+def formation_database_url() -> str:
     """Return a DATABASE_URL for the database the tests run against (pytest-django's test_ one)."""
     db = connection.settings_dict
     auth = quote(db["USER"] or "", safe="")
@@ -38,7 +38,7 @@ def process_env(**extra: str) -> dict[str, str]:
     """Return the environment for a process of the formation under test."""
     env = dict(os.environ)
     env.update(
-        DATABASE_URL=test_database_url(),
+        DATABASE_URL=formation_database_url(),
         REDIS_URL=settings.RQ_QUEUES["default"]["URL"],
         SECRET_KEY=settings.SECRET_KEY,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",

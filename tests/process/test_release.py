@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from django.db import connection
 
-from tests.procfile import process_env, run_release, test_database_url
+from tests.procfile import formation_database_url, process_env, run_release
 
 pytestmark = [pytest.mark.process, pytest.mark.release, pytest.mark.django_db(transaction=True)]
 
@@ -25,7 +25,7 @@ def scratch_database():
     name = f"release_{uuid.uuid4().hex[:12]}"
     with connection.cursor() as cursor:
         cursor.execute(f'CREATE DATABASE "{name}"')
-    url = test_database_url().rsplit("/", 1)[0] + f"/{name}"
+    url = formation_database_url().rsplit("/", 1)[0] + f"/{name}"
     yield url
     with connection.cursor() as cursor:
         cursor.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -13,6 +13,7 @@ exits on SIGTERM (stop). "Ready" per type:
 """
 
 import argparse
+import logging
 import os
 import signal
 import statistics
@@ -30,6 +31,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
 import django  # noqa: E402
 
 django.setup()
+logging.getLogger("orders").setLevel(logging.WARNING)  # keep the table readable
 
 from tests.procfile import Process, process_env, run_release  # noqa: E402
 from tests.support import free_port, wait_until  # noqa: E402

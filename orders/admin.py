@@ -3,13 +3,18 @@
 from django.contrib import admin
 
 from orders.models import Charge, Order, OrderLine, OrderStatusChange, Product, SandboxCharge
+from orders.templatetags.money import money
 
 
 @admin.register(Product)
 class ProductAdmin(admin.ModelAdmin):
-    list_display = ["sku", "name", "price", "currency", "is_active"]
+    list_display = ["sku", "name", "price_display", "is_active"]
     list_filter = ["is_active"]
     search_fields = ["sku", "name"]
+
+    @admin.display(description="price", ordering="price")
+    def price_display(self, obj: Product) -> str:
+        return money(obj.price, obj.currency)
 
 
 class OrderLineInline(admin.TabularInline):
@@ -37,7 +42,7 @@ class OrderStatusChangeInline(admin.TabularInline):
 class OrderAdmin(admin.ModelAdmin):
     """Orders are read-only here: status changes go through orders.services, never a form."""
 
-    list_display = ["id", "email", "status", "total", "currency", "created_at"]
+    list_display = ["id", "email", "status", "total_display", "created_at"]
     list_filter = ["status", "created_at"]
     search_fields = ["id", "email"]
     readonly_fields = [
@@ -53,6 +58,10 @@ class OrderAdmin(admin.ModelAdmin):
         "updated_at",
     ]
     inlines = [OrderLineInline, ChargeInline, OrderStatusChangeInline]
+
+    @admin.display(description="total", ordering="total")
+    def total_display(self, obj: Order) -> str:
+        return money(obj.total, obj.currency)
 
     def has_add_permission(self, request):
         return False

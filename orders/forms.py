@@ -16,13 +16,18 @@ class CheckoutForm(forms.Form):
     token = forms.UUIDField(widget=forms.HiddenInput)
 
 
-class LineForm(forms.Form):
-    """One line: a product (by SKU) and a quantity from 1 to 99."""
+class ProductChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Product) -> str:
+        return f"{obj.name} — {obj.price // 100}.{obj.price % 100:02d} {obj.currency}"
 
-    product = forms.ModelChoiceField(
+
+class LineForm(forms.Form):
+    """One line: a product (by SKU) and a quantity from 1 to 99. A blank extra line is skipped."""
+
+    product = ProductChoiceField(
         queryset=Product.objects.filter(is_active=True), to_field_name="sku", empty_label="— choose a product —"
     )
-    quantity = forms.IntegerField(min_value=1, max_value=MAX_QUANTITY, initial=1)
+    quantity = forms.IntegerField(min_value=1, max_value=MAX_QUANTITY)
 
 
 class BaseLineFormSet(forms.BaseFormSet):

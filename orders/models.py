@@ -98,7 +98,7 @@ class OrderLine(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.quantity} x {self.product_id}"
+        return f"{self.quantity} × {self.product.name}"
 
     @property
     def amount(self) -> int:

@@ -98,7 +98,7 @@ def order_create(
         if existing is None:
             raise
         return existing, False
-    logger.info("order %s created: %d line(s), total %d %s", order.pk, len(lines), order.total, order.currency)
+    logger.info("order %s created: %d line(s), total %s", order.pk, len(lines), _money(order.total, order.currency))
     return order, True
 
 

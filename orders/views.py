@@ -16,13 +16,17 @@ def product_list(request: HttpRequest) -> HttpResponse:
     return render(request, "orders/product_list.html", {"products": Product.objects.filter(is_active=True)})
 
 
-def _field_errors(form: CheckoutForm, formset) -> list[tuple[str, str]]:
-    """Return ``(field name, message)`` pairs, field names as posted (``email``, ``lines-0-quantity``)."""
-    errors = [(name, message) for name, messages in form.errors.items() for message in messages]
-    for form_errors, line_form in zip(formset.errors, formset.forms, strict=False):
+def _field_errors(form: CheckoutForm, formset) -> list[tuple[str, str, str]]:
+    """Return ``(label, field name as posted, message)`` triples.
+
+    E.g. ``("Line 1 quantity", "lines-0-quantity", "Ensure this value is greater than or equal to 1.")``.
+    """
+    labels = {"email": "Email", "payment_method": "Payment", "token": "Form token (reload the page)"}
+    errors = [(labels.get(name, name), name, message) for name, messages in form.errors.items() for message in messages]
+    for index, (form_errors, line_form) in enumerate(zip(formset.errors, formset.forms, strict=False), start=1):
         for name, messages in form_errors.items():
-            errors.extend((line_form.add_prefix(name), message) for message in messages)
-    errors.extend(("lines", message) for message in formset.non_form_errors())
+            errors.extend((f"Line {index} {name}", line_form.add_prefix(name), message) for message in messages)
+    errors.extend(("Products", "lines", message) for message in formset.non_form_errors())
     return errors
 
 
@@ -54,7 +58,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
         errors = _field_errors(form, formset)
     else:
         form = CheckoutForm(initial={"token": uuid.uuid4()})
-        initial = [{"product": request.GET["product"], "quantity": 1}] if request.GET.get("product") else None
+        initial = [{"product": request.GET.get("product"), "quantity": 1}]
         formset = LineFormSet(prefix="lines", initial=initial)
         status = 200
         errors = []

@@ -20,7 +20,6 @@ import django_rq
 from django.core.management.base import CommandError
 from django_rq.management.commands.rqscheduler import Command as DjangoRQSchedulerCommand
 from redis.exceptions import RedisError
-from rq_scheduler.utils import setup_loghandlers
 
 from project.preflight import ServiceUnavailable, wait_for_services
 from project.scheduler import periodic_jobs_register
@@ -42,8 +41,11 @@ class Command(DjangoRQSchedulerCommand):
         # way those handlers do (SystemExit, exit 0); no lock is held yet, so nothing to release.
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _exit_before_start)
+        # rq-scheduler's own handler would print every line twice beside Django's LOGGING.
         verbosity = options["verbosity"]
-        setup_loghandlers("DEBUG" if verbosity >= 2 else "WARNING" if verbosity == 0 else "INFO")
+        logging.getLogger("rq_scheduler").setLevel(
+            "DEBUG" if verbosity >= 2 else "WARNING" if verbosity == 0 else "INFO"
+        )
         try:
             wait_for_services(redis=True)
         except ServiceUnavailable as exc:

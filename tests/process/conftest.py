@@ -199,3 +199,22 @@ def assert_exactly_once(orders, smtp=None, *, smtp_once: bool = True) -> None:
         if smtp is not None:
             received = smtp.message_ids().count(sent.get().message_id)
             assert received == 1 if smtp_once else received >= 1, f"{order.pk}: received {received} times"
+
+
+def place_order(email: str = "shopper@example.com"):
+    """Create a pending order of one mug through the checkout service (enqueued after commit)."""
+    import uuid
+
+    from orders.models import Product
+    from orders.services import LineRequest, order_create
+
+    product, _ = Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
+    order, _ = order_create(email=email, lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    return order
+
+
+def order_status(order) -> str:
+    """Return the order's status as stored now."""
+    from orders.models import Order
+
+    return Order.objects.get(pk=order.pk).status

@@ -20,35 +20,24 @@ from django.db import connection
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
 from orders.models import Order, Product, SandboxCharge
-from orders.services import LineRequest, order_create
 from tests.conftest import ALL_DATABASES
-from tests.process.conftest import assert_exactly_once, work_horse
+from tests.process.conftest import assert_exactly_once, order_status, place_order, work_horse
 from tests.support import Browser, checkout_data, hidden, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.crash, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
-
-
-def place_order() -> Order:
-    product, _ = Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
-    order, _ = order_create(email="crash@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
-    return order
-
-
-def status_of(order: Order) -> str:
-    return Order.objects.get(pk=order.pk).status
 
 
 def test_work_horse_killed_after_the_charge_before_the_commit(formation, smtp):
     formation.start("scheduler")
     formation.start("mailer")
     worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
-    order, other = place_order(), place_order()
+    order, other = place_order("crash@example.com"), place_order("crash@example.com")
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the gateway's charge")
     work_horse(worker).kill()  # SIGKILL: the charge is at the gateway, the shop's transaction never commits
     killed = time.monotonic()
-    wait_until(lambda: status_of(order) == "paid", deadline=60, message="the sweep to recover the order")
+    wait_until(lambda: order_status(order) == "paid", deadline=60, message="the sweep to recover the order")
     print(f"recovery after kill -9 of the work horse: {time.monotonic() - killed:.1f}s")
-    wait_until(lambda: status_of(other) == "paid", deadline=30, message="the next order")
+    wait_until(lambda: order_status(other) == "paid", deadline=30, message="the next order")
     wait_until(lambda: len(smtp.messages) >= 2, deadline=30, message="both confirmations")
     assert worker.popen.poll() is None  # the worker itself lived on
     assert_exactly_once([order, other], smtp)
@@ -58,13 +47,13 @@ def test_whole_worker_killed_mid_job_is_recovered_by_another_worker(formation, s
     formation.start("scheduler")
     formation.start("mailer")
     worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
-    order = place_order()
+    order = place_order("crash@example.com")
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the gateway's charge")
     for process in (psutil.Process(worker.pid), work_horse(worker)):  # the container dies: every process
         process.kill()
     worker.wait()
     formation.start("worker")
-    wait_until(lambda: status_of(order) == "paid", deadline=60, message="the sweep and the new worker")
+    wait_until(lambda: order_status(order) == "paid", deadline=60, message="the sweep and the new worker")
     wait_until(lambda: smtp.messages, deadline=30, message="the confirmation")
     assert_exactly_once([order], smtp)
 

@@ -8,29 +8,18 @@ import pytest
 from django.db import connection
 
 from orders.models import Order, Product
-from orders.services import LineRequest, order_create
 from tests.conftest import ALL_DATABASES
-from tests.process.conftest import app_backends, assert_exactly_once
+from tests.process.conftest import app_backends, assert_exactly_once, order_status, place_order
 from tests.support import Browser, checkout_data, hidden, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.faults, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
-
-
-def place_order() -> Order:
-    product, _ = Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
-    order, _ = order_create(email="fault@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
-    return order
-
-
-def paid(order: Order) -> bool:
-    return Order.objects.get(pk=order.pk).status == "paid"
 
 
 def test_all_database_connections_killed(formation, smtp):
     web = formation.start("web")
     processes = [web, formation.start("worker"), formation.start("mailer")]
     browser = Browser(f"http://127.0.0.1:{web.env['PORT']}")
-    first = place_order()
+    first = place_order("fault@example.com")
     wait_until(lambda: smtp.messages, deadline=30, message="the first confirmation")
     assert browser.request("/")[0] == 200  # web now holds a persistent connection
     assert app_backends(), "the formation should hold database connections"
@@ -40,7 +29,7 @@ def test_all_database_connections_killed(formation, smtp):
 
     assert browser.request("/")[0] == 200  # the very first request after: no dead pooled connection
     assert browser.request("/ready")[0] == 200
-    second = place_order()
+    second = place_order("fault@example.com")
     wait_until(lambda: len(smtp.messages) == 2, deadline=30, message="the second confirmation")
     assert all(process.popen.poll() is None for process in processes)
     assert_exactly_once([first, second], smtp)
@@ -50,8 +39,8 @@ def test_redis_restarted_while_the_worker_is_idle(formation, own_redis):
     worker = formation.start("worker")
     own_redis.stop()
     own_redis.start()
-    order = place_order()
-    wait_until(lambda: paid(order), deadline=60, message="the worker to dequeue after the restart")
+    order = place_order("fault@example.com")
+    wait_until(lambda: order_status(order) == "paid", deadline=60, message="the worker to dequeue after the restart")
     worker.signal(signal.SIGTERM)
     assert worker.wait(deadline=30) == 0
 
@@ -61,13 +50,13 @@ def test_redis_restarted_while_a_job_runs(formation, own_redis, smtp):
 
     worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
     formation.start("mailer")
-    order = place_order()
+    order = place_order("fault@example.com")
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the job to be charging")
     own_redis.stop()
     own_redis.start()
-    wait_until(lambda: paid(order), deadline=30, message="the running job to commit")
-    after = place_order()
-    wait_until(lambda: paid(after), deadline=60, message="the next job after the restart")
+    wait_until(lambda: order_status(order) == "paid", deadline=30, message="the running job to commit")
+    after = place_order("fault@example.com")
+    wait_until(lambda: order_status(after) == "paid", deadline=60, message="the next job after the restart")
     wait_until(lambda: len(smtp.messages) == 2, deadline=30, message="both confirmations")
     assert_exactly_once([order, after], smtp)
     worker.signal(signal.SIGTERM)
@@ -90,6 +79,8 @@ def test_redis_down_during_checkout_the_order_is_accepted_and_processed_once_bac
     order = Order.objects.get()
 
     own_redis.start()
-    wait_until(lambda: paid(order), deadline=90, message="the sweep to enqueue the order once Redis is back")
+    wait_until(
+        lambda: order_status(order) == "paid", deadline=90, message="the sweep to enqueue the order once Redis is back"
+    )
     wait_until(lambda: smtp.messages, deadline=30, message="the confirmation")
     assert_exactly_once([order], smtp)

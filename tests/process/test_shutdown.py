@@ -5,7 +5,6 @@ import asyncio
 import signal
 import socket
 import threading
-import uuid
 
 import django_rq
 import psutil
@@ -13,10 +12,9 @@ import pytest
 
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
-from orders.models import Order, OrderStatus, Product, SandboxCharge
-from orders.services import LineRequest, order_create
+from orders.models import Order, OrderStatus, SandboxCharge
 from tests.conftest import ALL_DATABASES
-from tests.process.conftest import work_horse
+from tests.process.conftest import place_order, work_horse
 from tests.procfile import Process
 from tests.support import wait_until
 
@@ -27,14 +25,6 @@ pytestmark = [
 ]
 
 BOTH = pytest.mark.parametrize("group", [False, True], ids=["process", "group"])
-
-
-def place_order() -> Order:
-    product, _ = Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
-    order, _ = order_create(
-        email="shopper@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4()
-    )
-    return order
 
 
 @BOTH

@@ -5,6 +5,7 @@ A missing or malformed variable raises ImproperlyConfigured naming it; ``manage.
 gunicorn config turn that into one line on stderr and a non-zero exit.
 """
 
+import hashlib
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -18,7 +19,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 # Security. Required secrets have no default (cookiecutter-django); DEBUG is off unless set.
 DEBUG = env_bool("DEBUG", False)
-SECRET_KEY = env_str("SECRET_KEY", required=not DEBUG) or "insecure-debug-only-key"
+SECRET_KEY = env_str("SECRET_KEY", required=not DEBUG)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
@@ -95,6 +96,10 @@ if _database.get("ENGINE") != "django.db.backends.postgresql":
     )
 _database.setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
 _database["OPTIONS"].setdefault("application_name", "formation")
+if SECRET_KEY is None:
+    # DEBUG without a SECRET_KEY: derive one that every process of this configuration shares
+    # (sessions survive across web workers) and that is not written anywhere in the code.
+    SECRET_KEY = hashlib.sha256(f"formation-debug-secret:{_database_url}".encode()).hexdigest()
 DATABASES = {
     "default": _database,
     # The sandbox payment gateway writes its charges through its own connection, so they

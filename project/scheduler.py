@@ -5,14 +5,35 @@ scheduler start, and every tick that holds rq-scheduler's lock puts back any tha
 (Redis restarted without its data), so no restart or Redis loss ever leaves zero or two copies.
 """
 
+import signal
 from datetime import UTC, datetime
 
 from django.conf import settings
 from django_rq.queues import DjangoScheduler
+from redis.exceptions import RedisError
 
 
 class Scheduler(DjangoScheduler):
-    """DjangoScheduler that keeps settings.PERIODIC_JOBS scheduled under their fixed ids."""
+    """DjangoScheduler that keeps settings.PERIODIC_JOBS scheduled under their fixed ids, and
+    whose SIGTERM/SIGINT always ends the process, even when Redis is down at that moment."""
+
+    stopping = False
+
+    def _install_signal_handlers(self):
+        def stop(signum, frame):
+            self.stopping = True
+            # rq-scheduler's own handler releases the lock and records its death in Redis before
+            # SystemExit; with Redis unreachable that raises instead and the process lives on.
+            self.log.info("Shutting down RQ scheduler...")
+            try:
+                self.register_death()
+                self.remove_lock()
+            except RedisError as exc:
+                self.log.warning("scheduler: Redis unavailable while stopping (%s); the lock expires by itself", exc)
+            raise SystemExit(0)
+
+        signal.signal(signal.SIGINT, stop)
+        signal.signal(signal.SIGTERM, stop)
 
     def enqueue_jobs(self):
         """Restore missing periodic jobs, then move due jobs to their queues (runs under the lock)."""

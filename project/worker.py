@@ -8,16 +8,33 @@ default KillMode=control-group), and that would kill the job mid-way while the p
 a warm shutdown and would wait for it. Here the horse ignores SIGTERM and SIGINT: the parent
 alone decides — warm shutdown lets the job finish; a second signal (cold shutdown) makes RQ
 SIGKILL the horse (``kill_horse``), and the job is recovered by the scheduler's sweep.
+
+Redis going away while a job runs must not end the worker either: RQ's work loop treats an
+error from Redis after the job as fatal ("found an unhandled exception, quitting"), which under
+honcho stops the whole formation. The job's own effects are in PostgreSQL by then; here the
+worker says so in one line, waits for Redis to answer again, and goes on.
 """
 
 import signal
+import time
 
+import redis.exceptions
 import rq
 from django.db import connections
 
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# Seconds to wait for Redis to answer again after it failed around a job.
+REDIS_WAIT = 60.0
+
 
 class Worker(rq.Worker):
-    """rq.Worker whose work horse ignores SIGTERM/SIGINT and closes its database connections."""
+    """rq.Worker whose work horse ignores SIGTERM/SIGINT, that survives Redis restarts mid-job and
+    refreshes a running job's heartbeat every 5 s (RQ's default is 30 s), so the sweep can tell a
+    long job from a dead one."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("job_monitoring_interval", 5)
+        super().__init__(*args, **kwargs)
 
     def setup_work_horse_signals(self):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -29,3 +46,32 @@ class Worker(rq.Worker):
         finally:
             # The horse ends with os._exit(): say goodbye to PostgreSQL instead of vanishing.
             connections.close_all()
+
+    def execute_job(self, job, queue):
+        try:
+            return super().execute_job(job, queue)
+        except REDIS_ERRORS as exc:
+            self.log.warning(
+                "Worker %s: Redis unavailable while finishing job %s (%s); its effects are committed "
+                "or rolled back in PostgreSQL, the sweep re-checks its order; waiting for Redis",
+                self.name,
+                job.id,
+                exc,
+            )
+            self._horse_pid = 0
+            self._wait_for_redis()
+
+    def heartbeat(self, *args, **kwargs):
+        try:
+            return super().heartbeat(*args, **kwargs)
+        except REDIS_ERRORS as exc:
+            self.log.warning("Worker %s: heartbeat skipped, Redis unavailable (%s)", self.name, exc)
+
+    def _wait_for_redis(self) -> None:
+        deadline = time.monotonic() + REDIS_WAIT
+        while time.monotonic() < deadline and not self._stop_requested:
+            try:
+                self.connection.ping()
+                return
+            except REDIS_ERRORS:
+                time.sleep(1)

@@ -53,14 +53,23 @@ def test_redis_restarted_while_a_job_runs(formation, own_redis, smtp):
     order = place_order("fault@example.com")
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the job to be charging")
     own_redis.stop()
-    own_redis.start()
+    # The job commits in PostgreSQL while Redis is down; RQ then fails to record its result.
     wait_until(lambda: order_status(order) == "paid", deadline=30, message="the running job to commit")
+    own_redis.start()
     after = place_order("fault@example.com")
     wait_until(lambda: order_status(after) == "paid", deadline=60, message="the next job after the restart")
     wait_until(lambda: len(smtp.messages) == 2, deadline=30, message="both confirmations")
     assert_exactly_once([order, after], smtp)
+    assert worker.popen.poll() is None, worker.output()
     worker.signal(signal.SIGTERM)
     assert worker.wait(deadline=30) == 0
+
+
+def test_scheduler_stops_on_sigterm_while_redis_is_down(formation, own_redis):
+    scheduler = formation.start("scheduler", command="exec python manage.py rqscheduler --interval 1")
+    own_redis.stop()
+    scheduler.signal(signal.SIGTERM)
+    assert scheduler.wait(deadline=15) == 0
 
 
 def test_redis_down_during_checkout_the_order_is_accepted_and_processed_once_back(formation, own_redis, smtp):

@@ -52,6 +52,7 @@ class Command(DjangoRQSchedulerCommand):
             raise CommandError(f"scheduler: Redis {exc}") from None
         wait = 1.0
         run = 0
+        scheduler = None
         while True:
             run += 1
             try:
@@ -65,6 +66,10 @@ class Command(DjangoRQSchedulerCommand):
                 scheduler.run()
                 return
             except RedisError as exc:
+                if getattr(scheduler, "stopping", False):
+                    # Asked to stop: rq-scheduler's clean-up could not reach Redis; the lock expires.
+                    logger.info("scheduler: stopped (Redis unreachable during clean-up)")
+                    return
                 logger.error("scheduler: Redis unavailable (%s); reconnecting in %gs", exc, wait)
                 signal.signal(signal.SIGTERM, _exit_before_start)
                 signal.signal(signal.SIGINT, _exit_before_start)

@@ -8,12 +8,14 @@ two mailers never take the same row; marking sent is conditional on still holdin
 import logging
 import smtplib
 import threading
+import time
 import uuid
 from datetime import timedelta
 
 from django.conf import settings
 from django.core.mail import EmailMessage, get_connection
-from django.db import transaction
+from django.db import DatabaseError, transaction
+from django.db import connection as db_connection
 from django.db.models import Q
 from django.utils import timezone
 
@@ -130,9 +132,36 @@ def email_send(*, message: OutboxMessage, connection) -> bool:
         outbox_release(message=message, error=f"{type(exc).__name__}: {exc}")
         connection.close()
         return False
-    outbox_mark_sent(message=message)
+    _record_sent(message=message)
     logger.info("outbox %s: sent %s to %s", message.pk, message.message_id, message.to_email)
     return True
+
+
+def _record_sent(*, message: OutboxMessage) -> None:
+    """Mark a message the SMTP server accepted as sent, retrying while PostgreSQL is unreachable.
+
+    Retries (0.2 s, doubling to 2 s) until one second before the lease expires: past that
+    another mailer may take the row, and sending it again (same Message-ID) is the outcome.
+    Raise the last DatabaseError then.
+    """
+    delay = 0.2
+    while True:
+        try:
+            outbox_mark_sent(message=message)
+            return
+        except DatabaseError as exc:
+            db_connection.close()  # a broken connection is not reused; the next try reconnects
+            if timezone.now() + timedelta(seconds=delay + 1) >= message.lease_expires_at:
+                logger.error(
+                    "outbox %s: the SMTP server accepted %s but recording it failed (%s); after the lease it "
+                    "is sent again with the same Message-ID",
+                    message.pk,
+                    message.message_id,
+                    str(exc).strip().splitlines()[0],
+                )
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
 def outbox_send_due(*, stop: threading.Event | None = None, limit: int | None = None) -> int:

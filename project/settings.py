@@ -158,6 +158,14 @@ EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
 EMAIL_TIMEOUT = _email["EMAIL_TIMEOUT"] or env_int("EMAIL_TIMEOUT", 10, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Formation shop <shop@formation.localhost>")
 MAILER_LEASE_SECONDS = env_int("MAILER_LEASE_SECONDS", 60, minimum=5)
+# An SMTP exchange is about six socket operations, each bounded by EMAIL_TIMEOUT; a lease that
+# could run out mid-exchange would let a second mailer send the same message while the first
+# still is. Refuse such a configuration instead.
+if MAILER_LEASE_SECONDS < 6 * EMAIL_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"MAILER_LEASE_SECONDS={MAILER_LEASE_SECONDS} is too short: it must be at least 6 x EMAIL_TIMEOUT "
+        f"({6 * EMAIL_TIMEOUT} s), or a slow SMTP server could get a message twice"
+    )
 MAILER_POLL_INTERVAL = env_number("MAILER_POLL_INTERVAL", 1.0, minimum=0.05)
 MAILER_MAX_ATTEMPTS = env_int("MAILER_MAX_ATTEMPTS", 10, minimum=1)
 

@@ -70,3 +70,9 @@ def test_connect_timeouts_and_health_checks_are_set(settings):
     assert database["OPTIONS"]["connect_timeout"] >= 1
     assert database["CONN_HEALTH_CHECKS"] is True
     assert "socket_connect_timeout=" in settings.RQ_QUEUES["default"]["URL"]
+
+
+def test_a_mail_lease_shorter_than_an_smtp_exchange_is_refused():
+    result = manage_check(MAILER_LEASE_SECONDS="10", EMAIL_TIMEOUT="10")
+    assert result.returncode != 0
+    assert "MAILER_LEASE_SECONDS=10 is too short" in result.stderr

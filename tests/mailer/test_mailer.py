@@ -110,3 +110,35 @@ def test_mailer_command_once(smtp):
     call_command("mailer", "--once", verbosity=0)
     assert len(smtp.messages) == 3
     assert uuid.UUID(smtp.messages[0]["Message-ID"].strip("<>").split("@")[0])
+
+
+def test_connection_lost_after_the_server_accepted_is_retried_not_resent(smtp):
+    """PostgreSQL drops the mailer's connection between the SMTP 250 and "mark sent": the
+    mailer reconnects and records it, so the message is not sent a second time."""
+    import psycopg
+    from django.db import connection
+
+    [message] = make_messages(1)
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        mailer_backend = cursor.fetchone()[0]
+    db = connection.settings_dict
+    original = type(smtp).handle_DATA
+
+    async def accept_and_drop_the_mailers_connection(server, session, envelope):
+        with psycopg.connect(
+            host=db["HOST"],
+            port=db["PORT"] or None,
+            user=db["USER"],
+            password=db["PASSWORD"] or None,
+            dbname=db["NAME"],
+            autocommit=True,
+        ) as killer:
+            killer.execute("SELECT pg_terminate_backend(%s)", [mailer_backend])
+        return await original(smtp, server, session, envelope)
+
+    smtp.handle_DATA = accept_and_drop_the_mailers_connection
+    assert outbox_send_due() == 1
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SENT
+    assert smtp.message_ids() == [message.message_id]

@@ -102,8 +102,10 @@ def order_create(
     return order, True
 
 
-def order_enqueue(*, order_id: uuid.UUID | str) -> bool:
+def order_enqueue(*, order_id: uuid.UUID | str, at_front: bool = False) -> bool:
     """Enqueue ``orders.jobs.process_order(order_id)`` under the order's fixed job id.
+
+    ``at_front`` puts it ahead of the queued orders (the sweep's recoveries are the oldest).
 
     Return True when a job was enqueued, False when one with that id exists already or Redis
     is unreachable (the order stays pending in PostgreSQL and the scheduler's sweep enqueues
@@ -116,7 +118,7 @@ def order_enqueue(*, order_id: uuid.UUID | str) -> bool:
     job_id = Order(id=uuid.UUID(str(order_id))).job_id
     try:
         django_rq.get_queue(QUEUE_NAME).enqueue(
-            "orders.jobs.process_order", str(order_id), job_id=job_id, unique=True, result_ttl=3600
+            "orders.jobs.process_order", str(order_id), job_id=job_id, unique=True, result_ttl=3600, at_front=at_front
         )
     except DuplicateJobError:
         return False
@@ -224,7 +226,7 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
             if status == JobStatus.STARTED and heartbeat is not None and heartbeat >= cutoff:
                 continue
             job.delete()
-        if order_enqueue(order_id=order.pk):
+        if order_enqueue(order_id=order.pk, at_front=True):
             logger.info("sweep: order %s re-enqueued (job was %s)", order.pk, "missing" if job is None else status)
             enqueued += 1
     return enqueued

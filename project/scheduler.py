@@ -12,6 +12,8 @@ from django.conf import settings
 from django_rq.queues import DjangoScheduler
 from redis.exceptions import RedisError
 
+MAINTENANCE_QUEUE = "maintenance"
+
 
 class Scheduler(DjangoScheduler):
     """DjangoScheduler that keeps settings.PERIODIC_JOBS scheduled under their fixed ids, and
@@ -63,6 +65,7 @@ def periodic_jobs_register(*, scheduler: DjangoScheduler, only_missing: bool = F
             id=entry["id"],
             result_ttl=entry["interval"] * 10,
             timeout=settings.RQ_JOB_TIMEOUT,
+            queue_name=MAINTENANCE_QUEUE,
         )
         registered.append(entry["id"])
     return registered

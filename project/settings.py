@@ -121,7 +121,11 @@ _redis_query.setdefault("health_check_interval", "30")
 REDIS_URL = urlunsplit(_redis_parts._replace(query=urlencode(_redis_query)))
 
 RQ_JOB_TIMEOUT = env_int("RQ_JOB_TIMEOUT", 60, minimum=1)
-RQ_QUEUES = {"default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT}}
+# "default" carries the orders; "maintenance" the periodic jobs, which workers take first.
+RQ_QUEUES = {
+    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT},
+    "maintenance": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT},
+}
 # Enqueue only after the surrounding transaction commits (django_rq/queues.py), set
 # explicitly rather than left to django-rq's default.
 RQ = {
@@ -131,7 +135,8 @@ RQ = {
 }
 
 # Periodic jobs, registered under these fixed ids each time the scheduler starts, so a
-# restart replaces a job instead of adding a second copy. Intervals in seconds.
+# restart replaces a job instead of adding a second copy. Intervals in seconds. They run on
+# the "maintenance" queue, ahead of the orders.
 ORDER_SWEEP_INTERVAL = env_int("ORDER_SWEEP_INTERVAL", 30, minimum=1)
 ORDER_STUCK_AFTER = env_int("ORDER_STUCK_AFTER", 60, minimum=0)
 PERIODIC_JOBS = [

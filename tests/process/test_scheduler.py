@@ -27,7 +27,7 @@ LOCK_TTL = 1 + 10  # rq-scheduler: int(interval) + 10
 
 def sweep_enqueues() -> int:
     """Return how many times the sweep job was put on the queue (no worker takes them here)."""
-    return django_rq.get_connection("default").lrange("rq:queue:default", 0, -1).count(SWEEP)
+    return django_rq.get_connection("default").lrange("rq:queue:maintenance", 0, -1).count(SWEEP)
 
 
 def enqueue_times(count: int, deadline: float) -> list[float]:

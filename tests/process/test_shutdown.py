@@ -96,9 +96,9 @@ def test_scheduler_releases_its_lock_and_a_standby_takes_over(formation, group):
     first.signal(signal.SIGTERM, group=group)
     assert first.wait(deadline=15) == 0
     connection = django_rq.get_connection("default")
-    connection.delete("rq:queue:default")
+    connection.delete("rq:queue:maintenance")
     wait_until(
-        lambda: b"orders-sweep-pending" in connection.lrange("rq:queue:default", 0, -1),
+        lambda: b"orders-sweep-pending" in connection.lrange("rq:queue:maintenance", 0, -1),
         deadline=10,
         message="the standby scheduler to enqueue the sweep",
     )

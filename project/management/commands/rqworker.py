@@ -1,6 +1,7 @@
 """The ``worker`` process type: django-rq's rqworker with Formation's start-up and shutdown rules.
 
-Procfile: ``worker: exec python manage.py rqworker default``. Overrides django-rq's command
+Procfile: ``worker: exec python manage.py rqworker maintenance default`` (RQ takes jobs
+from the queues in that order, so the sweep never waits behind a backlog of orders). Overrides django-rq's command
 of the same name: it waits for PostgreSQL and Redis with a bound (project.preflight; exit 1
 with one line when they stay unreachable), defaults ``--worker-ttl`` to RQ_WORKER_TTL, then
 runs django-rq's command with the worker class project.worker.Worker.

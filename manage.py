@@ -2,11 +2,24 @@
 """Django's command-line utility for Formation (release phase, worker, scheduler, mailer, one-offs)."""
 
 import os
+import signal
 import sys
+
+# Process types whose graceful stop is exit 0. A SIGTERM or SIGINT that arrives while Django is
+# still loading, before the command installs its own handlers, means "stop before starting":
+# exit 0 too, instead of dying by the signal.
+PROCESS_TYPE_COMMANDS = {"rqworker", "rqscheduler", "mailer"}
+
+
+def _stop_before_start(signum, frame):
+    raise SystemExit(0)
 
 
 def main() -> None:
     """Run a management command; a configuration error exits 1 with one line naming the variable."""
+    if len(sys.argv) > 1 and sys.argv[1] in PROCESS_TYPE_COMMANDS:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, _stop_before_start)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line

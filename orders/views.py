@@ -30,7 +30,7 @@ def _field_errors(form: CheckoutForm, formset) -> list[tuple[str, str, str]]:
     return errors
 
 
-@require_http_methods(["GET", "POST"])
+@require_http_methods(["GET", "HEAD", "POST"])
 def checkout(request: HttpRequest) -> HttpResponse:
     """GET: a checkout form with a fresh one-time token. POST: create the order or answer 400.
 

@@ -5,6 +5,7 @@ starts with the variable's name, so a missing or malformed value stops start-up 
 line that tells the operator what to fix.
 """
 
+import math
 import os
 
 from django.core.exceptions import ImproperlyConfigured
@@ -54,6 +55,8 @@ def env_number(name: str, default: float, *, minimum: float = 0, maximum: float 
         number = float(value)
     except ValueError:
         raise ImproperlyConfigured(f"{name}={value!r} is not a number") from None
+    if not math.isfinite(number):
+        raise ImproperlyConfigured(f"{name}={value!r} is not a finite number")
     if number < minimum or (maximum is not None and number > maximum):
         bound = f"between {minimum:g} and {maximum:g}" if maximum is not None else f"at least {minimum:g}"
         raise ImproperlyConfigured(f"{name}={value!r} is out of range: it must be {bound}")
@@ -73,6 +76,23 @@ def env_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = 
     except ValueError:
         raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
     return int(env_number(name, default, minimum=minimum, maximum=maximum))
+
+
+def web_server_settings() -> dict[str, int]:
+    """Return the web process type's settings from PORT, WEB_CONCURRENCY, WEB_TIMEOUT and
+    WEB_GRACEFUL_TIMEOUT (timeouts in seconds), validated.
+
+    Read by the gunicorn config file and by the settings module, so the release phase and
+    ``manage.py check`` reject a bad value before web starts (gunicorn itself reads
+    WEB_CONCURRENCY with a bare int() and would fail with a traceback).
+    Raise ImproperlyConfigured naming the variable.
+    """
+    return {
+        "port": env_int("PORT", 8000, minimum=1, maximum=65535),
+        "workers": env_int("WEB_CONCURRENCY", 2, minimum=1, maximum=64),
+        "timeout": env_int("WEB_TIMEOUT", 30, minimum=1),
+        "graceful_timeout": env_int("WEB_GRACEFUL_TIMEOUT", 25, minimum=1),
+    }
 
 
 def env_list(name: str, default: list[str]) -> list[str]:

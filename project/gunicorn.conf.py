@@ -10,12 +10,21 @@ import os
 import signal
 import sys
 
-bind = [f"0.0.0.0:{os.environ.get('PORT', '8000')}"]
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = 1
+from django.core.exceptions import ImproperlyConfigured
+
+from project.env import web_server_settings
+
+try:
+    _web = web_server_settings()
+except ImproperlyConfigured as exc:
+    sys.stderr.write(f"configuration error: {exc}\n")
+    sys.exit(1)
+bind = [f"0.0.0.0:{_web['port']}"]
+workers = _web["workers"]
 # Seconds. A request taking longer than `timeout` is killed; `graceful_timeout` bounds SIGTERM.
-timeout = int(os.environ.get("WEB_TIMEOUT", "30"))
-graceful_timeout = int(os.environ.get("WEB_GRACEFUL_TIMEOUT", "25"))
+timeout = _web["timeout"]
+graceful_timeout = _web["graceful_timeout"]
+threads = 1
 keepalive = 5
 accesslog = "-"
 errorlog = "-"

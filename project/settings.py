@@ -11,9 +11,10 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
 import dj_email_url
+import redis
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_int, env_list, env_number, env_str
+from project.env import env_bool, env_int, env_list, env_number, env_str, web_server_settings
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -21,6 +22,8 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 DEBUG = env_bool("DEBUG", False)
 SECRET_KEY = env_str("SECRET_KEY", required=not DEBUG)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["localhost", "127.0.0.1", "[::1]"])
+if not ALLOWED_HOSTS:
+    raise ImproperlyConfigured("ALLOWED_HOSTS is empty: list the host names the shop answers to, comma-separated")
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
@@ -50,6 +53,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "project.middleware.RejectNonUtf8FormsMiddleware",
+    "project.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -94,6 +99,8 @@ if _database.get("ENGINE") != "django.db.backends.postgresql":
         f"DATABASE_URL must be a PostgreSQL URL (postgres://user:password@host:port/name); "
         f"the {urlsplit(_database_url).scheme or 'given'!s} engine is refused"
     )
+if not _database.get("NAME"):
+    raise ImproperlyConfigured("DATABASE_URL names no database: postgres://user:password@host:port/name")
 _database.setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
 _database["OPTIONS"].setdefault("application_name", "formation")
 if SECRET_KEY is None:
@@ -119,6 +126,14 @@ _redis_query = dict(parse_qsl(_redis_parts.query))
 _redis_query.setdefault("socket_connect_timeout", f"{REDIS_CONNECT_TIMEOUT:g}")
 _redis_query.setdefault("health_check_interval", "30")
 REDIS_URL = urlunsplit(_redis_parts._replace(query=urlencode(_redis_query)))
+try:
+    redis.ConnectionPool.from_url(REDIS_URL)  # parses host, port and options without connecting
+    if _redis_parts.scheme != "unix" and not _redis_parts.hostname:
+        raise ValueError("no host")
+    if _redis_parts.scheme != "unix" and _redis_parts.path.strip("/") and not _redis_parts.path.strip("/").isdigit():
+        raise ValueError(f"database {_redis_parts.path.strip('/')!r} is not a number")
+except (ValueError, TypeError) as exc:
+    raise ImproperlyConfigured(f"REDIS_URL is malformed ({exc}): use redis://[:password@]host:port/db") from None
 
 RQ_JOB_TIMEOUT = env_int("RQ_JOB_TIMEOUT", 60, minimum=1)
 # "default" carries the orders; "maintenance" the periodic jobs, which workers take first.
@@ -153,6 +168,8 @@ try:
     _email = dj_email_url.parse(_email_url)
 except (ValueError, KeyError) as exc:
     raise ImproperlyConfigured(f"EMAIL_URL is malformed: {exc}") from None
+if not urlsplit(_email_url).hostname:
+    raise ImproperlyConfigured("EMAIL_URL names no host: smtp://[user:password@]host:port")
 EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 EMAIL_HOST = _email["EMAIL_HOST"]
 EMAIL_PORT = _email["EMAIL_PORT"]
@@ -171,7 +188,7 @@ if MAILER_LEASE_SECONDS < 6 * EMAIL_TIMEOUT:
         f"MAILER_LEASE_SECONDS={MAILER_LEASE_SECONDS} is too short: it must be at least 6 x EMAIL_TIMEOUT "
         f"({6 * EMAIL_TIMEOUT} s), or a slow SMTP server could get a message twice"
     )
-MAILER_POLL_INTERVAL = env_number("MAILER_POLL_INTERVAL", 1.0, minimum=0.05)
+MAILER_POLL_INTERVAL = env_number("MAILER_POLL_INTERVAL", 1.0, minimum=0.05, maximum=3600)
 MAILER_MAX_ATTEMPTS = env_int("MAILER_MAX_ATTEMPTS", 10, minimum=1)
 
 # Payments: the sandbox gateway's artificial latency, for crash tests and demos.
@@ -195,6 +212,8 @@ USE_TZ = True
 
 # Logs are an event stream on stdout (factor 11).
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
+if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+    raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not a level: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -206,6 +225,10 @@ LOGGING = {
 
 # Domain part of the fixed Message-ID of each outbox message.
 MESSAGE_ID_DOMAIN = env_str("MESSAGE_ID_DOMAIN", "formation.localhost")
+
+# The web process type's PORT, WEB_CONCURRENCY and timeouts: gunicorn reads them; validated here
+# too so that the release phase and `manage.py check` stop a bad value before web starts.
+WEB_SERVER = web_server_settings()
 
 # Seconds a process type retries an unreachable PostgreSQL or Redis at start before it exits 1.
 STARTUP_RETRY_SECONDS = env_number("STARTUP_RETRY_SECONDS", 30, minimum=0, maximum=600)

@@ -107,3 +107,20 @@ def test_same_checkout_twice_gives_one_order_one_job_one_charge_one_email(browse
     assert len(smtp.messages) == 1
     assert smtp.messages[0]["To"] == "shopper@example.com"
     assert "paid" in browser.get(first["Location"]).content.decode()
+
+
+def test_a_form_post_in_another_charset_is_a_400_not_a_500(browser, product):
+    page = browser.get("/checkout/")
+    response = browser.generic(
+        "POST",
+        "/checkout/",
+        "email=a".encode("utf-16"),
+        content_type="application/x-www-form-urlencoded; charset=utf-16",
+        HTTP_X_CSRFTOKEN=page.cookies["csrftoken"].value,
+    )
+    assert response.status_code == 400
+    assert Order.objects.count() == 0
+
+
+def test_head_of_the_checkout_page(browser, product):
+    assert browser.head("/checkout/").status_code == 200

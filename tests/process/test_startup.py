@@ -59,8 +59,13 @@ def test_web_starts_without_its_services_and_reports_them_on_ready(formation):
     assert error.value.code == 503
     checks = json.loads(error.value.read())["checks"]
     assert checks["database"] != "ok" and checks["redis"] != "ok"
+    with pytest.raises(urllib.error.HTTPError) as error:
+        urllib.request.urlopen(base + "/", timeout=15)  # a page that needs the database
+    assert error.value.code == 503
+    assert error.value.headers["Retry-After"] == "5"
     output = web.output()
     assert "PostgreSQL (DATABASE_URL) unreachable" in output and "Redis (REDIS_URL) unreachable" in output
+    assert "Traceback" not in output
 
 
 def test_a_bad_setting_stops_web_with_one_line(formation):

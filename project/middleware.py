@@ -1,0 +1,51 @@
+"""Middleware that keeps failures in their proper HTTP class (4xx for the client, 503 for us)."""
+
+import logging
+
+from django.db import InterfaceError, OperationalError
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+
+logger = logging.getLogger(__name__)
+
+
+class RejectNonUtf8FormsMiddleware:
+    """Answer 400 to a form POST declared in a charset other than UTF-8, before CSRF checks.
+
+    Django refuses such bodies with BadRequest when ``request.POST`` is read
+    (django/http/request.py); when the CSRF middleware is the first to read it, the 400 error
+    view reads it again through ``requires_csrf_token`` and the request ends as a 500.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        charset = request.content_params.get("charset", "utf-8").lower().replace("_", "-")
+        if request.content_type == "application/x-www-form-urlencoded" and charset not in ("utf-8", "utf8"):
+            return HttpResponseBadRequest("Form posts must be UTF-8 encoded.", content_type="text/plain")
+        return self.get_response(request)
+
+
+class DatabaseUnavailableMiddleware:
+    """Answer 503 with Retry-After when PostgreSQL is unreachable during a request, not a 500.
+
+    The request's work is one transaction, so nothing is half-written; the client may retry.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
+        if not isinstance(exception, OperationalError | InterfaceError):
+            return None
+        logger.warning("database unavailable for %s %s: %s", request.method, request.path, str(exception).strip())
+        response = HttpResponse(
+            "<!doctype html><title>Unavailable</title><h1>The shop is unavailable for a moment</h1>"
+            "<p>Nothing was lost. Please try again in a few seconds.</p>",
+            status=503,
+        )
+        response["Retry-After"] = "5"
+        return response

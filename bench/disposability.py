@@ -3,8 +3,8 @@ recovery time after kill -9 of a worker's work horse mid-job. Median of N runs (
 
 Run with ``make bench`` (embedded servers) or with DATABASE_URL / REDIS_URL / EMAIL_URL set:
 ``python bench/disposability.py [--runs 5]``. Prints one table; the floor, measured in the same
-run, is a bare ``django.setup()`` in a fresh interpreter (start) and a fresh interpreter that
-exits on SIGTERM (stop). "Ready" per type:
+run: a fresh interpreter's ``django.setup()`` (to its return) for start, and a fresh interpreter
+that exits on SIGTERM for stop. "Ready" per type:
 
 - web: ``GET /health`` answers 200;
 - worker: RQ logs "Listening on" (registered and blocking on its queue);
@@ -74,8 +74,17 @@ def measure_type(kind: str, env: dict[str, str]) -> tuple[float, float]:
 
 def measure_floor(env: dict[str, str]) -> tuple[float, float]:
     began = time.monotonic()
-    subprocess.run([sys.executable, "-c", "import django; django.setup()"], env=env, check=True, cwd=ROOT)
+    setup = subprocess.Popen(
+        [sys.executable, "-c", "import django, sys; django.setup(); print('up', flush=True); sys.stdin.read()"],
+        env=env,
+        cwd=ROOT,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    setup.stdout.readline()  # django.setup() has returned: the same point as a subject's "ready"
     up = time.monotonic() - began
+    setup.stdin.close()
+    setup.wait(timeout=30)
     sleeper = subprocess.Popen(
         [
             sys.executable,

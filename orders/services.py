@@ -27,6 +27,7 @@ from orders.models import (
     Product,
 )
 from orders.payments import PaymentDeclined, get_gateway
+from orders.templatetags.money import money
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def order_create(
         if existing is None:
             raise
         return existing, False
-    logger.info("order %s created: %d line(s), total %s", order.pk, len(lines), _money(order.total, order.currency))
+    logger.info("order %s created: %d line(s), total %s", order.pk, len(lines), money(order.total, order.currency))
     return order, True
 
 
@@ -180,7 +181,7 @@ def order_process(*, order_id: uuid.UUID | str) -> Order:
 
 def _confirmation_create(*, order: Order) -> None:
     lines = "\n".join(
-        f"  {line.quantity} x {line.product.name}: {_money(line.amount, order.currency)}"
+        f"  {line.quantity} x {line.product.name}: {money(line.amount, order.currency)}"
         for line in order.lines.select_related("product")
     )
     if order.status == OrderStatus.PAID:
@@ -189,12 +190,8 @@ def _confirmation_create(*, order: Order) -> None:
     else:
         subject = f"Your Formation order {str(order.pk)[:8]} could not be paid"
         opening = f"We could not take payment for this order ({order.failure_reason}):"
-    body = f"{opening}\n\n{lines}\n\nTotal: {_money(order.total, order.currency)}\nOrder: {order.pk}\n"
+    body = f"{opening}\n\n{lines}\n\nTotal: {money(order.total, order.currency)}\nOrder: {order.pk}\n"
     outbox_message_create(key=f"order-{order.status}-{order.pk}", to=order.email, subject=subject, body=body)
-
-
-def _money(minor: int, currency: str) -> str:
-    return f"{minor // 100}.{minor % 100:02d} {currency}"
 
 
 def orders_sweep_pending(*, older_than: float | None = None) -> int:

@@ -39,6 +39,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
     next to the field it names.
     """
     if request.method == "POST":
+        refused: list[tuple[str, str, str]] = []
         form = CheckoutForm(request.POST)
         formset = LineFormSet(request.POST, prefix="lines")
         if form.is_valid() and formset.is_valid():
@@ -47,15 +48,20 @@ def checkout(request: HttpRequest) -> HttpResponse:
                 for line in formset.cleaned_data
                 if line
             ]
-            order, _ = order_create(
-                email=form.cleaned_data["email"],
-                lines=lines,
-                idempotency_key=form.cleaned_data["token"],
-                payment_method=form.cleaned_data["payment_method"],
-            )
-            return _see_other(order)
+            try:
+                order, _ = order_create(
+                    email=form.cleaned_data["email"],
+                    lines=lines,
+                    idempotency_key=form.cleaned_data["token"],
+                    payment_method=form.cleaned_data["payment_method"],
+                )
+            except (ValueError, Product.DoesNotExist) as exc:
+                # Rules across lines (one currency per order; a product withdrawn meanwhile).
+                refused.append(("Products", "lines", str(exc).capitalize() + "."))
+            else:
+                return _see_other(order)
         status = 400
-        errors = _field_errors(form, formset)
+        errors = _field_errors(form, formset) + refused
     else:
         form = CheckoutForm(initial={"token": uuid.uuid4()})
         initial = [{"product": request.GET.get("product"), "quantity": 1}]

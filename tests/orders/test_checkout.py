@@ -124,3 +124,14 @@ def test_a_form_post_in_another_charset_is_a_400_not_a_500(browser, product):
 
 def test_head_of_the_checkout_page(browser, product):
     assert browser.head("/checkout/").status_code == 200
+
+
+def test_products_in_two_currencies_are_a_400_naming_the_lines(browser, product):
+    from orders.models import Product
+
+    Product.objects.create(sku="dollar-mug", name="Dollar mug", price=1000, currency="USD")
+    response = post_checkout(browser, token=uuid.uuid4(), lines=(("procfile-mug", 1), ("dollar-mug", 1)))
+    assert response.status_code == 400
+    assert "<code>lines</code>" in response.content.decode()
+    assert "currency" in response.content.decode()
+    assert Order.objects.count() == 0

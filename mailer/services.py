@@ -20,6 +20,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from mailer.models import MailerHeartbeat, OutboxMessage, OutboxStatus
+from project.preflight import first_line
 
 logger = logging.getLogger(__name__)
 
@@ -157,7 +158,7 @@ def _record_sent(*, message: OutboxMessage) -> None:
                     "is sent again with the same Message-ID",
                     message.pk,
                     message.message_id,
-                    str(exc).strip().splitlines()[0],
+                    first_line(exc),
                 )
                 raise
             time.sleep(delay)

@@ -15,6 +15,8 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from project.preflight import database_problem, first_line, redis_problem
+
 logger = logging.getLogger(__name__)
 
 
@@ -26,20 +28,12 @@ def liveness(request: HttpRequest) -> JsonResponse:
 
 
 def _check_database() -> str | None:
-    connection = connections[DEFAULT_DB_ALIAS]
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT 1")
-    executor = MigrationExecutor(connection)
+    if problem := database_problem(close=False):
+        return problem
+    executor = MigrationExecutor(connections[DEFAULT_DB_ALIAS])
     plan = executor.migration_plan(executor.loader.graph.leaf_nodes())
     if plan:
         return f"{len(plan)} unapplied migration(s), first {plan[0][0].app_label}.{plan[0][0].name}"
-    return None
-
-
-def _check_redis() -> str | None:
-    import django_rq
-
-    django_rq.get_connection("default").ping()
     return None
 
 
@@ -51,12 +45,13 @@ def readiness(request: HttpRequest) -> JsonResponse:
     Body: ``{"status": "ok"|"unavailable", "checks": {"database": "ok"|reason, "redis": "ok"|reason}}``.
     """
     checks: dict[str, str] = {}
-    for name, check in (("database", _check_database), ("redis", _check_redis)):
+    for name, check in (("database", _check_database), ("redis", redis_problem)):
         try:
             problem = check()
-        except Exception as exc:  # any failure of a backing service means "not ready"
-            logger.warning("readiness check %s failed: %s", name, exc)
-            problem = f"{type(exc).__name__}: {exc}".strip()
+        except Exception as exc:  # any other failure of a backing service also means "not ready"
+            problem = first_line(exc)
+        if problem:
+            logger.warning("readiness check %s failed: %s", name, problem)
         checks[name] = problem or "ok"
     ready = all(value == "ok" for value in checks.values())
     return JsonResponse({"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503)

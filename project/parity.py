@@ -9,6 +9,8 @@ import yaml
 from django.conf import settings
 from django.db import connection
 
+from project.preflight import first_line
+
 K8S_CONFIGMAP = Path("deploy/kubernetes/configmap.yaml")
 K8S_ANNOTATION = "formation.example/{}-version"
 
@@ -74,7 +76,7 @@ def parity_report(*, base: Path | None = None) -> list[Row]:
             pg_version = cursor.fetchone()[0].split()[0]
         pg_here = f"PostgreSQL {pg_version} at {db['HOST'] or 'local socket'}:{db['PORT'] or 5432}/{db['NAME']}"
     except Exception as exc:  # report, do not fail: the report is for finding such problems
-        pg_version, pg_here = None, f"unreachable ({str(exc).strip().splitlines()[0]})"
+        pg_version, pg_here = None, f"unreachable ({first_line(exc)})"
     redis_connection = django_rq.get_connection("default")
     redis_where = "{host}:{port}/{db}".format(
         **{"host": "?", "port": "?", "db": 0, **redis_connection.get_connection_kwargs()}

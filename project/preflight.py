@@ -20,21 +20,26 @@ class ServiceUnavailable(Exception):
     """A backing service stayed unreachable for the whole start-up retry period."""
 
 
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0]
+def first_line(exc: BaseException) -> str:
+    """Return ``"ExceptionType: first line of its message"`` (psycopg's messages span several lines)."""
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
 
 
-def database_problem() -> str | None:
-    """Return why PostgreSQL (DATABASE_URL) cannot be reached now, in one line, or None."""
+def database_problem(*, close: bool = True) -> str | None:
+    """Return why PostgreSQL (DATABASE_URL) cannot be reached now, in one line, or None.
+
+    With ``close`` (the start-up case) the connection is closed afterwards: a process never
+    carries it into a fork (RQ's work horse) or a long wait. Readiness keeps it for reuse.
+    """
     connection = connections[DEFAULT_DB_ALIAS]
     try:
         connection.ensure_connection()
     except OperationalError as exc:
-        return _first_line(exc)
+        return first_line(exc)
     finally:
-        # Never carry a connection into a fork (RQ's work horse) or a long wait.
-        connection.close()
+        if close:
+            connection.close()
     return None
 
 
@@ -46,7 +51,7 @@ def redis_problem() -> str | None:
     try:
         django_rq.get_connection("default").ping()
     except RedisError as exc:
-        return _first_line(exc)
+        return first_line(exc)
     return None
 
 

@@ -24,7 +24,7 @@ from django.db import DatabaseError, close_old_connections
 from django.utils import timezone
 
 from mailer.services import mailer_heartbeat, mailer_heartbeat_clear, outbox_send_due
-from project.preflight import ServiceUnavailable, wait_for_services
+from project.preflight import ServiceUnavailable, first_line, wait_for_services
 
 logger = logging.getLogger("mailer")
 
@@ -67,7 +67,7 @@ class Command(BaseCommand):
                     last_beat = time.monotonic()
                 sent = outbox_send_due(stop=stop)
             except DatabaseError as exc:
-                logger.warning("mailer: database unavailable (%s); retrying", str(exc).strip().splitlines()[0])
+                logger.warning("mailer: database unavailable (%s); retrying", first_line(exc))
             except Exception:
                 logger.exception("mailer: pass failed")  # unknown: keep the stack, retry next pass
             if sent:
@@ -79,6 +79,6 @@ class Command(BaseCommand):
             mailer_heartbeat_clear(hostname=hostname, pid=pid)
         except DatabaseError as exc:
             # The row ages out by itself: the probe only counts recent beats.
-            logger.info("mailer: heartbeat not cleared (%s)", str(exc).strip().splitlines()[0])
+            logger.info("mailer: heartbeat not cleared (%s)", first_line(exc))
         close_old_connections()
         logger.info("mailer: stopped")

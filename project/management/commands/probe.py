@@ -19,6 +19,8 @@ import urllib.request
 
 from django.core.management.base import BaseCommand, CommandError
 
+from project.preflight import first_line
+
 
 class Command(BaseCommand):
     help = "Exit 0 if a live process of the given type runs on this host, else 1 (one line either way)."
@@ -78,4 +80,4 @@ class Command(BaseCommand):
         try:
             return mailer_alive(hostname=hostname, max_age=max_age)
         except DatabaseError as exc:
-            raise CommandError(f"mailer: database unreachable: {str(exc).strip().splitlines()[0]}") from None
+            raise CommandError(f"mailer: database unreachable: {first_line(exc)}") from None

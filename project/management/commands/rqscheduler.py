@@ -12,7 +12,6 @@ Redis goes away, the process says so in one line and reconnects with a backoff (
 
 import logging
 import os
-import signal
 import socket
 import time
 
@@ -28,19 +27,13 @@ logger = logging.getLogger("scheduler")
 MAX_RECONNECT_WAIT = 30.0
 
 
-def _exit_before_start(signum, frame):
-    logger.info("scheduler: %s received before start, exiting", signal.Signals(signum).name)
-    raise SystemExit(0)
-
-
 class Command(DjangoRQSchedulerCommand):
     help = "Run rq-scheduler with the periodic jobs registered under fixed ids (SIGTERM: release the lock, exit 0)."
 
     def handle(self, *args, **options):
-        # Until rq-scheduler installs its own handlers, a SIGTERM or SIGINT ends the process the
-        # way those handlers do (SystemExit, exit 0); no lock is held yet, so nothing to release.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _exit_before_start)
+        # Until rq-scheduler installs its handlers (project.scheduler.Scheduler, in run()), a
+        # SIGTERM or SIGINT ends the process with exit 0 (manage.py's rule for process types); no
+        # lock is held yet. After a run ended on a Redis error those handlers stay installed.
         # rq-scheduler's own handler would print every line twice beside Django's LOGGING.
         verbosity = options["verbosity"]
         logging.getLogger("rq_scheduler").setLevel(
@@ -71,7 +64,5 @@ class Command(DjangoRQSchedulerCommand):
                     logger.info("scheduler: stopped (Redis unreachable during clean-up)")
                     return
                 logger.error("scheduler: Redis unavailable (%s); reconnecting in %gs", exc, wait)
-                signal.signal(signal.SIGTERM, _exit_before_start)
-                signal.signal(signal.SIGINT, _exit_before_start)
                 time.sleep(wait)
                 wait = min(wait * 2, MAX_RECONNECT_WAIT)

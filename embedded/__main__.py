@@ -67,6 +67,20 @@ def start_services(profile: str, *, echo_mail: bool) -> tuple[dict[str, str], li
     return env, servers
 
 
+def prepare(profile: str, *, echo_mail: bool) -> tuple[dict[str, str], list]:
+    """Start the profile's servers and return (environment updates, servers started or reused).
+
+    Adds a SECRET_KEY when none is set (the checkout's stored one for ``dev``, a random one for
+    ``test``); for ``dev`` writes the updates to .env for honcho and one-off commands.
+    """
+    env_updates, servers = start_services(profile, echo_mail=echo_mail)
+    if not os.environ.get("SECRET_KEY"):
+        env_updates["SECRET_KEY"] = dev_secret_key() if profile == "dev" else secrets.token_urlsafe(50)
+    if profile == "dev":
+        write_env_file(env_updates)
+    return env_updates, servers
+
+
 def stop_services(servers: list) -> None:
     """Stop, in reverse order, the servers this runner started."""
     for server in reversed(servers):
@@ -121,10 +135,7 @@ def announce_when_healthy(port: str, began: float) -> None:
 
 def command_run(args: argparse.Namespace) -> int:
     began = time.monotonic()
-    env_updates, servers = start_services("dev", echo_mail=True)
-    if not os.environ.get("SECRET_KEY"):
-        env_updates["SECRET_KEY"] = dev_secret_key()
-    write_env_file(env_updates)
+    env_updates, servers = prepare("dev", echo_mail=True)
     env = {**os.environ, **env_updates}
     port = env.get("PORT") or "8000"
     processes = procfile_processes()
@@ -150,11 +161,7 @@ def command_run(args: argparse.Namespace) -> int:
 def command_exec(args: argparse.Namespace, profile: str) -> int:
     if not args.command:
         sys.exit("formation: no command given (usage: python -m embedded exec -- COMMAND…)")
-    env_updates, servers = start_services(profile, echo_mail=False)
-    if not os.environ.get("SECRET_KEY"):
-        env_updates["SECRET_KEY"] = dev_secret_key() if profile == "dev" else secrets.token_urlsafe(50)
-    if profile == "dev":
-        write_env_file(env_updates)
+    env_updates, servers = prepare(profile, echo_mail=False)
     try:
         return run_child(args.command, {**os.environ, **env_updates})
     finally:

@@ -15,6 +15,7 @@ from the standard's exponent that payment providers charge in (HUF, IDR and COP 
 (tests/orders/test_money.py writes the expected exponents down).
 """
 
+import functools
 import unicodedata
 from decimal import Decimal
 
@@ -122,9 +123,15 @@ def format_money(minor: int, code: str) -> str:
     int; UnsupportedCurrency for a code not in SUPPORTED_CURRENCIES.
     """
     amount = to_major(minor, code)
-    locale = Locale.parse(to_locale(settings.LANGUAGE_CODE))
+    locale = _babel_locale(settings.LANGUAGE_CODE)
     text = format_currency(amount, code, locale=locale, currency_digits=True)
     return _apply_currency_spacing(text, get_currency_symbol(code, locale=locale))
+
+
+@functools.cache
+def _babel_locale(language_code: str) -> Locale:
+    """Return babel's Locale for a Django language code ("en-us" -> en_US), parsed once per code."""
+    return Locale.parse(to_locale(language_code))
 
 
 def _apply_currency_spacing(text: str, symbol: str) -> str:

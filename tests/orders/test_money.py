@@ -60,6 +60,10 @@ def test_to_minor_and_back_round_trip(major, code, minor):
         ("0.5", "JPY", "JPY has no minor unit"),
         ("1.2345", "KWD", "KWD has at most 3 decimal places"),
         ("9.505", "EUR", "EUR has at most 2 decimal places"),
+        ("9.5000000000000000000000000001", "EUR", "EUR has at most 2 decimal places"),  # beyond Decimal's 28 digits
+        ("1E-999999999", "EUR", "EUR has at most 2 decimal places"),
+        ("1E+1000000", "EUR", "too large"),  # refused before it becomes a million-digit integer
+        ("92233720368547758.08", "EUR", "too large"),  # one cent above PostgreSQL's bigint
         ("0", "EUR", "must be positive"),
         ("0.00", "EUR", "must be positive"),
         ("-1", "EUR", "must be positive"),
@@ -72,6 +76,11 @@ def test_to_minor_and_back_round_trip(major, code, minor):
 def test_to_minor_refuses_what_cannot_be_charged(major, code, message):
     with pytest.raises(ValueError, match=message):
         to_minor(Decimal(major), code)
+
+
+def test_the_largest_amount_a_bigint_holds_round_trips():
+    assert to_minor(Decimal("92233720368547758.07"), "EUR") == 2**63 - 1
+    assert to_major(2**63 - 1, "EUR") == Decimal("92233720368547758.07")
 
 
 def test_to_minor_refuses_a_float():

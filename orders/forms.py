@@ -3,7 +3,7 @@
 from django import forms
 
 from orders.models import PaymentMethod, Product
-from orders.templatetags.money import money
+from orders.money import format_money
 
 MAX_QUANTITY = 99
 MAX_LINES = 20
@@ -19,7 +19,7 @@ class CheckoutForm(forms.Form):
 
 class ProductChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: Product) -> str:
-        return f"{obj.name} — {money(obj.price, obj.currency)}"
+        return f"{obj.name} — {format_money(obj.price, obj.currency)}"
 
 
 class LineForm(forms.Form):

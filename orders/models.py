@@ -1,7 +1,10 @@
 """Catalogue, orders, their charges and the sandbox gateway's own ledger.
 
-Amounts are integers in minor currency units (cents for EUR), as payment providers take them
-(https://docs.stripe.com/currencies#zero-decimal). Key invariants are database constraints.
+Amounts are integers in minor units of their currency, with the currency's ISO 4217 exponent
+(cents for EUR, whole yen for JPY, fils for KWD), as payment providers take them
+(https://docs.stripe.com/currencies#zero-decimal); ``orders.money`` converts and formats them.
+Currencies are the ISO 4217 codes of ``orders.money.SUPPORTED_CURRENCIES``. Key invariants are
+database constraints.
 """
 
 import uuid
@@ -9,20 +12,27 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
+from orders.money import CURRENCY_CHOICES, SUPPORTED_CURRENCIES
+
+MINOR_UNITS_HELP = "Minor units of the currency (ISO 4217 exponent)."
+
 
 class Product(models.Model):
-    """A product in the catalogue; ``price`` is in minor units of ``currency``."""
+    """A product in the catalogue; ``price`` is in minor units of ``currency`` (a supported ISO 4217 code)."""
 
     sku = models.SlugField(max_length=40, unique=True)
     name = models.CharField(max_length=120)
     description = models.TextField(blank=True)
-    price = models.PositiveIntegerField(help_text="Minor currency units (cents).")
-    currency = models.CharField(max_length=3, default="EUR")
+    price = models.PositiveIntegerField(help_text=MINOR_UNITS_HELP)
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default="EUR")
     is_active = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.CheckConstraint(condition=Q(price__gt=0), name="product_price_positive")]
+        constraints = [
+            models.CheckConstraint(condition=Q(price__gt=0), name="product_price_positive"),
+            models.CheckConstraint(condition=Q(currency__in=SUPPORTED_CURRENCIES), name="product_currency_supported"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.sku})"
@@ -56,8 +66,8 @@ class Order(models.Model):
     idempotency_key = models.UUIDField(unique=True, editable=False)
     email = models.EmailField()
     status = models.CharField(max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING)
-    currency = models.CharField(max_length=3, default="EUR")
-    total = models.PositiveBigIntegerField(help_text="Minor currency units (cents).")
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default="EUR")
+    total = models.PositiveBigIntegerField(help_text=MINOR_UNITS_HELP)
     payment_method = models.CharField(max_length=40, choices=PaymentMethod.choices, default=PaymentMethod.VISA)
     failure_reason = models.TextField(blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
@@ -88,7 +98,7 @@ class OrderLine(models.Model):
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="lines")
     product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="+")
     quantity = models.PositiveSmallIntegerField()
-    unit_price = models.PositiveIntegerField(help_text="Minor currency units (cents).")
+    unit_price = models.PositiveIntegerField(help_text=MINOR_UNITS_HELP)
 
     class Meta:
         ordering = ["id"]
@@ -127,8 +137,8 @@ class Charge(models.Model):
 
     order = models.OneToOneField(Order, on_delete=models.PROTECT, related_name="charge")
     gateway_charge_id = models.CharField(max_length=64, unique=True)
-    amount = models.PositiveBigIntegerField(help_text="Minor currency units (cents).")
-    currency = models.CharField(max_length=3)
+    amount = models.PositiveBigIntegerField(help_text=MINOR_UNITS_HELP)
+    currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:
@@ -140,11 +150,13 @@ class SandboxCharge(models.Model):
 
     It stands for the provider's side: written through the ``gateway`` database connection,
     it commits independently of the shop's transaction, as a real provider's charge would.
+    Its ``currency`` has no choices: it records what the provider was asked, as a provider's
+    ledger would, and the shop's own rows (Order, Charge) are the ones restricted.
     """
 
     charge_id = models.CharField(max_length=64, unique=True)
     idempotency_key = models.CharField(max_length=255, unique=True)
-    amount = models.PositiveBigIntegerField(help_text="Minor currency units (cents).")
+    amount = models.PositiveBigIntegerField(help_text=MINOR_UNITS_HELP)
     currency = models.CharField(max_length=3)
     payment_method = models.CharField(max_length=40)
     outcome = models.CharField(max_length=16, choices=[("succeeded", "Succeeded"), ("declined", "Declined")])

@@ -26,8 +26,8 @@ from orders.models import (
     PaymentMethod,
     Product,
 )
+from orders.money import format_money
 from orders.payments import PaymentDeclined, get_gateway
-from orders.templatetags.money import money
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +99,9 @@ def order_create(
         if existing is None:
             raise
         return existing, False
-    logger.info("order %s created: %d line(s), total %s", order.pk, len(lines), money(order.total, order.currency))
+    logger.info(
+        "order %s created: %d line(s), total %s", order.pk, len(lines), format_money(order.total, order.currency)
+    )
     return order, True
 
 
@@ -175,13 +177,13 @@ def order_process(*, order_id: uuid.UUID | str) -> Order:
         Charge.objects.create(order=order, gateway_charge_id=charge_id, amount=order.total, currency=order.currency)
         order_set_status(order=order, status=OrderStatus.PAID)
         _confirmation_create(order=order)
-    logger.info("order %s paid, charge %s", order.pk, charge_id)
+    logger.info("order %s paid %s, charge %s", order.pk, format_money(order.total, order.currency), charge_id)
     return order
 
 
 def _confirmation_create(*, order: Order) -> None:
     lines = "\n".join(
-        f"  {line.quantity} x {line.product.name}: {money(line.amount, order.currency)}"
+        f"  {line.quantity} x {line.product.name}: {format_money(line.amount, order.currency)}"
         for line in order.lines.select_related("product")
     )
     if order.status == OrderStatus.PAID:
@@ -190,7 +192,7 @@ def _confirmation_create(*, order: Order) -> None:
     else:
         subject = f"Your Formation order {str(order.pk)[:8]} could not be paid"
         opening = f"We could not take payment for this order ({order.failure_reason}):"
-    body = f"{opening}\n\n{lines}\n\nTotal: {money(order.total, order.currency)}\nOrder: {order.pk}\n"
+    body = f"{opening}\n\n{lines}\n\nTotal: {format_money(order.total, order.currency)}\nOrder: {order.pk}\n"
     outbox_message_create(key=f"order-{order.status}-{order.pk}", to=order.email, subject=subject, body=body)
 
 

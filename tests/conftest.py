@@ -36,7 +36,7 @@ def smtp(settings):
 
 @pytest.fixture
 def product(db):
-    """A product on sale for 12.00 EUR (1200 minor units)."""
+    """A product on sale for €12.00 (1200 minor units of EUR)."""
     return Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})[0]
 
 

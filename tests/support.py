@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from html.parser import HTMLParser
 
 from aiosmtpd.controller import Controller
 
@@ -108,3 +109,70 @@ def hidden(name: str, page: str) -> str:
     match = re.search(rf'name="{name}" value="([^"]*)"', page)
     assert match, f"no hidden field {name} in the page"
     return match.group(1)
+
+
+class _ElementFinder(HTMLParser):
+    """Find the first element matching a chain of simple selectors (``#id``, ``.class``, ``[attr=value]``)."""
+
+    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"})
+
+    def __init__(self, chain: list[str]):
+        super().__init__(convert_charrefs=True)
+        self.chain, self.level, self.stack = chain, 0, []
+        self.attrs, self.text, self.capturing = None, [], False
+
+    @staticmethod
+    def matches(selector: str, attrs: dict) -> bool:
+        if selector.startswith("#"):
+            return attrs.get("id") == selector[1:]
+        if selector.startswith("."):
+            return selector[1:] in (attrs.get("class") or "").split()
+        name, _, value = selector.strip("[]").partition("=")
+        return attrs.get(name) == value
+
+    def handle_starttag(self, tag, attrs):
+        attrs = {name: value or "" for name, value in attrs}
+        role = None
+        if self.attrs is None and self.matches(self.chain[self.level], attrs):
+            role = "target" if self.level == len(self.chain) - 1 else "ancestor"
+        if role == "target":
+            self.attrs, self.capturing = attrs, tag not in self.VOID
+        if tag in self.VOID:
+            return
+        self.stack.append((tag, role))
+        self.level += role == "ancestor"
+
+    def handle_endtag(self, tag):
+        if not any(open_tag == tag for open_tag, _ in self.stack):
+            return  # a stray end tag
+        while self.stack:  # also close the elements left open inside this one (HTML's implied end tags)
+            open_tag, role = self.stack.pop()
+            if role == "ancestor" and self.attrs is None:
+                self.level -= 1
+            elif role == "target":
+                self.capturing = False
+            if open_tag == tag:
+                return
+
+    def handle_data(self, data):
+        if self.capturing:
+            self.text.append(data)
+
+
+def element(page: str, selector: str) -> tuple[dict, str]:
+    """Return ``(attributes, stripped text)`` of the first element of ``page`` matching ``selector``.
+
+    ``selector`` is a space-separated chain of ``#id``, ``.class`` or ``[attr=value]``, each inside
+    the previous one (``".field-total_display .readonly"``). Raise AssertionError when nothing
+    matches, so a test fails on the element that should carry the value.
+    """
+    finder = _ElementFinder(selector.split())
+    finder.feed(page)
+    finder.close()
+    assert finder.attrs is not None, f"no element {selector!r} in the page"
+    return finder.attrs, "".join(finder.text).strip()
+
+
+def element_text(page: str, selector: str) -> str:
+    """Return the stripped text of the first element of ``page`` matching ``selector`` (see ``element``)."""
+    return element(page, selector)[1]

@@ -1,9 +1,13 @@
+"""The ``money`` template filter: ``{{ minor|money:currency }}`` shows minor units as the shop charges them."""
+
 from django import template
+
+from orders.money import format_money
 
 register = template.Library()
 
 
 @register.filter
-def money(minor: int, currency: str = "EUR") -> str:
-    """Format ``minor`` currency units (two decimals, as EUR) as ``12.34 EUR``."""
-    return f"{minor // 100}.{minor % 100:02d} {currency}"
+def money(minor: int, currency: str) -> str:
+    """Return ``minor`` units of ``currency`` formatted by ``orders.money.format_money`` ("€12.00", "¥500")."""
+    return format_money(minor, currency)

@@ -9,6 +9,8 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
+from mailer.validators import validate_deliverable_address
+
 
 class Product(models.Model):
     """A product in the catalogue; ``price`` is in minor units of ``currency``."""
@@ -54,7 +56,7 @@ class Order(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     idempotency_key = models.UUIDField(unique=True, editable=False)
-    email = models.EmailField()
+    email = models.EmailField(validators=[validate_deliverable_address])
     status = models.CharField(max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING)
     currency = models.CharField(max_length=3, default="EUR")
     total = models.PositiveBigIntegerField(help_text="Minor currency units (cents).")

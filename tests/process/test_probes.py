@@ -10,8 +10,10 @@ import time
 import pytest
 import yaml
 
+from embedded.servers import port_open
 from tests.conftest import ALL_DATABASES
 from tests.procfile import ROOT
+from tests.support import wait_until
 
 pytestmark = [
     pytest.mark.process,
@@ -143,7 +145,8 @@ def test_compose_web_healthcheck_passes_with_the_real_domain_in_allowed_hosts(fo
     kind, *command = web["healthcheck"]["test"]
     assert kind == "CMD"
     env = {**formation_env, "ALLOWED_HOSTS": configmap_env()["ALLOWED_HOSTS"]}
-    formation.start("web", **env)
+    formation.start("web", wait=False, **env)  # the healthcheck itself is what tells it is up
+    wait_until(lambda: port_open(int(env["PORT"])), deadline=30, message="web to listen")
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("web: 1 live")

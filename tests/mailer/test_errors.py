@@ -2,12 +2,13 @@
 reason and one log line; transient ones make it due again after a backoff."""
 
 import logging
+import smtplib
 
 import pytest
 from django.utils import timezone
 
 from mailer.models import OutboxMessage, OutboxStatus
-from mailer.services import outbox_message_create, outbox_send_due
+from mailer.services import email_error_classify, outbox_message_create, outbox_send_due
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,3 +78,27 @@ def test_a_failed_message_does_not_hold_up_the_next_pass(smtp):
     assert outbox_send_due() == 1  # … and the next one sends the rest
     good.refresh_from_db()
     assert good.status == OutboxStatus.SENT
+
+
+@pytest.mark.parametrize(
+    ("error", "permanent"),
+    [
+        (smtplib.SMTPRecipientsRefused({"a@example.com": (550, b"no such user")}), True),
+        (smtplib.SMTPRecipientsRefused({"a@example.com": (550, b"no"), "b@example.com": (452, b"full")}), False),
+        (smtplib.SMTPDataError(554, b"spam"), True),
+        (smtplib.SMTPDataError(451, b"later"), False),
+        (smtplib.SMTPAuthenticationError(535, b"bad credentials"), False),  # our account, not the message
+        (smtplib.SMTPConnectError(554, b"go away"), False),
+        (smtplib.SMTPServerDisconnected("Connection unexpectedly closed"), False),
+        (TimeoutError("timed out"), False),
+        (ConnectionRefusedError(111, "Connection refused"), False),
+        (ConnectionResetError(104, "Connection reset by peer"), False),
+        (UnicodeEncodeError("idna", "exa\u200emple.com", 3, 4, "Invalid character"), True),
+        (RuntimeError("something nobody foresaw"), None),  # unknown: retried, logged with its stack
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
+)
+def test_each_error_is_classified_once(error, permanent):
+    reason, classified = email_error_classify(error)
+    assert classified is permanent
+    assert reason

@@ -150,4 +150,3 @@ def test_compose_web_healthcheck_passes_with_the_real_domain_in_allowed_hosts(fo
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.startswith("web: 1 live")
-

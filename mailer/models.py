@@ -6,6 +6,8 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
+from mailer.validators import validate_deliverable_address
+
 
 class OutboxStatus(models.TextChoices):
     PENDING = "pending", "Pending"
@@ -24,7 +26,7 @@ class OutboxMessage(models.Model):
 
     key = models.CharField(max_length=200, unique=True)
     message_uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
-    to_email = models.EmailField()
+    to_email = models.EmailField(validators=[validate_deliverable_address])
     subject = models.CharField(max_length=250)
     body = models.TextField()
     status = models.CharField(max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)

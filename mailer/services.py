@@ -10,9 +10,11 @@ import smtplib
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage, get_connection
 from django.db import DatabaseError, transaction
 from django.db import connection as db_connection
@@ -20,9 +22,18 @@ from django.db.models import Q
 from django.utils import timezone
 
 from mailer.models import MailerHeartbeat, OutboxMessage, OutboxStatus
+from mailer.validators import validate_deliverable_address
 from project.preflight import first_line
 
 logger = logging.getLogger(__name__)
+
+# Errors about the server or our account, not the message: never a reason to fail a message.
+SERVER_OR_ACCOUNT_ERRORS = (
+    smtplib.SMTPConnectError,
+    smtplib.SMTPHeloError,
+    smtplib.SMTPAuthenticationError,
+    smtplib.SMTPNotSupportedError,
+)
 
 # Seconds before the n-th retry: 2, 4, 8, … capped at 5 minutes.
 BACKOFF_CAP_SECONDS = 300
@@ -97,10 +108,12 @@ def outbox_release(*, message: OutboxMessage, error: str, permanent: bool = Fals
 def email_send(*, message: OutboxMessage, connection) -> bool:
     """Send one leased ``message`` over the open SMTP ``connection`` and mark it sent.
 
-    The Message-ID header is the row's fixed one. SMTP 5xx answers fail the message for good;
-    other SMTP and network errors release it for a retry after a backoff and close the
-    connection; any other error is logged with its stack and released the same way.
-    Return True when the message was sent.
+    The Message-ID header is the row's fixed one. The recipient is first checked with
+    mailer.validators.validate_deliverable_address (rows written before that validator existed
+    may hold an address Django's SMTP backend cannot encode). Any failure is classified once
+    (email_error_classify) and the message released in one place: a permanent failure fails it
+    at once with the reason, anything else makes it due again after a backoff. Return True
+    when the message was sent.
     """
     email = EmailMessage(
         subject=message.subject,
@@ -111,31 +124,58 @@ def email_send(*, message: OutboxMessage, connection) -> bool:
         connection=connection,
     )
     try:
+        validate_deliverable_address(message.to_email)
         connection.open()  # no-op when already open (Django's SMTP backend)
         email.send()
-    except (smtplib.SMTPRecipientsRefused, smtplib.SMTPSenderRefused) as exc:
-        logger.warning("outbox %s: refused by the SMTP server: %s", message.pk, exc)
-        outbox_release(message=message, error=f"refused: {exc}", permanent=True)
-        return False
-    except smtplib.SMTPResponseException as exc:
-        permanent = 500 <= exc.smtp_code < 600
-        logger.warning("outbox %s: SMTP %s %s", message.pk, exc.smtp_code, exc.smtp_error)
-        outbox_release(message=message, error=f"SMTP {exc.smtp_code}: {exc.smtp_error!r}", permanent=permanent)
-        connection.close()
-        return False
-    except (smtplib.SMTPException, OSError) as exc:
-        logger.warning("outbox %s: SMTP unavailable, will retry: %s", message.pk, exc)
-        outbox_release(message=message, error=f"{type(exc).__name__}: {exc}")
-        connection.close()
-        return False
     except Exception as exc:
-        logger.exception("outbox %s: unexpected error while sending", message.pk)
-        outbox_release(message=message, error=f"{type(exc).__name__}: {exc}")
-        connection.close()
+        reason, permanent = email_error_classify(exc)
+        if permanent is None:  # unknown: keep the stack, retry like a transient error
+            logger.exception("outbox %s: unexpected error while sending, will retry", message.pk)
+        elif permanent:
+            logger.warning("outbox %s: failed for good: %s", message.pk, reason)
+        else:
+            logger.warning("outbox %s: will retry: %s", message.pk, reason)
+        outbox_release(message=message, error=reason, permanent=bool(permanent))
+        connection.close()  # a fresh connection for the next message, whatever state this one is in
         return False
     _record_sent(message=message)
     logger.info("outbox %s: sent %s to %s", message.pk, message.message_id, message.to_email)
     return True
+
+
+def email_error_classify(exc: BaseException) -> tuple[str, bool | None]:
+    """Return ``(reason, permanent)`` for an error raised while sending one message.
+
+    ``permanent`` is True when no retry can succeed, False for a transient failure, None for an
+    error of unknown kind (retried, and logged with its stack by the caller). The reply-code
+    rule is RFC 5321 section 4.2.1: 5yz is a permanent negative completion, 4yz a transient one.
+
+    - Permanent: the address is refused by validate_deliverable_address (ValidationError: the
+      same encoding as Django's ``sanitize_address`` and ``punycode``, IDNA 2003); any other
+      UnicodeError while encoding the message (the row's content never changes); a 5xx reply to MAIL,
+      RCPT or DATA (SMTPSenderRefused, SMTPDataError); SMTPRecipientsRefused where every
+      recipient got a 5xx.
+    - Transient: a 4xx reply; SMTPServerDisconnected; timeouts and connection errors (OSError);
+      5xx replies that concern the server or our account rather than the message (connect
+      greeting, HELO, AUTH, unsupported extension): failing every message for a bad password
+      would lose mail that a fixed configuration delivers.
+    """
+    if isinstance(exc, ValidationError):
+        return f"undeliverable address: {' '.join(exc.messages)}", True
+    if isinstance(exc, UnicodeError):  # encoding the message failed; the same row fails the same way again
+        return f"cannot be encoded: {type(exc).__name__}: {exc}", True
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        details = "; ".join(f"{code} {reply.decode(errors='replace')}" for code, reply in exc.recipients.values())
+        return f"recipient refused: {details}", bool(codes) and all(500 <= code < 600 for code in codes)
+    if isinstance(exc, SERVER_OR_ACCOUNT_ERRORS):
+        return f"SMTP server or account problem: {type(exc).__name__}: {exc}", False
+    if isinstance(exc, smtplib.SMTPResponseException):
+        error = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else str(exc.smtp_error)
+        return f"SMTP {exc.smtp_code}: {error}", 500 <= exc.smtp_code < 600
+    if isinstance(exc, smtplib.SMTPException | OSError):  # disconnects, timeouts, refused or reset connections
+        return f"SMTP unavailable: {type(exc).__name__}: {exc}", False
+    return f"{type(exc).__name__}: {exc}", None
 
 
 def _record_sent(*, message: OutboxMessage) -> None:
@@ -165,9 +205,13 @@ def _record_sent(*, message: OutboxMessage) -> None:
             delay = min(delay * 2, 2.0)
 
 
-def outbox_send_due(*, stop: threading.Event | None = None, limit: int | None = None) -> int:
+def outbox_send_due(
+    *, stop: threading.Event | None = None, limit: int | None = None, beat: Callable[[], None] | None = None
+) -> int:
     """Send due messages one at a time until none is due, ``stop`` is set or ``limit`` are sent.
 
+    ``beat`` is called before each message is leased (and once when none is due): the mailer's
+    liveness heartbeat, so a long drain keeps beating and a loop stuck in one message does not.
     The stop flag is checked between messages only, so a message being sent is always
     finished and recorded. Return how many messages were sent.
     """
@@ -175,6 +219,8 @@ def outbox_send_due(*, stop: threading.Event | None = None, limit: int | None = 
     connection = get_connection(fail_silently=False)
     try:
         while not (stop is not None and stop.is_set()) and (limit is None or sent < limit):
+            if beat is not None:
+                beat()
             message = outbox_claim()
             if message is None:
                 break

@@ -2,6 +2,7 @@
 
 from django import forms
 
+from mailer.validators import validate_deliverable_address
 from orders.models import PaymentMethod, Product
 from orders.money import format_money
 
@@ -12,7 +13,7 @@ MAX_LINES = 20
 class CheckoutForm(forms.Form):
     """Email, payment method and the one-time ``token`` that is the order's idempotency key."""
 
-    email = forms.EmailField(max_length=254)
+    email = forms.EmailField(max_length=254, validators=[validate_deliverable_address])
     payment_method = forms.ChoiceField(choices=PaymentMethod.choices, initial=PaymentMethod.VISA)
     token = forms.UUIDField(widget=forms.HiddenInput)
 

@@ -12,6 +12,7 @@ import uuid
 from django.db import models
 from django.db.models import Q
 
+from mailer.validators import validate_deliverable_address
 from orders.money import CURRENCY_CHOICES, SUPPORTED_CURRENCIES
 
 MINOR_UNITS_HELP = "Minor units of the currency (ISO 4217 exponent)."
@@ -64,7 +65,7 @@ class Order(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     idempotency_key = models.UUIDField(unique=True, editable=False)
-    email = models.EmailField()
+    email = models.EmailField(validators=[validate_deliverable_address])
     status = models.CharField(max_length=16, choices=OrderStatus.choices, default=OrderStatus.PENDING)
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default="EUR")
     total = models.PositiveBigIntegerField(help_text=MINOR_UNITS_HELP)

@@ -1,11 +1,45 @@
-"""Middleware that keeps failures in their proper HTTP class (4xx for the client, 503 for us)."""
+"""Middleware that keeps failures in their proper HTTP class (4xx for the client, 503 for us),
+and serves the probes whatever the Host header."""
 
 import logging
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
+from project import health
+
 logger = logging.getLogger(__name__)
+
+
+class ProbeMiddleware:
+    """Serve ``GET``/``HEAD`` ``/health`` and ``/ready`` before any other middleware looks at the Host.
+
+    A kubelet HTTP probe connects to the pod IP and sends ``Host: <pod IP>:<port>`` unless the
+    probe declares a Host header (Kubernetes, "Configure Liveness, Readiness and Startup
+    Probes", HTTP probes); Docker and load balancers' health checks do the same with their own
+    addresses. With ``ALLOWED_HOSTS`` set to the shop's real domain, Django's host validation
+    (``request.get_host()``, called by CommonMiddleware, CSRF and SecurityMiddleware's redirect)
+    answers 400 DisallowedHost to every probe, and the pod is restarted forever. These two
+    answers reveal nothing (a status and the names of the backing services), build no URL and
+    redirect nowhere, so the Host header cannot change them; that is why they, and only they,
+    skip host validation. Every other path, and any other method on these two, goes through
+    the full middleware stack and Django's host validation as before.
+
+    It must be first in MIDDLEWARE. Responses carry ``Cache-Control: no-cache`` (the views'
+    ``never_cache``) and none of the other middleware's headers (no cookies, no HSTS: a probe
+    over plain HTTP inside the cluster needs none).
+    """
+
+    VIEWS = {"/health": health.liveness, "/ready": health.readiness}
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        view = self.VIEWS.get(request.path_info)
+        if view is not None and request.method in ("GET", "HEAD"):
+            return view(request)
+        return self.get_response(request)
 
 
 class RejectNonUtf8FormsMiddleware:

@@ -52,6 +52,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First: /health and /ready answer whatever the Host header (probes send the pod IP); see its docstring.
+    "project.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "project.middleware.RejectNonUtf8FormsMiddleware",
     "project.middleware.DatabaseUnavailableMiddleware",

@@ -47,3 +47,44 @@ def test_not_ready_with_an_unapplied_migration_names_it():
 
 def test_probes_answer_get_only(client):
     assert client.post("/health").status_code == 405
+
+
+# Host headers that are not the shop's domain, as probes send them: a kubelet HTTP probe sends the
+# pod IP and port; IPv6 pods send a bracketed literal; anything else must not matter either.
+FOREIGN_HOSTS = ["10.42.8.201:8000", "[fd00:10:42::8]:8000", "[::1]", "garbage host!", "shop.example.com.evil:80"]
+
+
+@pytest.mark.parametrize("host", FOREIGN_HOSTS)
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_health_answers_whatever_the_host_header(client, settings, host, method):
+    settings.ALLOWED_HOSTS = ["shop.example.com"]
+    response = getattr(client, method)("/health", HTTP_HOST=host)
+    assert response.status_code == 200
+    if method == "get":
+        assert response.json() == {"status": "ok"}
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("host", FOREIGN_HOSTS)
+def test_ready_answers_whatever_the_host_header(client, settings, host):
+    settings.ALLOWED_HOSTS = ["shop.example.com"]
+    response = client.get("/ready", HTTP_HOST=host)
+    assert response.status_code == 200
+    assert response.json()["status"] == "ok"
+    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:9/0?socket_connect_timeout=0.5"}}
+    response = client.get("/ready", HTTP_HOST=host)
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "ok"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/", "/checkout/", "/admin/login/", "/health/", "/healthz"])
+def test_every_other_page_keeps_host_validation(client, settings, path):
+    settings.ALLOWED_HOSTS = ["shop.example.com"]
+    assert client.get(path, HTTP_HOST="10.42.8.201:8000").status_code == 400
+
+
+def test_other_methods_on_the_probes_keep_host_validation(client, settings):
+    settings.ALLOWED_HOSTS = ["shop.example.com"]
+    assert client.post("/health", HTTP_HOST="10.42.8.201:8000").status_code == 400
+    assert client.post("/health", HTTP_HOST="shop.example.com").status_code == 405

@@ -1,13 +1,19 @@
-"""Liveness probes per process type: ``manage.py probe TYPE`` exits 0 only while one is alive."""
+"""Liveness probes per process type: ``manage.py probe TYPE`` exits 0 only while one is alive; the
+Kubernetes and compose probes, run exactly as declared, pass against a formation configured as deployed."""
 
+import http.client
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
+import yaml
 
+from embedded.servers import port_open
 from tests.conftest import ALL_DATABASES
 from tests.procfile import ROOT
+from tests.support import wait_until
 
 pytestmark = [
     pytest.mark.process,
@@ -34,3 +40,113 @@ def test_probe_answers_while_the_process_lives(formation, formation_env, kind):
     process.signal(signal.SIGTERM)
     assert process.wait() == 0
     assert probe(kind, formation_env).returncode == 1  # a graceful stop leaves no live trace
+
+
+# --- The deployment files' probes, run as the kubelet and docker run them -----------------------
+
+KUBERNETES = ROOT / "deploy" / "kubernetes"
+POD_IP = "10.42.8.201"  # kubelet connects to the pod IP; here only the Host header carries it
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")  # the order kubelet runs them in
+
+
+def k8s_documents(kind: str) -> list[dict]:
+    return [
+        doc
+        for path in sorted(KUBERNETES.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc and doc.get("kind") == kind
+    ]
+
+
+def configmap_env() -> dict[str, str]:
+    """Return the ConfigMap's data, the non-secret environment of every deployed process."""
+    [configmap] = k8s_documents("ConfigMap")
+    return {name: str(value) for name, value in configmap["data"].items()}
+
+
+def run_probe(probe: dict, container: dict, env: dict[str, str], port: int) -> tuple[bool, str]:
+    """Run one probe as kubelet does; return (success, what it saw).
+
+    httpGet: GET the declared path with the declared headers; without a declared Host header
+    kubelet's Go client sends ``<pod IP>:<port>``. The container's port (a number, or a name
+    resolved through the container's ports) is where ``port`` listens on 127.0.0.1. Success is a
+    status from 200 to 399 within timeoutSeconds (default 1). exec: run the command as declared
+    in the container's environment; success is exit 0 within timeoutSeconds.
+    """
+    timeout = probe.get("timeoutSeconds", 1)
+    if "httpGet" in probe:
+        get = probe["httpGet"]
+        named = {entry["name"]: entry["containerPort"] for entry in container.get("ports", []) if "name" in entry}
+        container_port = named[get["port"]] if isinstance(get["port"], str) else get["port"]
+        assert container_port == int(env["PORT"]), "the probe's port is the one web binds (PORT)"
+        assert get.get("scheme", "HTTP") == "HTTP", "a TLS probe would need a certificate inside the pod"
+        headers = {header["name"]: header["value"] for header in get.get("httpHeaders", [])}
+        headers.setdefault("Host", f"{POD_IP}:{container_port}")
+        headers.setdefault("User-Agent", "kube-probe/1.33")
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+        try:
+            connection.putrequest("GET", get["path"], skip_host=True, skip_accept_encoding=True)
+            for name, value in headers.items():
+                connection.putheader(name, value)
+            connection.endheaders()
+            response = connection.getresponse()
+            body = response.read().decode(errors="replace")
+        except OSError as exc:
+            return False, f"GET {get['path']}: {exc}"
+        finally:
+            connection.close()
+        return 200 <= response.status < 400, f"GET {get['path']} Host {headers['Host']}: {response.status} {body[:200]}"
+    command = probe["exec"]["command"]
+    try:
+        result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return False, f"{command}: no answer within {timeout}s"
+    return result.returncode == 0, f"{command}: exit {result.returncode} {result.stdout}{result.stderr}".strip()
+
+
+def run_probes_as_kubelet(container: dict, env: dict[str, str], port: int) -> dict[str, str]:
+    """Run the container's probes in kubelet's order: the startup probe every periodSeconds until it
+    passes or failureThreshold is reached, then readiness and liveness once each. Return the
+    outcome of each; fail the test naming the first probe that failed."""
+    seen = {}
+    for kind in PROBES:
+        probe = container[kind]
+        attempts = probe.get("failureThreshold", 3) if kind == "startupProbe" else 1
+        for attempt in range(1, attempts + 1):
+            ok, what = run_probe(probe, container, env, port)
+            if ok:
+                break
+            if attempt < attempts:
+                time.sleep(probe.get("periodSeconds", 10))
+        assert ok, f"{container['name']} {kind} failed ({attempts} attempt(s)): {what}"
+        seen[kind] = what
+    return seen
+
+
+@pytest.mark.parametrize("name", ["web", "worker", "scheduler", "mailer"])
+def test_kubernetes_probes_pass_as_declared_against_the_configmaps_settings(formation, formation_env, name):
+    [deployment] = [doc for doc in k8s_documents("Deployment") if doc["metadata"]["name"] == name]
+    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    declared = {entry["name"]: entry["value"] for entry in container.get("env", [])}
+    # The pod's environment: the ConfigMap (ALLOWED_HOSTS=shop.example.com, …), the container's own
+    # variables, and this test's services in place of the Secret. The container's port (PORT,
+    # 8000) is a free port here, which the probes' port maps to.
+    pod_env = {**formation_env, **configmap_env(), **declared}
+    # No wait: the startup probe is what waits for the process, as in the cluster.
+    formation.start(
+        name, wait=False, **configmap_env(), **{key: value for key, value in declared.items() if key != "PORT"}
+    )
+    outcomes = run_probes_as_kubelet(container, pod_env, port=int(formation_env["PORT"]))
+    assert set(outcomes) == set(PROBES)
+
+
+def test_compose_web_healthcheck_passes_with_the_real_domain_in_allowed_hosts(formation, formation_env):
+    web = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]["web"]
+    kind, *command = web["healthcheck"]["test"]
+    assert kind == "CMD"
+    env = {**formation_env, "ALLOWED_HOSTS": configmap_env()["ALLOWED_HOSTS"]}
+    formation.start("web", wait=False, **env)  # the healthcheck itself is what tells it is up
+    wait_until(lambda: port_open(int(env["PORT"])), deadline=30, message="web to listen")
+    result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.startswith("web: 1 live")

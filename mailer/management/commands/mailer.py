@@ -2,16 +2,19 @@
 
 Procfile: ``mailer: exec python manage.py mailer``. At start it waits for PostgreSQL with a
 bound (project.preflight; exit 1 with one line when it stays unreachable). Each pass leases
-due messages one at a time and sends them (mailer.services.outbox_send_due), records a
-heartbeat at most every MAILER_HEARTBEAT_SECONDS (read by ``manage.py probe mailer``), then
-waits ``--interval`` seconds. A lost database connection is logged in one line and the pass
-retried; the process goes on without a restart.
+due messages one at a time and sends them (mailer.services.outbox_send_due), recording a
+heartbeat before each message and at the start of each pass, at most every
+MAILER_HEARTBEAT_SECONDS (read by ``manage.py probe mailer``), then waits ``--interval``
+seconds. A long drain therefore keeps beating, and a mailer stuck in one message stops. A lost
+database connection is logged in one line and the pass retried; the process goes on without a
+restart.
 On SIGTERM or SIGINT it finishes the message being sent, records it as sent, leaves the rest
 queued and exits 0. After kill -9, a message leased but not marked sent is due again when its
 lease (MAILER_LEASE_SECONDS) expires.
 """
 
 import logging
+import math
 import os
 import signal
 import socket
@@ -56,16 +59,22 @@ class Command(BaseCommand):
         except ServiceUnavailable as exc:
             raise CommandError(f"mailer: {exc}") from None
         hostname, pid, started_at = socket.gethostname(), os.getpid(), timezone.now()
-        last_beat = 0.0
+        last_beat = -math.inf
+
+        def beat() -> None:
+            # Called by the sending loop itself before each message, never from a thread of its
+            # own: the beat stops when the loop is stuck and goes on while it makes progress.
+            nonlocal last_beat
+            if time.monotonic() - last_beat >= settings.MAILER_HEARTBEAT_SECONDS:
+                mailer_heartbeat(hostname=hostname, pid=pid, started_at=started_at)
+                last_beat = time.monotonic()
+
         logger.info("mailer: started, polling every %gs", interval)
         while not stop.is_set():
             close_old_connections()
             sent = 0
             try:
-                if time.monotonic() - last_beat >= settings.MAILER_HEARTBEAT_SECONDS:
-                    mailer_heartbeat(hostname=hostname, pid=pid, started_at=started_at)
-                    last_beat = time.monotonic()
-                sent = outbox_send_due(stop=stop)
+                sent = outbox_send_due(stop=stop, beat=beat)
             except DatabaseError as exc:
                 logger.warning("mailer: database unavailable (%s); retrying", first_line(exc))
             except Exception:

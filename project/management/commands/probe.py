@@ -5,18 +5,28 @@
 Exit 0 with one line when a live process of that type runs on this host, 1 with one line
 otherwise. What "live" means per type:
 
-- web: ``GET http://127.0.0.1:$PORT/health`` answers 200 within 2 s (no backing service used);
+- web: ``GET http://127.0.0.1:$PORT/health`` answers 200 within 2 s (no backing service used;
+  PORT as validated by the settings, settings.WEB_SERVER, so a bad value fails with one line);
 - worker: an RQ worker of this host is registered in Redis (its key expires RQ_WORKER_TTL + 60 s
   after its last heartbeat, rq's Worker.heartbeat);
 - scheduler: an rq-scheduler instance of this host is registered in Redis (its key expires
   ``interval + 10`` s after its last tick);
-- mailer: a mailer of this host recorded a heartbeat within ``--max-age`` seconds (default 30).
+- mailer: a mailer of this host recorded a heartbeat within ``--max-age`` seconds.
+
+A process that makes progress beats, however long its pass; a stuck one stops beating. The
+mailer beats before each message it leases (at most every MAILER_HEARTBEAT_SECONDS), never from
+a separate thread, so its beat stops when its loop stops. Between two beats of a working mailer
+lie at most MAILER_HEARTBEAT_SECONDS plus one message: an SMTP exchange bounded by
+6 x EMAIL_TIMEOUT and the recording of its result, which gives up before the lease ends; both
+fit in MAILER_LEASE_SECONDS (checked at start, project/settings.py). So ``--max-age`` defaults
+to MAILER_LEASE_SECONDS + MAILER_HEARTBEAT_SECONDS (65 s with the defaults): a slow but working
+SMTP server never makes a working mailer look dead, and a stuck one is reported after that age.
 """
 
-import os
 import socket
 import urllib.request
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from project.preflight import first_line
@@ -28,9 +38,16 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("type", choices=["web", "worker", "scheduler", "mailer"])
         parser.add_argument("--any-host", action="store_true", help="Count processes of every host.")
-        parser.add_argument("--max-age", type=float, default=30.0, help="Mailer heartbeat age limit, seconds.")
+        parser.add_argument(
+            "--max-age",
+            type=float,
+            default=None,
+            help="Mailer heartbeat age limit, seconds (default: MAILER_LEASE_SECONDS + MAILER_HEARTBEAT_SECONDS).",
+        )
 
-    def handle(self, *args, type: str, any_host: bool, max_age: float, **options):
+    def handle(self, *args, type: str, any_host: bool, max_age: float | None, **options):
+        if max_age is None:
+            max_age = settings.MAILER_LEASE_SECONDS + settings.MAILER_HEARTBEAT_SECONDS
         hostname = socket.gethostname()
         where = "any host" if any_host else f"host {hostname}"
         count = getattr(self, f"_{type}")(hostname=None if any_host else hostname, max_age=max_age)
@@ -39,7 +56,7 @@ class Command(BaseCommand):
         self.stdout.write(f"{type}: {count} live on {where}")
 
     def _web(self, *, hostname, max_age) -> int:
-        url = f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/health"
+        url = f"http://127.0.0.1:{settings.WEB_SERVER['port']}/health"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
                 return int(response.status == 200)

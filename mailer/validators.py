@@ -1,0 +1,82 @@
+"""Refuse email addresses that the mailer could never deliver, before anything depends on them.
+
+Django's EmailField accepts any Unicode in the domain (its regex allows U+00A1–U+FFFF) and any
+characters its user regex allows before the @. The SMTP backend then encodes each recipient with
+``django.core.mail.message.sanitize_address``: the domain through
+``django.utils.encoding.punycode``, i.e. Python's ``idna`` codec (IDNA 2003, RFC 3490, with
+nameprep, RFC 3491), which raises UnicodeError for a prohibited character (a bidi mark, a
+noncharacter such as U+FFFF) or a label longer than 63 octets once encoded. Such an address
+passes the form, the order is charged, and every send fails. This validator applies that same
+encoding at the door, with the limits of RFC 5321 (section 4.5.3.1).
+"""
+
+import unicodedata
+
+from django.conf import settings
+from django.core.exceptions import ValidationError
+from django.core.mail.message import sanitize_address
+from django.utils.encoding import punycode
+
+# RFC 5321 section 4.5.3.1.1 and 4.5.3.1.2, in octets.
+MAX_LOCAL_PART = 64
+MAX_DOMAIN = 255
+
+# Unicode general categories that nobody types on purpose and that never belong in an address:
+# controls, format characters (zero-width and bidi marks such as U+200B, U+200E, U+202E),
+# unassigned code points and noncharacters (U+FFFF), private use, surrogates, line separators.
+INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"}
+
+
+def validate_deliverable_address(value: str) -> None:
+    """Raise ValidationError (code ``undeliverable``) unless Django's SMTP backend can send to ``value``.
+
+    ``value`` is a bare address (``local@domain``), as Django's EmailField cleans it. Checks, in
+    order, each with a message a shopper can act on:
+
+    - no invisible or unassigned character anywhere (categories in INVISIBLE_CATEGORIES; IDNA's
+      nameprep would map some of them to nothing, sending to another domain than the one shown,
+      and prohibit the others);
+    - the local part is ASCII: Django's SMTP backend does not speak SMTPUTF8 (RFC 6531) and
+      would RFC 2047-encode a non-ASCII local part into ``=?utf-8?…?=@domain``, an address that
+      no server delivers;
+    - the address encodes exactly as the backend encodes it (``sanitize_address`` and
+      ``punycode``: IDNA 2003), so ``zoe@bücher.example`` passes and is sent to
+      ``zoe@xn--bcher-kva.example``;
+    - RFC 5321 lengths: local part at most 64 octets, encoded domain at most 255.
+    """
+    local, at, domain = value.rpartition("@")
+    if not at or not local or not domain:
+        raise ValidationError("Enter an email address of the form name@example.com.", code="undeliverable")
+    for char in value:
+        if unicodedata.category(char) in INVISIBLE_CATEGORIES:
+            raise ValidationError(
+                "This address contains an invisible or unusable character (%(code)s). Please type it again.",
+                code="undeliverable",
+                params={"code": f"U+{ord(char):04X}"},
+            )
+    if not local.isascii():
+        raise ValidationError(
+            "The part before the @ may contain only unaccented letters, digits and punctuation: "
+            "mail to other characters there cannot be delivered.",
+            code="undeliverable",
+        )
+    if len(local) > MAX_LOCAL_PART:
+        raise ValidationError(
+            "The part before the @ is longer than %(max)d characters.",
+            code="undeliverable",
+            params={"max": MAX_LOCAL_PART},
+        )
+    try:
+        sanitize_address(value, settings.DEFAULT_CHARSET)
+        encoded_domain = punycode(domain)
+    except ValueError:  # UnicodeError is a ValueError: the idna codec's refusals
+        raise ValidationError(
+            "The part after the @ is not a domain that mail can be sent to. Please check it.",
+            code="undeliverable",
+        ) from None
+    if len(encoded_domain) > MAX_DOMAIN:
+        raise ValidationError(
+            "The part after the @ is longer than %(max)d characters once encoded.",
+            code="undeliverable",
+            params={"max": MAX_DOMAIN},
+        )

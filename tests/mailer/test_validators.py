@@ -1,0 +1,54 @@
+"""validate_deliverable_address refuses exactly what Django's SMTP backend cannot send to."""
+
+import pytest
+from django.core.exceptions import ValidationError
+from django.core.mail.message import sanitize_address
+from django.core.validators import validate_email
+
+from mailer.validators import validate_deliverable_address
+
+UNDELIVERABLE = {
+    "left-to-right mark in the domain": "shopper@exa\u200emple.com",
+    "noncharacter U+FFFF in the domain": "shopper@exa\uffffmple.com",
+    "label of 60 x ü (64 octets once encoded)": "shopper@" + "ü" * 60 + ".example",
+    "zero-width space (IDNA would drop it)": "shopper@exa\u200bmple.com",
+    "right-to-left override": "shopper@exa\u202emple.com",
+    "soft hyphen": "shopper@ex\u00adample.com",
+    "non-ASCII local part (no SMTPUTF8)": "zoë@example.com",
+    "local part of 65 octets": "a" * 65 + "@example.com",
+    "domain over 255 octets once encoded": "shopper@" + ("ü" * 50 + ".") * 5 + "example",
+    "ASCII label of 64 characters": "shopper@" + "a" * 64 + ".example",
+}
+
+DELIVERABLE = {
+    "plain": ("shopper@example.com", "shopper@example.com"),
+    "IDN domain": ("zoe@bücher.example", "zoe@xn--bcher-kva.example"),
+    "IDN domain, capitals": ("zoe@BÜCHER.example", "zoe@xn--bcher-kva.example"),
+    "local part of 64 octets": ("a" * 64 + "@example.com", "a" * 64 + "@example.com"),
+    "plus and dots": ("first.last+shop@sub.example.co.uk", "first.last+shop@sub.example.co.uk"),
+}
+
+
+@pytest.mark.parametrize("address", UNDELIVERABLE.values(), ids=UNDELIVERABLE.keys())
+def test_undeliverable_addresses_are_refused_with_a_readable_message(address):
+    with pytest.raises(ValidationError) as refused:
+        validate_deliverable_address(address)
+    assert refused.value.code == "undeliverable"
+    [message] = refused.value.messages
+    assert "Error" not in message and "idna" not in message.lower()
+
+
+@pytest.mark.parametrize(
+    "address", ["shopper@exa\u200emple.com", "shopper@exa\uffffmple.com", "shopper@" + "ü" * 60 + ".example"]
+)
+def test_the_issues_addresses_pass_djangos_email_field_but_not_its_smtp_encoding(address):
+    # Why the validator exists: Django's EmailField lets these through, its SMTP backend cannot send them.
+    validate_email(address)
+    with pytest.raises(UnicodeError):
+        sanitize_address(address, "utf-8")
+
+
+@pytest.mark.parametrize(("address", "encoded"), DELIVERABLE.values(), ids=DELIVERABLE.keys())
+def test_deliverable_addresses_pass_and_encode_as_the_backend_sends_them(address, encoded):
+    validate_deliverable_address(address)
+    assert sanitize_address(address, "utf-8").lower() == encoded.lower()

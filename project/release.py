@@ -195,14 +195,18 @@ class BlockerWatch:
     def _run(self) -> None:
         # Created in this thread: Django's connection objects belong to the thread that made them.
         watch = self._connection.copy()
+        failing = False
         try:
             while not self._stop.is_set():
                 try:
                     with watch.cursor() as cursor:
                         cursor.execute("SELECT pg_blocking_pids(%s)", [self._pid])
                         blockers = sessions_get(cursor=cursor, pids=cursor.fetchone()[0])
+                    failing = False
                 except DatabaseError as exc:
-                    logger.warning("release: cannot watch for blocking sessions: %s", str(exc).strip())
+                    if not failing:  # once per outage, not every interval
+                        logger.warning("release: cannot watch for blocking sessions: %s", str(exc).strip())
+                    failing = True
                     watch.close()
                     blockers = []
                 if blockers:

@@ -147,7 +147,9 @@ def get(url: str) -> tuple[int, dict, float]:
     return status, headers, time.monotonic() - started
 
 
-def test_shop_requests_wait_at_most_seconds_behind_a_release_blocked_by_a_long_read(formation, release_env, blocker):
+def test_shop_requests_wait_at_most_the_lock_timeout_behind_a_release_blocked_by_a_long_read(
+    formation, release_env, blocker
+):
     order = place_order()
     web = formation.start("web")
     page = f"http://127.0.0.1:{web.env['PORT']}/orders/{order.pk}/"

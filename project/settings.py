@@ -105,6 +105,14 @@ if not _database.get("NAME"):
     raise ImproperlyConfigured("DATABASE_URL names no database: postgres://user:password@host:port/name")
 _database.setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
 _database["OPTIONS"].setdefault("application_name", "formation")
+# Seconds any statement of the app may run, lock waits included, before PostgreSQL cancels it
+# (statement_timeout, https://www.postgresql.org/docs/current/runtime-config-client.html): a request
+# stuck behind a lock answers 503 (project/middleware.py) before gunicorn kills its worker at
+# WEB_TIMEOUT (checked below). Set at connect through libpq's `options`, so every connection has
+# it; the release phase lifts it for its own session (project/release.py).
+DATABASE_STATEMENT_TIMEOUT = env_number("DATABASE_STATEMENT_TIMEOUT", 10, minimum=0.1, maximum=3600)
+_statement_timeout = f"-c statement_timeout={round(DATABASE_STATEMENT_TIMEOUT * 1000)}"
+_database["OPTIONS"]["options"] = f"{_database['OPTIONS'].get('options', '')} {_statement_timeout}".strip()
 if SECRET_KEY is None:
     # DEBUG without a SECRET_KEY: derive one that every process of this configuration shares
     # (sessions survive across web workers) and that is not written anywhere in the code.
@@ -231,6 +239,21 @@ MESSAGE_ID_DOMAIN = env_str("MESSAGE_ID_DOMAIN", "formation.localhost")
 # The web process type's PORT, WEB_CONCURRENCY and timeouts: gunicorn reads them; validated here
 # too so that the release phase and `manage.py check` stop a bad value before web starts.
 WEB_SERVER = web_server_settings()
+if WEB_SERVER["timeout"] <= DATABASE_STATEMENT_TIMEOUT:
+    raise ImproperlyConfigured(
+        f"DATABASE_STATEMENT_TIMEOUT={DATABASE_STATEMENT_TIMEOUT:g} is too long: it must be below WEB_TIMEOUT "
+        f"({WEB_SERVER['timeout']} s), so a slow statement answers 503 instead of gunicorn killing the worker"
+    )
+
+# The release phase (project/release.py): seconds a migration waits for a table lock per attempt
+# (shop queries queued behind it wait as long), retries after that (a pause from
+# MIGRATION_RETRY_DELAY s, doubling up to 30 s), and seconds a release waits for another to finish.
+# Defaults: about 2.5 minutes of retries, and both waits within the Kubernetes release Job's
+# 600 s activeDeadlineSeconds.
+MIGRATION_LOCK_TIMEOUT = env_number("MIGRATION_LOCK_TIMEOUT", 2, minimum=0.05, maximum=60)
+MIGRATION_LOCK_RETRIES = env_int("MIGRATION_LOCK_RETRIES", 8, minimum=0, maximum=100)
+MIGRATION_RETRY_DELAY = env_number("MIGRATION_RETRY_DELAY", 1, minimum=0, maximum=30)
+RELEASE_LOCK_WAIT = env_number("RELEASE_LOCK_WAIT", 300, minimum=0, maximum=86400)
 
 # Seconds a process type retries an unreachable PostgreSQL or Redis at start before it exits 1.
 STARTUP_RETRY_SECONDS = env_number("STARTUP_RETRY_SECONDS", 30, minimum=0, maximum=600)

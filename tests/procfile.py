@@ -122,8 +122,9 @@ class Process:
         os.unlink(self.log.name)
 
 
-def run_release(env: dict[str, str]) -> subprocess.CompletedProcess:
-    """Run the Procfile's release command to completion; return the finished process."""
+def run_release(env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run the Procfile's release command to completion (at most ``timeout`` seconds, else
+    ``subprocess.TimeoutExpired``); return the finished process."""
     return subprocess.run(
-        ["/bin/sh", "-c", procfile()["release"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120
+        ["/bin/sh", "-c", procfile()["release"]], cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
     )

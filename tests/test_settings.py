@@ -89,3 +89,37 @@ def test_a_mail_lease_shorter_than_an_smtp_exchange_is_refused():
     result = manage_check(MAILER_LEASE_SECONDS="10", EMAIL_TIMEOUT="10")
     assert result.returncode != 0
     assert "MAILER_LEASE_SECONDS=10 is too short" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("changes", "variable"),
+    [
+        ({"DATABASE_STATEMENT_TIMEOUT": "soon"}, "DATABASE_STATEMENT_TIMEOUT"),
+        ({"DATABASE_STATEMENT_TIMEOUT": "0"}, "DATABASE_STATEMENT_TIMEOUT"),
+        # At or past gunicorn's request timeout, the worker would be killed before the 503.
+        ({"DATABASE_STATEMENT_TIMEOUT": "30"}, "DATABASE_STATEMENT_TIMEOUT"),
+        ({"DATABASE_STATEMENT_TIMEOUT": "5", "WEB_TIMEOUT": "5"}, "DATABASE_STATEMENT_TIMEOUT"),
+        ({"MIGRATION_LOCK_TIMEOUT": "-1"}, "MIGRATION_LOCK_TIMEOUT"),
+        ({"MIGRATION_LOCK_TIMEOUT": "0"}, "MIGRATION_LOCK_TIMEOUT"),  # 0 would mean: wait forever
+        ({"MIGRATION_LOCK_RETRIES": "many"}, "MIGRATION_LOCK_RETRIES"),
+        ({"MIGRATION_RETRY_DELAY": "nan"}, "MIGRATION_RETRY_DELAY"),
+        ({"RELEASE_LOCK_WAIT": "-5"}, "RELEASE_LOCK_WAIT"),
+    ],
+)
+def test_bad_release_and_timeout_settings_exit_with_one_line_naming_the_variable(changes, variable):
+    result = manage_check(**changes)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+
+
+@pytest.mark.django_db
+def test_database_connections_have_the_statement_timeout_and_no_release_lock_timeout():
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        # pytest-django built this database with the release's migrate on this very connection:
+        # its session settings must not outlive the command.
+        cursor.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")
+        assert cursor.fetchone() == ("10s", "0")

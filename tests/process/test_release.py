@@ -1,14 +1,34 @@
-"""The release phase: migrations as a one-off process, safe to rerun, loud when it fails."""
+"""The release phase: migrations as a one-off process, safe to rerun, loud when it fails, and never
+a stall of the shop: a migration waits for a table lock at most MIGRATION_LOCK_TIMEOUT seconds per
+attempt (so shop requests queued behind it wait no longer), retries a bounded number of times, and
+two releases at once take turns."""
 
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
 
 import psycopg
 import pytest
 from django.db import connection
 
-from tests.procfile import formation_database_url, process_env, run_release
+from tests.process.conftest import place_order
+from tests.procfile import ROOT, formation_database_url, process_env, run_release
+from tests.support import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.release, pytest.mark.django_db(transaction=True)]
+
+# The release processes below run with the project's settings plus tests/release_app, whose one
+# migration adds a nullable column to orders_order (ALTER TABLE needs ACCESS EXCLUSIVE on it).
+RELEASE_SETTINGS = "tests.settings_release"
+MIGRATION = ("release_app", "0001_order_release_note")
+# Seconds a blocker holds orders_order while the shop is asked for an order page.
+HOLD = 8
+# Seconds a shop request may wait behind a release (issue 7: "about 3 s").
+MOST_A_REQUEST_WAITS = 3
 
 
 def test_release_is_safe_to_rerun():
@@ -37,3 +57,206 @@ def test_failing_migration_exits_non_zero_with_the_error(scratch_database):
     release = run_release(process_env(DATABASE_URL=scratch_database))
     assert release.returncode != 0
     assert 'relation "orders_product" already exists' in release.stderr
+
+
+def column_count() -> int:
+    """Return how many ``release_note`` columns orders_order has (0 or 1)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM information_schema.columns"
+            " WHERE table_name = 'orders_order' AND column_name = 'release_note'"
+        )
+        return cursor.fetchone()[0]
+
+
+def recorded() -> int:
+    """Return how many times the test migration is recorded as applied."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM django_migrations WHERE app = %s AND name = %s", list(MIGRATION))
+        return cursor.fetchone()[0]
+
+
+def waiting_alter() -> bool:
+    """Return whether a session waits for a lock to run the migration's ALTER TABLE."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+            " AND query LIKE 'ALTER TABLE orders_order ADD COLUMN release_note%%'"
+        )
+        return cursor.fetchone()[0] > 0
+
+
+@pytest.fixture
+def release_env():
+    """The release's environment, with the test migration unapplied before and after the test
+    (migrated back to zero, so the shared test database stays as the other tests expect)."""
+    env = process_env(DJANGO_SETTINGS_MODULE=RELEASE_SETTINGS)
+
+    def migrate_to_zero():
+        result = subprocess.run(
+            [sys.executable, "manage.py", "migrate", MIGRATION[0], "zero", "--noinput"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert result.returncode == 0, result.stderr
+        assert (column_count(), recorded()) == (0, 0)
+
+    migrate_to_zero()
+    yield env
+    migrate_to_zero()
+
+
+class Blocker:
+    """A session of its own holding orders_order in a read transaction, like a report or pg_dump."""
+
+    def __init__(self, name: str):
+        self.connection = psycopg.connect(formation_database_url(), application_name=name)
+        self.pid = self.connection.info.backend_pid
+
+    def hold(self) -> None:
+        """Open the transaction: ACCESS SHARE on orders_order until ``end``."""
+        self.connection.execute("SELECT count(*) FROM orders_order")
+
+    def end(self) -> None:
+        self.connection.rollback()
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+@pytest.fixture
+def blocker():
+    """A Blocker named ``nightly-report`` (its application_name)."""
+    session = Blocker("nightly-report")
+    yield session
+    session.close()
+
+
+def get(url: str) -> tuple[int, dict, float]:
+    """GET ``url``; return the status, the headers and the seconds it took."""
+    started = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=60) as response:
+            response.read()
+            status, headers = response.status, dict(response.headers)
+    except urllib.error.HTTPError as error:
+        status, headers = error.code, dict(error.headers)
+    return status, headers, time.monotonic() - started
+
+
+def test_shop_requests_wait_at_most_the_lock_timeout_behind_a_release_blocked_by_a_long_read(
+    formation, release_env, blocker
+):
+    order = place_order()
+    web = formation.start("web")
+    page = f"http://127.0.0.1:{web.env['PORT']}/orders/{order.pk}/"
+    blocker.hold()
+    release = formation.start(
+        "release", wait=False, DJANGO_SETTINGS_MODULE=RELEASE_SETTINGS, MIGRATION_RETRY_DELAY="0.5"
+    )
+    wait_until(waiting_alter, deadline=30, message="the release's ALTER TABLE to wait for its lock")
+
+    # The report ends HOLD seconds from now; meanwhile shoppers keep asking for their order.
+    ends = threading.Timer(HOLD, blocker.end)
+    ends.start()
+    waits = []
+    try:
+        deadline = time.monotonic() + HOLD - 1
+        while time.monotonic() < deadline:
+            status, _, seconds = get(page)
+            assert status == 200
+            waits.append(seconds)
+    finally:
+        ends.join()
+    assert release.wait(deadline=60) == 0, release.output()
+    assert (column_count(), recorded()) == (1, 1)
+    print(f"order page waits behind the release, seconds: {[round(wait, 2) for wait in waits]}")
+    assert max(waits) < MOST_A_REQUEST_WAITS, waits
+    # The requests did queue behind the ALTER (else this test proves nothing).
+    assert max(waits) > 0.5, waits
+    assert release.output().count(f"pid {blocker.pid} ") >= 1, release.output()
+
+
+def test_a_release_blocked_past_its_retries_exits_with_one_line_naming_the_blocker(release_env, blocker):
+    blocker.hold()
+    env = {
+        **release_env,
+        "MIGRATION_LOCK_TIMEOUT": "0.5",
+        "MIGRATION_LOCK_RETRIES": "2",
+        "MIGRATION_RETRY_DELAY": "0.2",
+    }
+    release = run_release(env, timeout=60)
+    print(release.stdout, release.stderr, sep="\n")
+    assert release.returncode == 1
+    lines = release.stderr.strip().splitlines()
+    assert len(lines) == 1, release.stderr
+    assert f"pid {blocker.pid} " in lines[0]
+    assert "application_name 'nightly-report'" in lines[0]
+    assert "idle in transaction" in lines[0]
+    assert "SELECT count(*) FROM orders_order" in lines[0]
+    # One line per retry on the log stream, each naming the blocker.
+    retries = [line for line in release.stdout.splitlines() if "retry" in line]
+    assert len(retries) == 2, release.stdout
+    assert all(f"pid {blocker.pid} " in line for line in retries)
+    # Nothing half-applied: the migration's transaction rolled back.
+    assert (column_count(), recorded()) == (0, 0)
+
+
+def test_two_releases_at_once_migrate_once_and_both_succeed(formation, release_env):
+    # The migration holds its transaction open 3 s after the ALTER, so the two overlap whatever
+    # their start-up times; a web-sized statement timeout must not cut it short.
+    env = {
+        "DJANGO_SETTINGS_MODULE": RELEASE_SETTINGS,
+        "RELEASE_APP_HOLD_SECONDS": "3",
+        "DATABASE_STATEMENT_TIMEOUT": "1",
+    }
+    first = formation.start("release", wait=False, **env)
+    second = formation.start("release", wait=False, **env)
+    codes = [first.wait(deadline=60), second.wait(deadline=60)]
+    outputs = first.output() + second.output()
+    assert codes == [0, 0], outputs
+    assert "already exists" not in outputs
+    assert outputs.count("Applying release_app.0001_order_release_note... OK") == 1, outputs
+    assert outputs.count("No migrations to apply.") == 1, outputs
+    assert "waiting up to 300 s for another release to finish" in outputs  # took turns, not luck
+    assert (column_count(), recorded()) == (1, 1)
+
+
+def test_a_release_waiting_too_long_for_another_exits_with_one_line_naming_it(release_env):
+    from project.release import RELEASE_LOCK_KEY
+
+    with psycopg.connect(formation_database_url(), application_name="release-in-progress", autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s)", [RELEASE_LOCK_KEY])
+        release = run_release({**release_env, "RELEASE_LOCK_WAIT": "1"}, timeout=60)
+        pid = other.info.backend_pid
+    print(release.stdout, release.stderr, sep="\n")
+    assert release.returncode == 1
+    lines = release.stderr.strip().splitlines()
+    assert len(lines) == 1, release.stderr
+    assert f"pid {pid} " in lines[0]
+    assert "application_name 'release-in-progress'" in lines[0]
+    assert (column_count(), recorded()) == (0, 0)
+
+
+def test_a_shop_statement_past_the_statement_timeout_answers_503(formation):
+    order = place_order()
+    web = formation.start("web", DATABASE_STATEMENT_TIMEOUT="1")
+    page = f"http://127.0.0.1:{web.env['PORT']}/orders/{order.pk}/"
+    assert get(page)[0] == 200
+    # A session that takes the table outright (a manual ALTER, a VACUUM FULL) and keeps it HOLD s.
+    locker = psycopg.connect(formation_database_url(), application_name="manual-alter")
+    try:
+        locker.execute("LOCK TABLE orders_order IN ACCESS EXCLUSIVE MODE")
+        ends = threading.Timer(HOLD, locker.rollback)
+        ends.start()
+        status, headers, seconds = get(page)
+        ends.join()
+    finally:
+        locker.close()
+    print(f"order page behind an exclusive lock: {status} after {seconds:.2f} s")
+    assert status == 503
+    assert headers["Retry-After"] == "5"
+    assert seconds < MOST_A_REQUEST_WAITS

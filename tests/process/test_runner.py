@@ -1,0 +1,277 @@
+"""`make run` under a supervisor or in the background: the runner (``python -m embedded run``)
+stops the whole formation gracefully on SIGTERM, SIGINT or SIGHUP sent to its PID, whether or not
+it has a terminal and even when it inherited SIGINT ignored (``make run &`` from a script), and
+exits 0 after a graceful stop. Its children find the virtual environment's ``python`` without an
+activated environment."""
+
+import contextlib
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import subprocess
+import sys
+import tempfile
+import termios
+import urllib.request
+from pathlib import Path
+
+import psutil
+import pytest
+
+from orders.models import SandboxCharge
+from tests.conftest import ALL_DATABASES
+from tests.process.conftest import place_order
+from tests.support import wait_until
+
+pytestmark = [
+    pytest.mark.process,
+    pytest.mark.shutdown,
+    pytest.mark.django_db(transaction=True, databases=ALL_DATABASES),
+]
+
+ROOT = Path(__file__).resolve().parents[2]
+PROCESS_TYPES = ("web", "worker", "scheduler", "mailer")
+# Seconds: the formation is up within UP_WITHIN of the start; a graceful stop (no job running)
+# takes about 3 s, so STOP_WITHIN leaves room while failing well before a test run drags on.
+UP_WITHIN = 60
+STOP_WITHIN = 30
+
+
+def ignore_sigint() -> None:
+    """What a non-interactive shell does to a background job (``make run &``): SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+class Launched:
+    """``make run`` or the runner, started without a terminal (own session, stdin /dev/null)
+    and with SIGINT ignored, its output in a file."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]):
+        self.env = env
+        self.formation: list[psutil.Process] = []  # every process seen under it, for clean-up
+        self.log = tempfile.NamedTemporaryFile(prefix="formation-runner-", suffix=".log", delete=False)  # noqa: SIM115 - lives as long as the process
+        self.popen = subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=ignore_sigint,
+        )
+
+    def output(self) -> str:
+        return Path(self.log.name).read_text(errors="replace")
+
+    def runner(self) -> psutil.Process:
+        """Return the runner process: this process itself, or make's child running it."""
+
+        def find():
+            if self.popen.poll() is not None:
+                raise AssertionError(f"exited {self.popen.returncode} first:\n{self.output()}")
+            for process in [psutil.Process(self.popen.pid), *psutil.Process(self.popen.pid).children()]:
+                if process.cmdline()[-2:] == ["embedded", "run"]:
+                    return process
+            return None
+
+        return wait_until(find, deadline=10, message="the runner process")
+
+    def wait_until_up(self) -> None:
+        """Wait until web answers /health and every process type has started."""
+        url = f"http://127.0.0.1:{self.env['PORT']}/health"
+
+        def up():
+            if self.popen.poll() is not None:
+                raise AssertionError(f"exited {self.popen.returncode} first:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    healthy = response.status == 200
+            except OSError:
+                return False
+            return healthy and all(f"{kind}.1 started" in self.output() for kind in PROCESS_TYPES)
+
+        wait_until(up, deadline=UP_WITHIN, interval=0.2, message=f"{url} and every process type")
+
+    def wait(self, deadline: float = STOP_WITHIN) -> int:
+        """Return the exit code; fail (after stopping everything) when it outlives ``deadline``."""
+        try:
+            return self.popen.wait(timeout=deadline)
+        except subprocess.TimeoutExpired:
+            self.close()
+            raise AssertionError(f"still running {deadline:g}s after the signal:\n{self.output()}") from None
+
+    def snapshot(self) -> list[psutil.Process]:
+        """Return (and remember) every process of the formation running now, this one included."""
+        root = psutil.Process(self.popen.pid)
+        self.formation = [root, *root.children(recursive=True)]
+        return self.formation
+
+    def close(self) -> None:
+        """Kill whatever is left of what this test started, by PID: its tree now and every
+        process seen in it before (a runner that died leaves honcho's tree orphaned)."""
+        leftovers = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            root = psutil.Process(self.popen.pid)
+            leftovers = [*root.children(recursive=True), root]
+        for process in [*leftovers, *self.formation]:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()  # psutil checks the PID still names the same process
+        self.popen.wait(timeout=10)
+        self.log.close()
+
+
+@pytest.fixture
+def runner_env(formation_env):
+    """The formation's test environment for the runner: the test's own PostgreSQL, Redis and SMTP
+    (so it starts no embedded server), a free PORT, a short grace period. The runner rewrites
+    .env on start; the checkout's own is put back afterwards."""
+    env_file = ROOT / ".env"
+    saved = env_file.read_bytes() if env_file.exists() else None
+    yield {**formation_env, "FORMATION_KILL_WAIT": "20"}
+    if saved is None:
+        env_file.unlink(missing_ok=True)
+    else:
+        env_file.write_bytes(saved)
+
+
+@pytest.fixture
+def launch():
+    started: list[Launched] = []
+
+    def start(argv: list[str], env: dict[str, str]) -> Launched:
+        started.append(Launched(argv, env))
+        return started[-1]
+
+    yield start
+    for launched in started:
+        launched.close()
+        os.unlink(launched.log.name)
+
+
+def stop_and_check(launched: Launched, sig: int) -> int:
+    """Send ``sig`` to the runner alone; wait for the exit; assert every process of the
+    formation is gone and each type stopped gracefully. Return the exit code."""
+    runner = launched.runner()
+    formation = launched.snapshot()
+    os.kill(runner.pid, sig)
+    code = launched.wait()
+    _, alive = psutil.wait_procs(formation, timeout=10)
+    assert not alive, f"still running: {alive}\n{launched.output()}"
+    return code
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_make_run_in_the_background_stops_gracefully_on_a_signal_to_the_runner(runner_env, launch, sig):
+    # A fresh make, as from a shell: not a sub-make of `make test` (its MAKEFLAGS, MAKELEVEL).
+    env = {key: value for key, value in runner_env.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    make = launch(["make", "run"], env)
+    make.wait_until_up()
+    code = stop_and_check(make, sig)
+    output = make.output()
+    assert code == 0, output
+    # make's error line, e.g. "make: *** [Makefile:12: run] Error 143"
+    assert not re.search(r"^make(\[\d+\])?: \*\*\*", output, re.MULTILINE), output
+    for kind in PROCESS_TYPES:
+        assert f"{kind}.1 stopped (rc=0)" in output
+
+
+def test_runner_without_an_activated_environment_runs_the_release_with_the_venv_python(runner_env, launch):
+    # As a supervisor starts it: the runner's interpreter by its path, a PATH with no venv on it.
+    env = {**runner_env, "PATH": "/usr/bin:/bin"}
+    env.pop("VIRTUAL_ENV", None)
+    runner = launch([sys.executable, "-m", "embedded", "run"], env)
+    runner.wait_until_up()
+    output = runner.output()
+    assert "release phase failed" not in output
+    assert "No migrations to apply." in output or "Applying " in output, output
+    assert stop_and_check(runner, signal.SIGTERM) == 0, runner.output()
+
+
+def test_runner_exits_non_zero_when_a_process_had_to_be_killed(runner_env, launch):
+    # A 30 s job outlasts a 2 s grace period: honcho kills the worker, and the exit says so.
+    env = {**runner_env, "PAYMENT_SANDBOX_LATENCY_MS": "30000", "FORMATION_KILL_WAIT": "2"}
+    runner = launch([sys.executable, "-m", "embedded", "run"], env)
+    runner.wait_until_up()
+    place_order()
+    wait_until(lambda: SandboxCharge.objects.exists(), deadline=20, message="the worker to charge the order")
+    assert stop_and_check(runner, signal.SIGTERM) == 128 + signal.SIGKILL
+    output = runner.output()
+    assert "worker.1 stopped (rc=-9)" in output
+    assert "did not stop gracefully: exit code 137" in output
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "hang-up"])
+def test_the_runners_terminal_stops_the_formation_gracefully(runner_env, how):
+    """Ctrl-C in the terminal sends SIGINT to its foreground process group: the runner, which
+    passes one SIGTERM to honcho. A terminal that goes away (a closed window, a dropped ssh
+    session) hangs up: the kernel sends SIGHUP to the runner, and every later write to the
+    terminal fails with EIO."""
+    master, slave = pty.openpty()
+
+    def take_the_terminal():  # in its new session, as a login shell's job has it
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "embedded", "run"],
+        cwd=ROOT,
+        env=runner_env,
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        start_new_session=True,
+        preexec_fn=take_the_terminal,
+    )
+    os.close(slave)
+    output = bytearray()
+    formation: list[psutil.Process] = []
+    url = f"http://127.0.0.1:{runner_env['PORT']}/health"
+    try:
+
+        def drain():
+            # Here, not in a thread: a read in progress would keep the terminal open.
+            while select.select([master], [], [], 0)[0]:
+                try:
+                    output.extend(os.read(master, 65536))
+                except OSError:  # EIO: every process has closed the terminal
+                    return
+
+        def up():
+            drain()
+            if runner.poll() is not None:
+                raise AssertionError(f"exited {runner.returncode} first:\n{output.decode(errors='replace')}")
+            try:
+                with urllib.request.urlopen(url, timeout=1) as response:
+                    healthy = response.status == 200
+            except OSError:
+                return False
+            return healthy and all(f"{kind}.1 started".encode() in output for kind in PROCESS_TYPES)
+
+        wait_until(up, deadline=UP_WITHIN, interval=0.2, message=f"{url} and every process type")
+        root = psutil.Process(runner.pid)
+        formation += [root, *root.children(recursive=True)]
+        if how == "ctrl-c":
+            os.write(master, termios.tcgetattr(master)[6][termios.VINTR])  # the terminal's Ctrl-C
+            wait_until(lambda: drain() or runner.poll() is not None, deadline=STOP_WITHIN, message="the runner to exit")
+            text = output.decode(errors="replace")
+            assert text.count("SIGINT received: stopping gracefully") == 1, text
+            assert len(re.findall(r"\| SIG[A-Z]+ received", text)) == 1, text  # honcho: once, from the runner
+        else:
+            os.close(master)
+            master = None
+        assert runner.wait(timeout=STOP_WITHIN) == 0, output.decode(errors="replace")
+        _, alive = psutil.wait_procs(formation, timeout=10)
+        assert not alive, f"still running: {alive}"
+    finally:
+        if master is not None:
+            os.close(master)
+        leftovers = []
+        with contextlib.suppress(psutil.NoSuchProcess):
+            leftovers = psutil.Process(runner.pid).children(recursive=True)
+        for process in [*leftovers, *formation]:  # by PID; psutil checks it is still that process
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
+        runner.wait(timeout=10)

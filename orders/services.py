@@ -191,7 +191,7 @@ def _confirmation_create(*, order: Order) -> None:
         subject = f"Your Formation order {str(order.pk)[:8]} could not be paid"
         opening = f"We could not take payment for this order ({order.failure_reason}):"
     body = f"{opening}\n\n{lines}\n\nTotal: {money(order.total, order.currency)}\nOrder: {order.pk}\n"
-    outbox_message_create(key=f"order-{order.status}-{order.pk}", to=order.email, subject=subject, body=body)
+    outbox_message_create(key=order.confirmation_key, to=order.email, subject=subject, body=body)
 
 
 def orders_sweep_pending(*, older_than: float | None = None) -> int:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from html.parser import HTMLParser
 
 from aiosmtpd.controller import Controller
 
@@ -108,3 +109,54 @@ def hidden(name: str, page: str) -> str:
     match = re.search(rf'name="{name}" value="([^"]*)"', page)
     assert match, f"no hidden field {name} in the page"
     return match.group(1)
+
+
+@dataclass
+class Element:
+    """An HTML element found by id: its tag, attributes and text content (whitespace collapsed)."""
+
+    tag: str
+    attrs: dict[str, str]
+    text: str = ""
+
+
+class _ElementById(HTMLParser):
+    VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"})
+
+    def __init__(self, element_id: str):
+        super().__init__(convert_charrefs=True)
+        self.element_id = element_id
+        self.found: Element | None = None
+        self.depth = 0  # open elements inside the one found, while reading its text
+        self.parts: list[str] = []
+        self.matches = 0
+
+    def handle_starttag(self, tag, attrs):
+        attributes = {name: value or "" for name, value in attrs}
+        if attributes.get("id") == self.element_id:
+            self.matches += 1
+            if self.found is None:
+                self.found = Element(tag, attributes)
+                self.depth = 0 if tag in self.VOID else 1
+                return
+        if self.depth and tag not in self.VOID:
+            self.depth += 1
+
+    def handle_endtag(self, tag):
+        if self.depth:
+            self.depth -= 1
+            if not self.depth:
+                self.found.text = " ".join("".join(self.parts).split())
+
+    def handle_data(self, data):
+        if self.depth:
+            self.parts.append(data)
+
+
+def element(page: str, element_id: str) -> Element:
+    """Return the one element of ``page`` with ``id="element_id"``; AssertionError if none or several."""
+    parser = _ElementById(element_id)
+    parser.feed(page)
+    parser.close()
+    assert parser.matches == 1, f'{parser.matches} elements with id="{element_id}" in the page'
+    return parser.found

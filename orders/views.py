@@ -4,6 +4,7 @@ import uuid
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
 from orders.checkout import (
@@ -60,6 +61,7 @@ def checkout_start_view(request: HttpRequest) -> HttpResponse:
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
+@never_cache  # Back and reload must ask for the checkout's current state, never show a stored form
 def checkout(request: HttpRequest) -> HttpResponse:
     """GET: the session's checkout (opened here if there is none). POST: place its order.
 

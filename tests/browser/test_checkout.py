@@ -64,7 +64,8 @@ def test_back_after_placing_the_order_shows_it_and_places_no_second_one(shop, co
     assert place_order(page, shop).status == 303
     page.wait_for_url(shop + "/orders/*/")
     first = urlsplit(page.url).path
-
+    # The shopper reads the order page until it says paid (it refreshes itself while pending).
+    page.wait_for_function("document.getElementById('order-status').textContent.trim() === 'paid'")
     page.go_back()
     page.wait_for_load_state()
     after_back = page.locator("#order-link")

@@ -10,6 +10,8 @@ class OutboxMessageAdmin(admin.ModelAdmin):
     list_display = ["id", "key", "to_email", "status", "attempts", "due_at", "sent_at"]
     list_filter = ["status"]
     search_fields = ["key", "to_email", "message_uuid"]
+    list_per_page = 50  # rows per page; "Show all" only up to list_max_show_all (bounded work)
+    list_max_show_all = 200
     readonly_fields = [
         "key",
         "message_uuid",

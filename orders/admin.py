@@ -11,6 +11,8 @@ class ProductAdmin(admin.ModelAdmin):
     list_display = ["sku", "name", "price_display", "is_active"]
     list_filter = ["is_active"]
     search_fields = ["sku", "name"]
+    list_per_page = 50  # rows per page; "Show all" only up to list_max_show_all (bounded work)
+    list_max_show_all = 200
 
     @admin.display(description="price", ordering="price")
     def price_display(self, obj: Product) -> str:
@@ -45,6 +47,8 @@ class OrderAdmin(admin.ModelAdmin):
     list_display = ["id", "email", "status", "total_display", "created_at"]
     list_filter = ["status", "created_at"]
     search_fields = ["id", "email"]
+    list_per_page = 50  # rows per page; "Show all" only up to list_max_show_all (bounded work)
+    list_max_show_all = 200
     readonly_fields = [
         "id",
         "idempotency_key",
@@ -78,6 +82,8 @@ class SandboxChargeAdmin(admin.ModelAdmin):
     list_display = ["charge_id", "idempotency_key", "amount", "currency", "outcome", "created_at"]
     list_filter = ["outcome"]
     search_fields = ["charge_id", "idempotency_key"]
+    list_per_page = 50  # rows per page; "Show all" only up to list_max_show_all (bounded work)
+    list_max_show_all = 200
 
     def has_add_permission(self, request):
         return False

@@ -14,12 +14,17 @@ from django.db import connections
 from tests.process.conftest import formation, formation_env  # noqa: F401 - the Procfile's processes, as fixtures
 
 CHROMIUM = Path("/usr/bin/chromium")
+SKIP_REASON = f"browser tests need Debian's chromium at {CHROMIUM}: apt-get install chromium"
 
 
 def pytest_collection_modifyitems(items):
+    """Mark this folder's tests ``browser``; skip them, before any process starts, without Chromium."""
+    missing = not CHROMIUM.exists()
     for item in items:
         if Path(item.fspath).parent == Path(__file__).parent:
             item.add_marker(pytest.mark.browser)
+            if missing:
+                item.add_marker(pytest.mark.skip(reason=SKIP_REASON))
 
 
 @pytest.fixture
@@ -34,7 +39,7 @@ def context(formation, monkeypatch):  # noqa: F811 - the fixture imported above
     (https://docs.djangoproject.com/en/5.2/topics/async/#envvar-DJANGO_ALLOW_ASYNC_UNSAFE).
     """
     if not CHROMIUM.exists():
-        pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM}: apt-get install chromium")
+        pytest.skip(SKIP_REASON)
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:

@@ -4,15 +4,14 @@ from django.contrib import admin
 
 from orders.models import Charge, Order, OrderLine, OrderStatusChange, Product, SandboxCharge
 from orders.templatetags.money import money
+from project.admin import BoundedChangeListMixin
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     list_display = ["sku", "name", "price_display", "is_active"]
     list_filter = ["is_active"]
     search_fields = ["sku", "name"]
-    list_per_page = 50  # rows per page; "Show all" only up to list_max_show_all (bounded work)
-    list_max_show_all = 200
 
     @admin.display(description="price", ordering="price")
     def price_display(self, obj: Product) -> str:
@@ -41,14 +40,12 @@ class OrderStatusChangeInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     """Orders are read-only here: status changes go through orders.services, never a form."""
 
     list_display = ["id", "email", "status", "total_display", "created_at"]
     list_filter = ["status", "created_at"]
     search_fields = ["id", "email"]
-    list_per_page = 50  # rows per page; "Show all" only up to list_max_show_all (bounded work)
-    list_max_show_all = 200
     readonly_fields = [
         "id",
         "idempotency_key",
@@ -78,12 +75,10 @@ class OrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(SandboxCharge)
-class SandboxChargeAdmin(admin.ModelAdmin):
+class SandboxChargeAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     list_display = ["charge_id", "idempotency_key", "amount", "currency", "outcome", "created_at"]
     list_filter = ["outcome"]
     search_fields = ["charge_id", "idempotency_key"]
-    list_per_page = 50  # rows per page; "Show all" only up to list_max_show_all (bounded work)
-    list_max_show_all = 200
 
     def has_add_permission(self, request):
         return False

@@ -5,6 +5,8 @@ import uuid
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 
 from mailer.models import OutboxMessage
 from orders.models import Order, Product, SandboxCharge
@@ -43,3 +45,18 @@ def test_a_changelist_renders_at_most_one_page(client, changelist, query):
     if response.status_code == 200:
         rows = table.group(0).count("<tr") - 1  # less the header row
         assert 0 < rows <= 50, rows
+
+
+@pytest.mark.parametrize("changelist", ["/admin/orders/order/", "/admin/mailer/outboxmessage/"])
+def test_a_search_of_many_words_is_refused_without_a_query_growing_with_them(client, changelist):
+    client.force_login(get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-123456789"))
+    with CaptureQueriesContext(connection) as few:
+        assert client.get(changelist, {"q": "a@example.com"}).status_code == 200
+    with CaptureQueriesContext(connection) as many:
+        response = client.get(changelist, {"q": " ".join(f"w{n}" for n in range(1000))})
+    assert response.status_code == 200
+    assert "Search with at most 8 words." in [str(message) for message in response.context["messages"]]
+    sql = sum(len(query["sql"]) for query in many.captured_queries)
+    assert sql <= 2 * sum(len(query["sql"]) for query in few.captured_queries), sql
+    # Eight words are still a search.
+    assert client.get(changelist, {"q": "a b c d e f g h"}).status_code == 200

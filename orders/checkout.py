@@ -13,7 +13,9 @@ other contents is refused, as Stripe refuses an idempotency key reused with othe
 
 import uuid
 from dataclasses import dataclass
+from importlib import import_module
 
+from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 
 from orders.models import Order, Product
@@ -103,3 +105,12 @@ def _same_contents(order: Order, *, email: str, payment_method: str, lines: list
     ordered = sorted(order.lines.values_list("product_id", "quantity"))
     requested = sorted((line.product_id, line.quantity) for line in lines)
     return order.email == email and order.payment_method == payment_method and ordered == requested
+
+
+def checkout_sessions_clear_expired() -> None:
+    """Delete expired sessions, and with them their checkouts (a periodic job, settings.PERIODIC_JOBS).
+
+    Every shopper who opens a checkout gets a session row; Django never deletes expired ones by
+    itself (https://docs.djangoproject.com/en/5.2/topics/http/sessions/#clearing-the-session-store).
+    """
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()

@@ -361,3 +361,23 @@ def test_more_lines_than_the_shop_takes_are_refused(browser, product):
     assert response.status_code == 400
     assert Order.objects.count() == 0
     assert post_checkout(browser, lines=[(sku, 99) for sku in skus[:MAX_LINES]]).status_code == 303
+
+
+def test_expired_sessions_and_their_checkouts_are_deleted_by_the_periodic_job(browser, product):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from orders.jobs import clear_expired_sessions
+
+    checkout_form(browser)
+    live = browser.cookies[settings.SESSION_COOKIE_NAME].value
+    other = Client()
+    checkout_form(other)
+    Session.objects.filter(pk=other.cookies[settings.SESSION_COOKIE_NAME].value).update(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
+    clear_expired_sessions()
+    assert list(Session.objects.values_list("pk", flat=True)) == [live]
+    assert any(entry["func"] == "orders.jobs.clear_expired_sessions" for entry in settings.PERIODIC_JOBS)

@@ -92,7 +92,7 @@ def test_a_second_tab_with_another_quantity_after_the_first_placed_the_order_is_
     assert list(Order.objects.get().lines.values_list("quantity", flat=True)) == [1]
 
 
-def test_reloading_a_completed_checkout_shows_the_order(shop, context):
+def test_reloading_a_completed_checkout_shows_the_order_and_buying_again_starts_anew(shop, context):
     page = context.new_page()
     buy(page, shop)
     place_order(page, shop)
@@ -104,3 +104,9 @@ def test_reloading_a_completed_checkout_shows_the_order(shop, context):
         assert page.get_by_role("button", name="Place order").count() == 0
         page.reload()
     assert Order.objects.count() == 1
+    # Buying again starts again from the catalogue: a new checkout, a new order.
+    buy(page, shop)
+    assert place_order(page, shop).status == 303
+    page.wait_for_url(shop + "/orders/*/")
+    assert urlsplit(page.url).path != order_path
+    assert Order.objects.count() == 2

@@ -86,7 +86,7 @@ def checkout_complete(
       concurrent submissions still make one order, the second gets the first's).
     - any other token: raise CheckoutUnknown; nothing is created.
 
-    Raise what ``order_create`` raises for lines it refuses (ValueError, Product.DoesNotExist).
+    Raise what ``order_create`` raises for lines it refuses (OrderRefused, Product.DoesNotExist).
     """
     order = checkout_order(token=token)
     if order is None:

@@ -18,7 +18,7 @@ from orders.checkout import (
 from orders.forms import CheckoutForm, LineFormSet, StartForm
 from orders.models import Order, OrderStatus, Product
 from orders.selectors import order_confirmation
-from orders.services import LineRequest
+from orders.services import LineRequest, OrderRefused
 
 
 def product_list(request: HttpRequest) -> HttpResponse:
@@ -105,9 +105,11 @@ def checkout(request: HttpRequest) -> HttpResponse:
             return _placed(request, conflict.order, status=409, conflict=True)
         except CheckoutUnknown:
             return _checkout_expired(request)
-        except (ValueError, Product.DoesNotExist) as exc:
+        except OrderRefused as refusal:
             # Rules across lines (one currency per order; a product withdrawn meanwhile).
-            refused.append(("Products", "lines", str(exc).capitalize() + "."))
+            refused.append(("Products", "lines", str(refusal).capitalize() + "."))
+        except Product.DoesNotExist:
+            refused.append(("Products", "lines", "A product is no longer on sale."))
         else:
             return _see_other("order-detail", order_id=order.pk)
     return _checkout_form(request, form, formset, errors=_field_errors(form, formset) + refused, status=400)

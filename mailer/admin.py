@@ -3,10 +3,11 @@
 from django.contrib import admin
 
 from mailer.models import OutboxMessage
+from project.admin import BoundedChangeListMixin
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(admin.ModelAdmin):
+class OutboxMessageAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     list_display = ["id", "key", "to_email", "status", "attempts", "due_at", "sent_at"]
     list_filter = ["status"]
     search_fields = ["key", "to_email", "message_uuid"]

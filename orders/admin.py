@@ -10,6 +10,7 @@ from django.db import connection
 
 from orders.models import Charge, Order, OrderLine, OrderStatusChange, Product, SandboxCharge
 from orders.money import InvalidAmount, format_money, to_major, to_minor
+from project.admin import BoundedChangeListMixin
 
 
 class ProductAdminForm(forms.ModelForm):
@@ -57,7 +58,7 @@ class ProductAdminForm(forms.ModelForm):
 
 
 @admin.register(Product)
-class ProductAdmin(admin.ModelAdmin):
+class ProductAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     form = ProductAdminForm
     list_display = ["sku", "name", "price_display", "is_active"]
     list_filter = ["is_active", "currency"]
@@ -102,7 +103,7 @@ class OrderStatusChangeInline(admin.TabularInline):
 
 
 @admin.register(Order)
-class OrderAdmin(admin.ModelAdmin):
+class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     """Orders are read-only here: status changes go through orders.services, never a form."""
 
     list_display = ["id", "email", "status", "total_display", "created_at"]
@@ -137,7 +138,7 @@ class OrderAdmin(admin.ModelAdmin):
 
 
 @admin.register(SandboxCharge)
-class SandboxChargeAdmin(admin.ModelAdmin):
+class SandboxChargeAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     list_display = ["charge_id", "idempotency_key", "amount_display", "currency", "outcome", "created_at"]
     list_filter = ["outcome"]
     search_fields = ["charge_id", "idempotency_key"]

@@ -41,6 +41,22 @@ class BaseLineFormSet(forms.BaseFormSet):
             raise forms.ValidationError("Each product may appear on one line only; change its quantity instead.")
 
 
+# absolute_max bounds the forms built from a client's ``lines-TOTAL_FORMS``: Django's default is
+# max_num + 1000 (https://docs.djangoproject.com/en/5.2/topics/forms/formsets/#absolute-max), so
+# ``TOTAL_FORMS=1000000`` made 1020 forms, each rendered with every product, in a 400 page.
 LineFormSet = forms.formset_factory(
-    LineForm, formset=BaseLineFormSet, extra=2, min_num=1, validate_min=True, max_num=MAX_LINES, validate_max=True
+    LineForm,
+    formset=BaseLineFormSet,
+    extra=2,
+    min_num=1,
+    validate_min=True,
+    max_num=MAX_LINES,
+    validate_max=True,
+    absolute_max=MAX_LINES,
 )
+
+
+class StartForm(forms.Form):
+    """The catalogue's *Buy* button: the SKU of an active product to open a new checkout with."""
+
+    product = forms.ModelChoiceField(queryset=Product.objects.filter(is_active=True), to_field_name="sku")

@@ -1,5 +1,6 @@
 """RQ jobs of the orders app: thin interfaces that take primitive ids and call one service."""
 
+from orders.checkout import checkout_sessions_clear_expired
 from orders.services import order_process, orders_sweep_pending
 
 
@@ -11,3 +12,8 @@ def process_order(order_id: str) -> str:
 def sweep_pending_orders() -> int:
     """Re-enqueue orders stuck in pending; return how many (periodic, see settings.PERIODIC_JOBS)."""
     return orders_sweep_pending()
+
+
+def clear_expired_sessions() -> None:
+    """Delete expired sessions and their checkouts (periodic, see settings.PERIODIC_JOBS)."""
+    checkout_sessions_clear_expired()

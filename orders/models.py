@@ -92,6 +92,11 @@ class Order(models.Model):
         """Return the RQ job id of this order's processing job (letters, digits and '-', as rq >= 2.8 requires)."""
         return f"order-process-{self.id.hex}"
 
+    @property
+    def confirmation_key(self) -> str:
+        """Return the outbox key of the email this order's current status sends (mailer.OutboxMessage.key)."""
+        return f"order-{self.status}-{self.pk}"
+
 
 class OrderLine(models.Model):
     """One product and quantity of an order, priced when the order was placed."""

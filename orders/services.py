@@ -38,6 +38,10 @@ class InvalidStatusTransition(Exception):
     """A status change that the pipeline (ORDER_STATUS_PIPELINE) does not allow."""
 
 
+class OrderRefused(ValueError):
+    """Lines that no order may have; the message is a sentence for the shopper."""
+
+
 @dataclass(frozen=True)
 class LineRequest:
     """One requested checkout line: a product's primary key and a quantity (1–99)."""
@@ -53,26 +57,26 @@ def order_create(
 
     ``idempotency_key`` is the checkout form's one-time token: a second call with the same key
     returns the first order and creates nothing. Return ``(order, created)``.
-    Raise ValueError when ``lines`` is empty, names a product twice, or a product is inactive or
+    Raise OrderRefused (a ValueError) when ``lines`` is empty, names a product twice, or a product is inactive or
     has another currency; Product.DoesNotExist for an unknown product.
     """
     existing = Order.objects.filter(idempotency_key=idempotency_key).first()
     if existing is not None:
         return existing, False
     if not lines:
-        raise ValueError("an order needs at least one line")
+        raise OrderRefused("an order needs at least one line")
     product_ids = [line.product_id for line in lines]
     if len(set(product_ids)) != len(product_ids):
-        raise ValueError("each product may appear on one line only")
+        raise OrderRefused("each product may appear on one line only")
     products = Product.objects.in_bulk(product_ids)
     missing = set(product_ids) - set(products)
     if missing:
         raise Product.DoesNotExist(f"unknown product id(s): {sorted(missing)}")
     if any(not products[pid].is_active for pid in product_ids):
-        raise ValueError("a product is no longer on sale")
+        raise OrderRefused("a product is no longer on sale")
     currencies = {products[pid].currency for pid in product_ids}
     if len(currencies) != 1:
-        raise ValueError("all products of an order must share one currency")
+        raise OrderRefused("all products of an order must share one currency")
     total = sum(products[line.product_id].price * line.quantity for line in lines)
     try:
         with transaction.atomic():
@@ -193,7 +197,7 @@ def _confirmation_create(*, order: Order) -> None:
         subject = f"Your Formation order {str(order.pk)[:8]} could not be paid"
         opening = f"We could not take payment for this order ({order.failure_reason}):"
     body = f"{opening}\n\n{lines}\n\nTotal: {format_money(order.total, order.currency)}\nOrder: {order.pk}\n"
-    outbox_message_create(key=f"order-{order.status}-{order.pk}", to=order.email, subject=subject, body=body)
+    outbox_message_create(key=order.confirmation_key, to=order.email, subject=subject, body=body)
 
 
 def orders_sweep_pending(*, older_than: float | None = None) -> int:

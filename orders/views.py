@@ -4,16 +4,30 @@ import uuid
 
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from orders.forms import CheckoutForm, LineFormSet
+from orders.checkout import (
+    CheckoutConflict,
+    CheckoutUnknown,
+    checkout_complete,
+    checkout_current,
+    checkout_order,
+    checkout_start,
+)
+from orders.forms import CheckoutForm, LineFormSet, StartForm
 from orders.models import Order, OrderStatus, Product
-from orders.services import LineRequest, order_create
+from orders.selectors import order_confirmation
+from orders.services import LineRequest, OrderRefused
 
 
 def product_list(request: HttpRequest) -> HttpResponse:
-    """Render the active products."""
-    return render(request, "orders/product_list.html", {"products": Product.objects.filter(is_active=True)})
+    """Render the active products, each with a *Buy* button that opens a new checkout."""
+    return render(request, "orders/product_list.html", _catalogue())
+
+
+def _catalogue() -> dict:
+    return {"products": Product.objects.filter(is_active=True)}
 
 
 def _field_errors(form: CheckoutForm, formset) -> list[tuple[str, str, str]]:
@@ -30,49 +44,106 @@ def _field_errors(form: CheckoutForm, formset) -> list[tuple[str, str, str]]:
     return errors
 
 
-@require_http_methods(["GET", "HEAD", "POST"])
-def checkout(request: HttpRequest) -> HttpResponse:
-    """GET: a checkout form with a fresh one-time token. POST: create the order or answer 400.
+@require_http_methods(["POST"])
+def checkout_start_view(request: HttpRequest) -> HttpResponse:
+    """POST ``product`` (a SKU): open a new checkout in the session with it, then 303 to /checkout/.
 
-    A valid POST redirects (303) to the order's page; posting the same token again redirects
-    to the same order. An invalid POST re-renders the form with status 400 and each error
-    next to the field it names.
+    The catalogue's *Buy* buttons post here: buying again always starts a new checkout, while
+    every GET of /checkout/ (Back, reload, a second tab) shows the session's current one.
+    An unknown or withdrawn product is a 400 naming the field.
     """
-    if request.method == "POST":
-        refused: list[tuple[str, str, str]] = []
-        form = CheckoutForm(request.POST)
-        formset = LineFormSet(request.POST, prefix="lines")
-        if form.is_valid() and formset.is_valid():
-            lines = [
-                LineRequest(product_id=line["product"].pk, quantity=line["quantity"])
-                for line in formset.cleaned_data
-                if line
-            ]
-            try:
-                order, _ = order_create(
-                    email=form.cleaned_data["email"],
-                    lines=lines,
-                    idempotency_key=form.cleaned_data["token"],
-                    payment_method=form.cleaned_data["payment_method"],
-                )
-            except (ValueError, Product.DoesNotExist) as exc:
-                # Rules across lines (one currency per order; a product withdrawn meanwhile).
-                refused.append(("Products", "lines", str(exc).capitalize() + "."))
-            else:
-                return _see_other(order)
-        status = 400
-        errors = _field_errors(form, formset) + refused
-    else:
-        form = CheckoutForm(initial={"token": uuid.uuid4()})
-        initial = [{"product": request.GET.get("product"), "quantity": 1}]
-        formset = LineFormSet(prefix="lines", initial=initial)
-        status = 200
-        errors = []
-    return render(request, "orders/checkout.html", {"form": form, "formset": formset, "errors": errors}, status=status)
+    form = StartForm(request.POST)
+    if not form.is_valid():
+        errors = [("Product", name, message) for name, messages in form.errors.items() for message in messages]
+        return render(request, "orders/product_list.html", {**_catalogue(), "errors": errors}, status=400)
+    checkout_start(session=request.session, sku=form.cleaned_data["product"].sku)
+    return _see_other("checkout")
 
 
-def _see_other(order: Order) -> HttpResponse:
-    response = redirect("order-detail", order_id=order.pk)
+@require_http_methods(["GET", "HEAD", "POST"])
+@never_cache  # Back and reload must ask for the checkout's current state, never show a stored form
+def checkout(request: HttpRequest) -> HttpResponse:
+    """GET: the session's checkout (opened here if there is none). POST: place its order.
+
+    GET of a completed checkout shows the order it became (link ``id="order-link"``), never a
+    form that could make a second one. A valid POST redirects (303) to the order's page, also
+    when it repeats a completed checkout with the same contents; with other contents it is a
+    409 linking to the order (orders.checkout.checkout_complete). A token that is not this
+    session's checkout (expired session, forged) is a 400 that keeps the shopper's input under
+    the session's current token. An invalid POST re-renders the form with status 400 and each
+    error next to the field it names. Nothing is created by any 4xx.
+    """
+    if request.method != "POST":
+        current = checkout_current(session=request.session) or checkout_start(
+            session=request.session, sku=request.GET.get("product")
+        )
+        order = checkout_order(token=current.token)
+        if order is not None:
+            return _placed(request, order, status=200)
+        form = CheckoutForm(initial={"token": current.token})
+        initial = [{"product": sku, "quantity": 1} for sku in current.skus] or [{"quantity": 1}]
+        return _checkout_form(request, form, LineFormSet(prefix="lines", initial=initial), status=200)
+
+    refused: list[tuple[str, str, str]] = []
+    form = CheckoutForm(request.POST)
+    formset = LineFormSet(request.POST, prefix="lines")
+    if form.is_valid() and formset.is_valid():
+        lines = [
+            LineRequest(product_id=line["product"].pk, quantity=line["quantity"])
+            for line in formset.cleaned_data
+            if line
+        ]
+        try:
+            order, _ = checkout_complete(
+                session=request.session,
+                token=form.cleaned_data["token"],
+                email=form.cleaned_data["email"],
+                lines=lines,
+                payment_method=form.cleaned_data["payment_method"],
+            )
+        except CheckoutConflict as conflict:
+            return _placed(request, conflict.order, status=409, conflict=True)
+        except CheckoutUnknown:
+            return _checkout_expired(request)
+        except OrderRefused as refusal:
+            # Rules across lines (one currency per order; a product withdrawn meanwhile).
+            refused.append(("Products", "lines", str(refusal).capitalize() + "."))
+        except Product.DoesNotExist:
+            refused.append(("Products", "lines", "A product is no longer on sale."))
+        else:
+            return _see_other("order-detail", order_id=order.pk)
+    return _checkout_form(request, form, formset, errors=_field_errors(form, formset) + refused, status=400)
+
+
+def _checkout_expired(request: HttpRequest) -> HttpResponse:
+    """400 for a token that is not this session's checkout: keep the input, use the session's token."""
+    current = checkout_current(session=request.session)
+    order = checkout_order(token=current.token) if current is not None else None
+    if order is not None:
+        # This session's checkout is completed already: buying again starts from the catalogue.
+        return _placed(request, order, status=400, stale=True)
+    if current is None:
+        current = checkout_start(session=request.session)
+    data = request.POST.copy()
+    data["token"] = str(current.token)
+    notice = "This checkout form had expired. Nothing was ordered: check your order and place it again."
+    form, formset = CheckoutForm(data), LineFormSet(data, prefix="lines")
+    return _checkout_form(request, form, formset, notice=notice, status=400)
+
+
+def _checkout_form(request, form, formset, *, status: int, errors=(), notice: str = "") -> HttpResponse:
+    context = {"form": form, "formset": formset, "errors": errors, "notice": notice}
+    return render(request, "orders/checkout.html", context, status=status)
+
+
+def _placed(request: HttpRequest, order: Order, *, status: int, conflict: bool = False, stale: bool = False):
+    """The page of a completed checkout: the order was placed already, here is its link."""
+    context = {"order": order, "conflict": conflict, "stale": stale}
+    return render(request, "orders/checkout_placed.html", context, status=status)
+
+
+def _see_other(to: str, **kwargs) -> HttpResponse:
+    response = redirect(to, **kwargs)
     response.status_code = 303
     return response
 
@@ -80,4 +151,9 @@ def _see_other(order: Order) -> HttpResponse:
 def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
     """Render an order's status, lines and total; the page refreshes itself while pending."""
     order = get_object_or_404(Order.objects.prefetch_related("lines__product"), pk=order_id)
-    return render(request, "orders/order_detail.html", {"order": order, "pending": order.status == OrderStatus.PENDING})
+    context = {
+        "order": order,
+        "pending": order.status == OrderStatus.PENDING,
+        "confirmation": order_confirmation(order=order),
+    }
+    return render(request, "orders/order_detail.html", context)

@@ -167,6 +167,8 @@ ORDER_STUCK_AFTER = env_int("ORDER_STUCK_AFTER", 60, minimum=0)
 PERIODIC_JOBS = [
     {"id": "orders-sweep-pending", "func": "orders.jobs.sweep_pending_orders", "interval": ORDER_SWEEP_INTERVAL},
     {"id": "mailer-release-leases", "func": "mailer.jobs.release_expired_leases", "interval": ORDER_SWEEP_INTERVAL},
+    # Checkouts live in database sessions, which Django never deletes by itself (seconds).
+    {"id": "sessions-clear-expired", "func": "orders.jobs.clear_expired_sessions", "interval": 3600},
 ]
 
 # Email: SMTP only (dev/prod parity); EMAIL_URL is smtp://[user:password@]host:port with

@@ -111,15 +111,26 @@ def hidden(name: str, page: str) -> str:
     return match.group(1)
 
 
+@dataclass
+class Element:
+    """An HTML element: its tag, attributes and text content (whitespace collapsed)."""
+
+    tag: str
+    attrs: dict[str, str]
+    text: str = ""
+
+
 class _ElementFinder(HTMLParser):
-    """Find the first element matching a chain of simple selectors (``#id``, ``.class``, ``[attr=value]``)."""
+    """Find the elements matching a chain of simple selectors (``#id``, ``.class``, ``[attr=value]``)."""
 
     VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source", "wbr"})
 
     def __init__(self, chain: list[str]):
         super().__init__(convert_charrefs=True)
         self.chain, self.level, self.stack = chain, 0, []
-        self.attrs, self.text, self.capturing = None, [], False
+        self.found: list[Element] = []
+        self.parts: list[str] = []
+        self.capturing = False
 
     @staticmethod
     def matches(selector: str, attrs: dict) -> bool:
@@ -133,10 +144,12 @@ class _ElementFinder(HTMLParser):
     def handle_starttag(self, tag, attrs):
         attrs = {name: value or "" for name, value in attrs}
         role = None
-        if self.attrs is None and self.matches(self.chain[self.level], attrs):
+        if self.matches(self.chain[self.level], attrs):
             role = "target" if self.level == len(self.chain) - 1 else "ancestor"
         if role == "target":
-            self.attrs, self.capturing = attrs, tag not in self.VOID
+            self.found.append(Element(tag, attrs))
+            if not self.found[1:]:  # the text of the first match only
+                self.capturing = tag not in self.VOID
         if tag in self.VOID:
             return
         self.stack.append((tag, role))
@@ -147,32 +160,37 @@ class _ElementFinder(HTMLParser):
             return  # a stray end tag
         while self.stack:  # also close the elements left open inside this one (HTML's implied end tags)
             open_tag, role = self.stack.pop()
-            if role == "ancestor" and self.attrs is None:
+            if role == "ancestor":
                 self.level -= 1
-            elif role == "target":
+            elif role == "target" and self.capturing:
                 self.capturing = False
+                self.found[0].text = " ".join("".join(self.parts).split())
             if open_tag == tag:
                 return
 
     def handle_data(self, data):
         if self.capturing:
-            self.text.append(data)
+            self.parts.append(data)
 
 
-def element(page: str, selector: str) -> tuple[dict, str]:
-    """Return ``(attributes, stripped text)`` of the first element of ``page`` matching ``selector``.
+def element(page: str, selector: str) -> Element:
+    """Return the first element of ``page`` matching ``selector``: its tag, attributes and text.
 
     ``selector`` is a space-separated chain of ``#id``, ``.class`` or ``[attr=value]``, each inside
     the previous one (``".field-total_display .readonly"``). Raise AssertionError when nothing
-    matches, so a test fails on the element that should carry the value.
+    matches, or when a lone ``#id`` matches several elements, so a test fails on the element that
+    should carry the value.
     """
-    finder = _ElementFinder(selector.split())
+    chain = selector.split()
+    finder = _ElementFinder(chain)
     finder.feed(page)
     finder.close()
-    assert finder.attrs is not None, f"no element {selector!r} in the page"
-    return finder.attrs, "".join(finder.text).strip()
+    assert finder.found, f"no element {selector!r} in the page"
+    if len(chain) == 1 and selector.startswith("#"):
+        assert len(finder.found) == 1, f"{len(finder.found)} elements {selector!r} in the page"
+    return finder.found[0]
 
 
 def element_text(page: str, selector: str) -> str:
-    """Return the stripped text of the first element of ``page`` matching ``selector`` (see ``element``)."""
-    return element(page, selector)[1]
+    """Return the text (whitespace collapsed) of the first element of ``page`` matching ``selector``."""
+    return element(page, selector).text

@@ -11,7 +11,7 @@ import pytest
 
 from orders.models import Charge, Order, Product
 from tests.procfile import Process, process_env, procfile, run_release
-from tests.support import Browser, checkout_data, free_port, hidden, wait_until
+from tests.support import Browser, checkout_data, element, free_port, hidden, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=["default", "gateway"])]
 
@@ -39,7 +39,12 @@ def test_order_placed_over_http_is_paid_and_confirmed_by_smtp(smtp):
         browser = Browser(f"http://127.0.0.1:{port}")
         wait_until(lambda: browser.request("/health")[0] == 200, deadline=30, message="web /health")
 
-        status, _, page = browser.request("/checkout/?product=procfile-mug")
+        # As a shopper: the catalogue's Buy (a POST form) opens a checkout, which the page shows.
+        catalogue = browser.request("/")[2]
+        buy = {"product": "procfile-mug", "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", catalogue)}
+        status, headers, _ = browser.request("/checkout/start/", buy)
+        assert (status, headers["Location"]) == (303, "/checkout/")
+        status, _, page = browser.request("/checkout/")
         assert status == 200
         form = {
             **checkout_data(
@@ -63,7 +68,9 @@ def test_order_placed_over_http_is_paid_and_confirmed_by_smtp(smtp):
         assert len(smtp.messages) == 1
         assert smtp.messages[0]["To"] == "e2e@example.com"
         assert str(order.pk) in smtp.messages[0].get_content()
-        assert "paid" in browser.request(order_path)[2]
+        order_page = browser.request(order_path)[2]
+        assert element(order_page, "#order-status").text == "paid"
+        assert element(order_page, "#order-confirmation").attrs["data-state"] == "sent"
 
         # Every long-running type stops gracefully on SIGTERM.
         for process in processes.values():

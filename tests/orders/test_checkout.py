@@ -1,14 +1,23 @@
-"""Checkout over HTTP (Django's test client, CSRF enforced): validation and idempotency."""
+"""Checkout over HTTP (Django's test client, CSRF enforced): validation, one intent one order.
 
+Each test takes the checkout's token from the page, as a browser does: the token is the
+session's checkout (orders.checkout), not a number the client may choose.
+"""
+
+import re
+import threading
 import uuid
 
 import pytest
+from django.conf import settings
+from django.db import connections
 from django.test import Client
 
 from mailer.models import OutboxMessage
+from orders.forms import MAX_LINES
 from orders.models import Charge, Order, OrderLine, SandboxCharge
 from tests.conftest import ALL_DATABASES, queued_job_ids, run_burst_worker
-from tests.support import checkout_data
+from tests.support import checkout_data, element, hidden
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -18,19 +27,38 @@ def browser():
     return Client(enforce_csrf_checks=True)
 
 
-def post_checkout(browser, **kwargs):
-    page = browser.get("/checkout/")
+def checkout_form(browser, path="/checkout/", **kwargs):
+    """GET the checkout page; return the POST fields of its form (token and CSRF from the page)."""
+    page = browser.get(path)
     assert page.status_code == 200
-    data = checkout_data(**kwargs)
-    data["csrfmiddlewaretoken"] = page.cookies["csrftoken"].value
-    return browser.post("/checkout/", data)
+    html = page.content.decode()
+    data = checkout_data(**{"token": hidden("token", html), **kwargs})
+    data["csrfmiddlewaretoken"] = hidden("csrfmiddlewaretoken", html)
+    return data
+
+
+def post_checkout(browser, **kwargs):
+    return browser.post("/checkout/", checkout_form(browser, **kwargs))
+
+
+def buy(browser, sku="procfile-mug"):
+    """Press the catalogue's Buy button of ``sku`` (a POST form); return the response."""
+    catalogue = browser.get("/").content.decode()
+    return browser.post(
+        "/checkout/start/", {"product": sku, "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", catalogue)}
+    )
+
+
+def page_token(response) -> str:
+    return hidden("token", response.content.decode())
 
 
 def test_pages_render(browser, product):
-    assert product.name in browser.get("/").content.decode()
+    catalogue = browser.get("/").content.decode()
+    assert element(catalogue, "#buy-procfile-mug").attrs["aria-label"] == "Buy Procfile mug"
     page = browser.get("/checkout/?product=procfile-mug")
     assert page.status_code == 200
-    assert 'name="token"' in page.content.decode()
+    assert uuid.UUID(page_token(page))
 
 
 @pytest.mark.parametrize(
@@ -40,7 +68,9 @@ def test_pages_render(browser, product):
         ({"email": "not-an-email"}, "email"),
         ({"lines": (("procfile-mug", 0),)}, "lines-0-quantity"),
         ({"lines": (("procfile-mug", -1),)}, "lines-0-quantity"),
+        ({"lines": (("procfile-mug", 100),)}, "lines-0-quantity"),
         ({"lines": (("procfile-mug", 10**12),)}, "lines-0-quantity"),
+        ({"lines": (("procfile-mug", "9" * 5000),)}, "lines-0-quantity"),
         ({"lines": (("procfile-mug", "two"),)}, "lines-0-quantity"),
         ({"lines": (("no-such-product", 1),)}, "lines-0-product"),
         ({"lines": (), "extra_rows": 1}, "lines-0-product"),
@@ -50,31 +80,34 @@ def test_pages_render(browser, product):
     ],
 )
 def test_bad_input_is_a_400_naming_the_field_and_creates_nothing(browser, product, overrides, field):
-    response = post_checkout(browser, **{"token": uuid.uuid4(), **overrides})
+    response = post_checkout(browser, **overrides)
     assert response.status_code == 400
-    assert f"<code>{field}</code>" in response.content.decode()
+    assert f"({field}):" in element(response.content.decode(), "#checkout-errors").text
     assert Order.objects.count() == 0
     assert OrderLine.objects.count() == 0
 
 
 def test_no_management_form_is_a_400(browser, product):
-    page = browser.get("/checkout/")
+    form = checkout_form(browser)
     response = browser.post(
         "/checkout/",
-        {"email": "a@example.com", "token": str(uuid.uuid4()), "csrfmiddlewaretoken": page.cookies["csrftoken"].value},
+        {"email": "a@example.com", "token": form["token"], "csrfmiddlewaretoken": form["csrfmiddlewaretoken"]},
     )
     assert response.status_code == 400
     assert Order.objects.count() == 0
 
 
 def test_missing_csrf_token_is_refused(product):
-    response = Client(enforce_csrf_checks=True).post("/checkout/", checkout_data(token=uuid.uuid4()))
-    assert response.status_code == 403
+    browser = Client(enforce_csrf_checks=True)
+    data = checkout_form(browser)
+    del data["csrfmiddlewaretoken"]
+    assert browser.post("/checkout/", data).status_code == 403
+    assert browser.post("/checkout/start/", {"product": "procfile-mug"}).status_code == 403
     assert Order.objects.count() == 0
 
 
 def test_checkout_creates_a_pending_order_and_enqueues_it_after_commit(browser, product):
-    response = post_checkout(browser, token=uuid.uuid4(), lines=(("procfile-mug", 3),))
+    response = post_checkout(browser, lines=(("procfile-mug", 3),))
     assert response.status_code == 303
     order = Order.objects.get()
     assert response["Location"] == f"/orders/{order.pk}/"
@@ -82,15 +115,15 @@ def test_checkout_creates_a_pending_order_and_enqueues_it_after_commit(browser, 
     assert order.total == 3 * 1200
     assert list(order.lines.values_list("quantity", "unit_price")) == [(3, 1200)]
     assert queued_job_ids() == [order.job_id]
-    assert browser.get(response["Location"]).content.decode().count("pending") >= 1
+    assert element(browser.get(response["Location"]).content.decode(), "#order-status").text == "pending"
 
 
 def test_same_checkout_twice_gives_one_order_one_job_one_charge_one_email(browser, product, smtp):
     from django.core.management import call_command
 
-    token = uuid.uuid4()
-    first = post_checkout(browser, token=token, lines=(("procfile-mug", 2),))
-    second = post_checkout(browser, token=token, lines=(("procfile-mug", 2),))
+    form = checkout_form(browser, lines=(("procfile-mug", 2),))
+    first = browser.post("/checkout/", form)
+    second = browser.post("/checkout/", form)
     assert first.status_code == second.status_code == 303
     assert first["Location"] == second["Location"]
     assert Order.objects.count() == 1
@@ -100,13 +133,13 @@ def test_same_checkout_twice_gives_one_order_one_job_one_charge_one_email(browse
     order = Order.objects.get()
     assert order.status == "paid"
     assert Charge.objects.count() == 1
-    assert SandboxCharge.objects.filter(idempotency_key=str(token)).count() == 1
+    assert SandboxCharge.objects.filter(idempotency_key=form["token"]).count() == 1
     assert OutboxMessage.objects.count() == 1
 
     call_command("mailer", "--once", verbosity=0)
     assert len(smtp.messages) == 1
     assert smtp.messages[0]["To"] == "shopper@example.com"
-    assert "paid" in browser.get(first["Location"]).content.decode()
+    assert element(browser.get(first["Location"]).content.decode(), "#order-status").text == "paid"
 
 
 def test_a_form_post_in_another_charset_is_a_400_not_a_500(browser, product):
@@ -130,8 +163,221 @@ def test_products_in_two_currencies_are_a_400_naming_the_lines(browser, product)
     from orders.models import Product
 
     Product.objects.create(sku="dollar-mug", name="Dollar mug", price=1000, currency="USD")
-    response = post_checkout(browser, token=uuid.uuid4(), lines=(("procfile-mug", 1), ("dollar-mug", 1)))
+    response = post_checkout(browser, lines=(("procfile-mug", 1), ("dollar-mug", 1)))
     assert response.status_code == 400
-    assert "<code>lines</code>" in response.content.decode()
-    assert "currency" in response.content.decode()
+    errors = element(response.content.decode(), "#checkout-errors").text
+    assert "(lines): All products of an order must share one currency." in errors
     assert Order.objects.count() == 0
+
+
+# Starting: the catalogue's Buy is a POST that opens a new checkout.
+
+
+def test_buy_opens_a_new_checkout_with_the_product_and_redirects_to_it(browser, product):
+    response = buy(browser)
+    assert response.status_code == 303
+    assert response["Location"] == "/checkout/"
+    page = browser.get("/checkout/").content.decode()
+    select = re.search(r'<select name="lines-0-product".*?</select>', page, re.DOTALL).group(0)
+    assert re.findall(r'<option value="([^"]*)" selected>', select) == ["procfile-mug"]
+    first_token = hidden("token", page)
+    assert hidden("token", browser.get("/checkout/").content.decode()) == first_token  # reload: same checkout
+    buy(browser)
+    assert hidden("token", browser.get("/checkout/").content.decode()) != first_token  # buying again: a new one
+
+
+def test_buy_is_a_post_form(browser, product):
+    catalogue = browser.get("/").content.decode()
+    button = element(catalogue, "#buy-procfile-mug")
+    assert button.tag == "button" and button.attrs["name"] == "product" and button.attrs["value"] == "procfile-mug"
+    assert re.search(r'<form method="post" action="/checkout/start/">', catalogue)
+    assert browser.get("/checkout/start/?product=procfile-mug").status_code == 405
+
+
+@pytest.mark.parametrize("sku", ["no-such-product", "", "x" * 5000])
+def test_buy_of_an_unknown_product_is_a_400_naming_the_field(browser, product, sku):
+    response = buy(browser, sku)
+    assert response.status_code == 400
+    assert "(product):" in element(response.content.decode(), "#catalogue-errors").text
+    assert "checkout" not in browser.session
+
+
+# One intent, one order: a completed checkout shows the order it became.
+
+
+def test_checkout_page_of_a_completed_checkout_links_to_the_order_and_has_no_form(browser, product):
+    buy(browser)
+    placed = post_checkout(browser)
+    assert placed.status_code == 303
+    for _ in range(2):  # Back (the page is fetched again), reload, a second tab: the same
+        page = browser.get("/checkout/")
+        assert page.status_code == 200
+        html = page.content.decode()
+        assert element(html, "#order-link").attrs["href"] == placed["Location"]
+        assert 'name="token"' not in html
+        assert element(html, "#catalogue-link").attrs["href"] == "/"
+    assert Order.objects.count() == 1
+
+
+def test_back_then_place_order_again_makes_no_second_order(browser, product):
+    """The issue's sequence at HTTP level: Place order, Back, Place order on what Back shows."""
+    buy(browser)
+    form = checkout_form(browser)
+    first = browser.post("/checkout/", form)
+    back = browser.get("/checkout/").content.decode()
+    if 'name="token"' in back:  # before the fix: a fresh form with a new token
+        again = browser.post("/checkout/", {**form, "token": hidden("token", back)})
+    else:  # the restored page from the browser's cache posts the old form again
+        again = browser.post("/checkout/", form)
+    assert again.status_code == 303
+    assert again["Location"] == first["Location"]
+    assert Order.objects.count() == 1
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"lines": (("procfile-mug", 2),)},
+        {"email": "other@example.com"},
+        {"payment_method": "pm_card_chargeDeclined"},
+    ],
+)
+def test_a_completed_checkout_posted_with_other_contents_is_a_409_linking_to_the_order(browser, product, change):
+    form = checkout_form(browser)
+    first = browser.post("/checkout/", form)
+    changed = {**form, **checkout_data(token=form["token"], **change)}
+    response = browser.post("/checkout/", changed)
+    assert response.status_code == 409
+    assert element(response.content.decode(), "#order-link").attrs["href"] == first["Location"]
+    order = Order.objects.get()
+    assert (order.email, order.payment_method) == ("shopper@example.com", "pm_card_visa")
+    assert list(order.lines.values_list("quantity", flat=True)) == [1]
+    assert len(queued_job_ids()) == 1
+
+
+def test_a_token_that_is_not_this_sessions_checkout_is_a_400_keeping_the_input(browser, product):
+    form = checkout_form(browser, email="keep@example.com", lines=(("procfile-mug", 4),))
+    session_token = form["token"]
+    response = browser.post("/checkout/", {**form, "token": str(uuid.uuid4())})
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert element(html, "#checkout-notice").text.startswith("This checkout form had expired")
+    assert hidden("token", html) == session_token
+    assert element(html, "#id_email").attrs["value"] == "keep@example.com"
+    assert element(html, "#id_lines-0-quantity").attrs["value"] == "4"
+    assert Order.objects.count() == 0
+    # Sending the re-rendered form again places the order.
+    assert browser.post("/checkout/", {**form, "token": hidden("token", html)}).status_code == 303
+    assert Order.objects.get().lines.get().quantity == 4
+
+
+def test_an_expired_session_is_a_400_with_a_new_checkout_and_the_input_kept(browser, product):
+    form = checkout_form(browser, email="keep@example.com")
+    browser.cookies.pop(settings.SESSION_COOKIE_NAME)  # the session expired
+    response = browser.post("/checkout/", form)
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert hidden("token", html) != form["token"]
+    assert element(html, "#id_email").attrs["value"] == "keep@example.com"
+    assert Order.objects.count() == 0
+
+
+def test_a_stale_token_after_the_sessions_checkout_was_placed_is_a_400_linking_to_the_order(browser, product):
+    old_tab = checkout_form(browser)  # a tab left open on an earlier checkout
+    buy(browser)
+    placed = browser.post("/checkout/", checkout_form(browser))
+    response = browser.post("/checkout/", old_tab)
+    assert response.status_code == 400
+    assert element(response.content.decode(), "#order-link").attrs["href"] == placed["Location"]
+    assert Order.objects.count() == 1
+
+
+def _post_concurrently(cookies, forms):
+    """POST each form from its own client (sharing ``cookies``) at the same instant; return the responses."""
+    barrier = threading.Barrier(len(forms))
+    responses = [None] * len(forms)
+
+    def submit(index, form):
+        client = Client(enforce_csrf_checks=True)
+        client.cookies = cookies
+        barrier.wait(timeout=10)
+        try:
+            responses[index] = client.post("/checkout/", form)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=submit, args=(index, form)) for index, form in enumerate(forms)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    return responses
+
+
+def test_concurrent_double_submit_makes_one_order(browser, product):
+    form = checkout_form(browser)
+    responses = _post_concurrently(browser.cookies, [form, form, form])
+    assert [response.status_code for response in responses] == [303, 303, 303]
+    assert len({response["Location"] for response in responses}) == 1
+    assert Order.objects.count() == 1
+
+
+def test_concurrent_submits_with_other_contents_make_one_order_and_a_409(browser, product):
+    form = checkout_form(browser)
+    changed = {**form, "lines-0-quantity": "2"}
+    responses = _post_concurrently(browser.cookies, [form, changed])
+    assert sorted(response.status_code for response in responses) == [303, 409]
+    assert Order.objects.count() == 1
+
+
+# Bounded work, whatever the client claims.
+
+
+@pytest.mark.parametrize(
+    "claim",
+    [
+        {"lines-TOTAL_FORMS": "1000000"},
+        {"lines-TOTAL_FORMS": str(MAX_LINES + 1)},
+        {"lines-TOTAL_FORMS": "1000000", "lines-INITIAL_FORMS": "1000000"},
+        {"lines-TOTAL_FORMS": "1000000", "lines-MIN_NUM_FORMS": "1000000", "lines-MAX_NUM_FORMS": "1000000"},
+    ],
+)
+def test_a_huge_form_count_builds_at_most_the_shops_limit(browser, product, claim):
+    small = browser.post("/checkout/", checkout_form(browser, **{"email": ""}))
+    response = browser.post("/checkout/", checkout_form(browser, **claim))
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert len(set(re.findall(r'name="lines-(\d+)-product"', html))) <= MAX_LINES
+    # One page of at most MAX_LINES lines: within a few times the size of a page with the usual 3.
+    assert len(html) < 8 * len(small.content), (len(html), len(small.content))
+    assert Order.objects.count() == 0
+
+
+def test_more_lines_than_the_shop_takes_are_refused(browser, product):
+    from orders.models import Product
+
+    skus = [Product.objects.create(sku=f"mug-{n}", name=f"Mug {n}", price=100).sku for n in range(MAX_LINES + 1)]
+    response = post_checkout(browser, lines=[(sku, 1) for sku in skus])
+    assert response.status_code == 400
+    assert Order.objects.count() == 0
+    assert post_checkout(browser, lines=[(sku, 99) for sku in skus[:MAX_LINES]]).status_code == 303
+
+
+def test_expired_sessions_and_their_checkouts_are_deleted_by_the_periodic_job(browser, product):
+    from datetime import timedelta
+
+    from django.contrib.sessions.models import Session
+    from django.utils import timezone
+
+    from orders.jobs import clear_expired_sessions
+
+    checkout_form(browser)
+    live = browser.cookies[settings.SESSION_COOKIE_NAME].value
+    other = Client()
+    checkout_form(other)
+    Session.objects.filter(pk=other.cookies[settings.SESSION_COOKIE_NAME].value).update(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
+    clear_expired_sessions()
+    assert list(Session.objects.values_list("pk", flat=True)) == [live]
+    assert any(entry["func"] == "orders.jobs.clear_expired_sessions" for entry in settings.PERIODIC_JOBS)

@@ -9,7 +9,6 @@ import asyncio
 import socket
 import threading
 import time
-import uuid
 from urllib.parse import urlencode
 
 import psutil
@@ -149,11 +148,14 @@ def test_web_killed_mid_request_writes_nothing_and_the_retry_creates_one_order(f
     Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
     web = formation.start("web")
     port = int(web.env["PORT"])
-    token = uuid.uuid4()
-    body = urlencode(checkout_data(token=token)).encode()
+    browser = Browser(f"http://127.0.0.1:{port}")
+    page = browser.request("/checkout/")[2]
+    form = {**checkout_data(token=hidden("token", page)), "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", page)}
+    body = urlencode(form).encode()
+    cookies = "; ".join(f"{cookie.name}={cookie.value}" for cookie in browser.cookies)
     request = (
         f"POST /checkout/ HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Cookie: {cookies}\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     ).encode()
     half = socket.create_connection(("127.0.0.1", port), timeout=10)
     half.sendall(request + body[: len(body) // 2])
@@ -161,9 +163,6 @@ def test_web_killed_mid_request_writes_nothing_and_the_retry_creates_one_order(f
     half.close()
     assert Order.objects.count() == 0
     formation.start("web")
-    browser = Browser(f"http://127.0.0.1:{port}")
-    page = browser.request("/checkout/")[2]
-    form = {**checkout_data(token=token), "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", page)}
     assert browser.request("/checkout/", form)[0] == 303
     assert browser.request("/checkout/", form)[0] == 303  # the shopper's retry
     assert Order.objects.count() == 1

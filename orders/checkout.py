@@ -1,0 +1,116 @@
+"""The checkout: one intent of one shopper, bound to their session, completed at most once.
+
+A checkout lives in the shopper's Django session (database-backed, so every web process sees
+it): a token (a UUID) and the lines it was opened with. The token is the idempotency key of
+the order the checkout becomes (``Order.idempotency_key``); the checkout is *completed* when an
+order with that key exists. Every later view of a completed checkout (Back, reload, a second
+tab, a replayed POST) shows that order and can make no other; buying again opens a new
+checkout from the catalogue. This is how Stripe Checkout Sessions and Saleor's checkout work
+(https://docs.stripe.com/api/checkout/sessions). A completed checkout's token submitted with
+other contents is refused, as Stripe refuses an idempotency key reused with other parameters
+(https://docs.stripe.com/api/idempotent_requests): the views answer 409 for it.
+"""
+
+import uuid
+from dataclasses import dataclass
+from importlib import import_module
+
+from django.conf import settings
+from django.contrib.sessions.backends.base import SessionBase
+
+from orders.models import Order, Product
+from orders.services import LineRequest, order_create
+
+SESSION_KEY = "checkout"
+
+
+class CheckoutConflict(Exception):
+    """The token is that of a completed checkout whose order has other contents.
+
+    ``order`` is the order the checkout became; nothing was created.
+    """
+
+    def __init__(self, order: Order):
+        super().__init__(f"checkout {order.idempotency_key} was completed as order {order.pk} with other contents")
+        self.order = order
+
+
+class CheckoutUnknown(Exception):
+    """The token is neither the session's open checkout nor a completed checkout's (expired or forged)."""
+
+
+@dataclass(frozen=True)
+class Checkout:
+    """A shopper's checkout: its ``token`` and the SKUs of the lines it was opened with."""
+
+    token: uuid.UUID
+    skus: tuple[str, ...] = ()
+
+
+def checkout_start(*, session: SessionBase, sku: str | None = None) -> Checkout:
+    """Open a new checkout in ``session`` (replacing the one there), with ``sku`` as its first line.
+
+    An unknown or withdrawn ``sku`` opens an empty checkout (old ``?product=`` links keep working).
+    Return the new checkout.
+    """
+    skus = (sku,) if sku and Product.objects.filter(sku=sku, is_active=True).exists() else ()
+    checkout = Checkout(token=uuid.uuid4(), skus=skus)
+    session[SESSION_KEY] = {"token": str(checkout.token), "skus": list(checkout.skus)}
+    return checkout
+
+
+def checkout_current(*, session: SessionBase) -> Checkout | None:
+    """Return the checkout stored in ``session`` (open or completed), or None when there is none."""
+    stored = session.get(SESSION_KEY)
+    try:
+        return Checkout(token=uuid.UUID(stored["token"]), skus=tuple(stored["skus"]))
+    except (TypeError, KeyError, ValueError):
+        return None
+
+
+def checkout_order(*, token: uuid.UUID) -> Order | None:
+    """Return the order that the checkout of ``token`` became, or None while it is open."""
+    return Order.objects.filter(idempotency_key=token).first()
+
+
+def checkout_complete(
+    *, session: SessionBase, token: uuid.UUID, email: str, payment_method: str, lines: list[LineRequest]
+) -> tuple[Order, bool]:
+    """Place the order of the checkout ``token``; return ``(order, created)``.
+
+    - ``token`` of a completed checkout, same contents (a double click, a replayed POST, Back
+      then *Place order*): that order, ``created`` False, nothing new.
+    - ``token`` of a completed checkout, other ``email``, ``payment_method`` or ``lines``:
+      raise CheckoutConflict carrying that order; nothing is created.
+    - ``token`` of the session's open checkout: the order is created (``order_create``; two
+      concurrent submissions still make one order, the second gets the first's).
+    - any other token: raise CheckoutUnknown; nothing is created.
+
+    Raise what ``order_create`` raises for lines it refuses (OrderRefused, Product.DoesNotExist).
+    """
+    order = checkout_order(token=token)
+    if order is None:
+        current = checkout_current(session=session)
+        if current is None or current.token != token:
+            raise CheckoutUnknown(f"checkout {token} is not open in this session")
+        order, created = order_create(email=email, lines=lines, idempotency_key=token, payment_method=payment_method)
+        if created:
+            return order, True
+    if not _same_contents(order, email=email, payment_method=payment_method, lines=lines):
+        raise CheckoutConflict(order)
+    return order, False
+
+
+def _same_contents(order: Order, *, email: str, payment_method: str, lines: list[LineRequest]) -> bool:
+    ordered = sorted(order.lines.values_list("product_id", "quantity"))
+    requested = sorted((line.product_id, line.quantity) for line in lines)
+    return order.email == email and order.payment_method == payment_method and ordered == requested
+
+
+def checkout_sessions_clear_expired() -> None:
+    """Delete expired sessions, and with them their checkouts (a periodic job, settings.PERIODIC_JOBS).
+
+    Every shopper who opens a checkout gets a session row; Django never deletes expired ones by
+    itself (https://docs.djangoproject.com/en/5.2/topics/http/sessions/#clearing-the-session-store).
+    """
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()

@@ -1,0 +1,62 @@
+"""Bounded work in the admin: a changelist renders at most the shop's page size, whatever the URL asks."""
+
+import re
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from mailer.models import OutboxMessage
+from orders.models import Order, Product, SandboxCharge
+from tests.conftest import ALL_DATABASES
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
+
+ROWS = 260  # more than list_max_show_all (200): "show all" must not show them all
+
+
+def _fill():
+    Product.objects.bulk_create(Product(sku=f"mug-{n}", name=f"Mug {n}", price=100) for n in range(ROWS))
+    Order.objects.bulk_create(
+        Order(idempotency_key=uuid.uuid4(), email=f"s{n}@example.com", total=100) for n in range(ROWS)
+    )
+    OutboxMessage.objects.bulk_create(
+        OutboxMessage(key=f"k{n}", to_email="s@example.com", subject="s", body="b") for n in range(ROWS)
+    )
+    SandboxCharge.objects.using("gateway").bulk_create(
+        SandboxCharge(charge_id=f"ch_{n}", idempotency_key=f"k{n}", amount=100, currency="EUR", outcome="succeeded")
+        for n in range(ROWS)
+    )
+
+
+@pytest.mark.parametrize(
+    "changelist",
+    ["/admin/orders/order/", "/admin/orders/product/", "/admin/orders/sandboxcharge/", "/admin/mailer/outboxmessage/"],
+)
+@pytest.mark.parametrize("query", ["", "?all=", "?all=1&p=0", "?o=" + ".".join(["1"] * 500)])
+def test_a_changelist_renders_at_most_one_page(client, changelist, query):
+    _fill()
+    client.force_login(get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-123456789"))
+    response = client.get(changelist + query)
+    assert response.status_code in (200, 302)
+    table = re.search(r'<table id="result_list">.*?</table>', response.content.decode(), re.DOTALL)
+    if response.status_code == 200:
+        rows = table.group(0).count("<tr") - 1  # less the header row
+        assert 0 < rows <= 50, rows
+
+
+@pytest.mark.parametrize("changelist", ["/admin/orders/order/", "/admin/mailer/outboxmessage/"])
+def test_a_search_of_many_words_is_refused_without_a_query_growing_with_them(client, changelist):
+    client.force_login(get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-123456789"))
+    with CaptureQueriesContext(connection) as few:
+        assert client.get(changelist, {"q": "a@example.com"}).status_code == 200
+    with CaptureQueriesContext(connection) as many:
+        response = client.get(changelist, {"q": " ".join(f"w{n}" for n in range(1000))})
+    assert response.status_code == 200
+    sql = sum(len(query["sql"]) for query in many.captured_queries)
+    assert sql <= 2 * sum(len(query["sql"]) for query in few.captured_queries), sql
+    assert "Search with at most 8 words." in [str(message) for message in response.context["messages"]]
+    # Eight words are still a search.
+    assert client.get(changelist, {"q": "a b c d e f g h"}).status_code == 200

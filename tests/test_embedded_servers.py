@@ -56,6 +56,8 @@ def test_a_server_listens_on_its_first_port_again_after_a_restart(kind, server_r
 def test_a_taken_port_is_replaced_by_a_new_one_that_is_saved(kind, server_root):
     first = stop(start(kind, server_root))
     with socket.socket() as squatter:
+        # SO_REUSEADDR, as a server sets it: the stopped server's connections may linger in TIME_WAIT.
+        squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         squatter.bind(("127.0.0.1", first))
         squatter.listen()
         second = start(kind, server_root)

@@ -138,6 +138,12 @@ def test_mailer_killed_after_the_server_accepted_resends_with_the_same_message_i
         locker.close()
     formation.start("mailer")
     wait_until(lambda: len(smtp.messages) == 2, deadline=30, message="the resend after the lease")
+    # The server's 250 comes before the mailer records the message as sent: wait for the record.
+    wait_until(
+        lambda: OutboxMessage.objects.get(pk=message.pk).status == OutboxStatus.SENT,
+        deadline=15,
+        message="the resend to be recorded as sent",
+    )
     message.refresh_from_db()
     assert message.status == OutboxStatus.SENT
     assert OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 1

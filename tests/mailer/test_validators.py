@@ -6,19 +6,7 @@ from django.core.mail.message import sanitize_address
 from django.core.validators import validate_email
 
 from mailer.validators import validate_deliverable_address
-
-UNDELIVERABLE = {
-    "left-to-right mark in the domain": "shopper@exa\u200emple.com",
-    "noncharacter U+FFFF in the domain": "shopper@exa\uffffmple.com",
-    "label of 60 x ü (64 octets once encoded)": "shopper@" + "ü" * 60 + ".example",
-    "zero-width space (IDNA would drop it)": "shopper@exa\u200bmple.com",
-    "right-to-left override": "shopper@exa\u202emple.com",
-    "soft hyphen": "shopper@ex\u00adample.com",
-    "non-ASCII local part (no SMTPUTF8)": "zoë@example.com",
-    "local part of 65 octets": "a" * 65 + "@example.com",
-    "domain over 255 octets once encoded": "shopper@" + ("ü" * 50 + ".") * 5 + "example",
-    "ASCII label of 64 characters": "shopper@" + "a" * 64 + ".example",
-}
+from tests.support import UNDELIVERABLE
 
 DELIVERABLE = {
     "plain": ("shopper@example.com", "shopper@example.com"),

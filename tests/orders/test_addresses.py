@@ -10,20 +10,9 @@ from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_send_due
 from orders.models import Order, OrderLine, SandboxCharge
 from tests.conftest import ALL_DATABASES, run_burst_worker
-from tests.support import checkout_data, hidden
+from tests.support import UNDELIVERABLE, checkout_data, hidden
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
-
-UNDELIVERABLE = {
-    "left-to-right mark": "shopper@exa\u200emple.com",
-    "U+FFFF in the domain": "shopper@exa\uffffmple.com",
-    "label of 60 x ü": "shopper@" + "ü" * 60 + ".example",
-    "zero-width space": "shopper@exa\u200bmple.com",
-    "right-to-left override": "shopper@exa\u202emple.com",
-    "ASCII label of 64 characters": "shopper@" + "a" * 64 + ".example",
-    "non-ASCII local part": "zoë@example.com",
-    "local part of 65 characters": "a" * 65 + "@example.com",
-}
 
 
 def place(email: str):

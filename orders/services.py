@@ -203,14 +203,18 @@ def _confirmation_create(*, order: Order) -> None:
 def orders_sweep_pending(*, older_than: float | None = None) -> int:
     """Re-enqueue pending orders older than ``older_than`` seconds that have no live job.
 
-    A job is live when it is queued, deferred or scheduled, or started with a heartbeat newer
-    than ``older_than``. Anything else (no job: Redis lost it or was down at checkout; a
-    failed job: its work horse was killed) is deleted and enqueued again. Return how many
-    orders were enqueued. Default ``older_than`` is settings.ORDER_STUCK_AFTER.
+    A job is live when Redis will still run it: queued *and* in its queue, deferred or scheduled
+    *and* in that registry, or started with a heartbeat newer than ``older_than``. Anything else
+    is deleted and enqueued again: no job (Redis lost it or was down at checkout), a failed job (its
+    work horse was killed), or a job whose status says queued while no queue holds it — a worker
+    listening on several queues takes a job with a plain pop (rq's ``Queue.dequeue_any``) and
+    marks it started only in the forked work horse, so a worker killed between the two leaves
+    exactly that. Return how many orders were enqueued. Default ``older_than`` is
+    settings.ORDER_STUCK_AFTER (seconds).
     """
     import django_rq
     from rq.exceptions import NoSuchJobError
-    from rq.job import Job, JobStatus
+    from rq.job import Job
 
     older_than = settings.ORDER_STUCK_AFTER if older_than is None else older_than
     cutoff = timezone.now() - timedelta(seconds=older_than)
@@ -223,13 +227,28 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
             job = None
         if job is not None:
             status = job.get_status(refresh=False)
-            if status in (JobStatus.QUEUED, JobStatus.DEFERRED, JobStatus.SCHEDULED):
-                continue
-            heartbeat = job.last_heartbeat
-            if status == JobStatus.STARTED and heartbeat is not None and heartbeat >= cutoff:
+            if _job_is_live(job, cutoff=cutoff):
                 continue
             job.delete()
         if order_enqueue(order_id=order.pk, at_front=True):
             logger.info("sweep: order %s re-enqueued (job was %s)", order.pk, "missing" if job is None else status)
             enqueued += 1
     return enqueued
+
+
+def _job_is_live(job, *, cutoff) -> bool:
+    """Return True when Redis will still run ``job``: its status and where it is agree."""
+    from rq import Queue
+    from rq.job import JobStatus
+    from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
+
+    status = job.get_status(refresh=False)
+    if status == JobStatus.QUEUED:
+        return Queue(job.origin, connection=job.connection).get_job_position(job.id) is not None
+    if status == JobStatus.DEFERRED:
+        return job.id in DeferredJobRegistry(job.origin, connection=job.connection)
+    if status == JobStatus.SCHEDULED:
+        return job.id in ScheduledJobRegistry(job.origin, connection=job.connection)
+    if status == JobStatus.STARTED:
+        return job.last_heartbeat is not None and job.last_heartbeat >= cutoff
+    return False

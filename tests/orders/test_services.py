@@ -122,3 +122,18 @@ def test_sweep_leaves_young_orders_alone(product):
     new_order(product)
     django_rq.get_connection("default").flushdb()
     assert orders_sweep_pending(older_than=3600) == 0
+
+
+@pytest.mark.parametrize("status", ["queued", "deferred", "scheduled"])
+def test_sweep_replaces_a_job_whose_status_no_queue_or_registry_backs(product, status):
+    """A worker on several queues pops a job (rq's dequeue_any) and marks it started only in its
+    work horse: killed in between, it leaves a job that says queued while no queue holds it."""
+    order = new_order(product)
+    queue = django_rq.get_queue("default")
+    assert queue.connection.lpop(queue.key) == order.job_id.encode()  # what the worker's pop does
+    queue.fetch_job(order.job_id).set_status(status)
+    assert orders_sweep_pending(older_than=0) == 1
+    assert queued_job_ids() == [order.job_id]
+    run_burst_worker()
+    assert Order.objects.get(pk=order.pk).status == "paid"
+    assert SandboxCharge.objects.count() == 1

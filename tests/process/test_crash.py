@@ -6,6 +6,8 @@ after MAILER_LEASE_SECONDS); the gateway's idempotency key makes a rerun charge 
 """
 
 import asyncio
+import os
+import signal
 import socket
 import threading
 import time
@@ -54,6 +56,28 @@ def test_whole_worker_killed_mid_job_is_recovered_by_another_worker(formation, s
     formation.start("worker")
     wait_until(lambda: order_status(order) == "paid", deadline=60, message="the sweep and the new worker")
     wait_until(lambda: smtp.messages, deadline=30, message="the confirmation")
+    assert_exactly_once([order], smtp)
+
+
+def test_worker_killed_between_taking_a_job_and_starting_it_loses_no_order(formation, smtp):
+    """A worker on several queues pops a job and marks it started only in its work horse; kill -9 in
+    between (held open here by SIGSTOP) leaves a job that says queued while no queue holds it."""
+    import django_rq
+
+    formation.start("mailer")
+    worker = formation.start("worker")
+    os.kill(worker.pid, signal.SIGSTOP)  # blocked in its pop, which Redis still answers
+    try:
+        order = place_order("popped@example.com")
+        queue = django_rq.get_queue("default")
+        wait_until(
+            lambda: queue.get_job_position(order.job_id) is None, deadline=15, message="the worker's pop of the job"
+        )
+    finally:
+        worker.kill()  # SIGKILL to its group; a stopped process dies of it too
+    formation.start("worker")
+    formation.start("scheduler")
+    wait_until(lambda: order_status(order) == "paid", deadline=60, message="the sweep to recover the popped job")
     assert_exactly_once([order], smtp)
 
 

@@ -68,6 +68,12 @@ def test_order_placed_over_http_is_paid_and_confirmed_by_smtp(smtp):
         assert len(smtp.messages) == 1
         assert smtp.messages[0]["To"] == "e2e@example.com"
         assert str(order.pk) in smtp.messages[0].get_content()
+        # The server's 250 comes a moment before the mailer records the message as sent.
+        wait_until(
+            lambda: element(browser.request(order_path)[2], "#order-confirmation").attrs["data-state"] == "sent",
+            deadline=15,
+            message="the order page to say the confirmation was sent",
+        )
         order_page = browser.request(order_path)[2]
         assert element(order_page, "#order-status").text == "paid"
         assert element(order_page, "#order-confirmation").attrs["data-state"] == "sent"

@@ -39,7 +39,10 @@ def test_redis_restarted_while_the_worker_is_idle(formation, own_redis):
     own_redis.stop()
     own_redis.start()
     order = place_order("fault@example.com")
-    wait_until(lambda: order_status(order) == "paid", deadline=60, message="the worker to dequeue after the restart")
+    try:
+        wait_until(lambda: order_status(order) == "paid", deadline=60, message="the worker to dequeue after the restart")
+    except AssertionError as exc:  # say what the worker did meanwhile
+        raise AssertionError(f"{exc}\n--- worker output ---\n{worker.output()}") from None
     worker.signal(signal.SIGTERM)
     assert worker.wait(deadline=30) == 0
 

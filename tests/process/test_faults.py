@@ -40,7 +40,7 @@ def test_redis_restarted_while_the_worker_is_idle(formation, own_redis):
     own_redis.start()
     order = place_order("fault@example.com")
     try:
-        wait_until(lambda: order_status(order) == "paid", deadline=60, message="the worker to dequeue after the restart")
+        wait_until(lambda: order_status(order) == "paid", deadline=60, message="the worker to dequeue after a restart")
     except AssertionError as exc:  # say what the worker did meanwhile
         raise AssertionError(f"{exc}\n--- worker output ---\n{worker.output()}") from None
     worker.signal(signal.SIGTERM)

@@ -149,11 +149,13 @@ def _see_other(to: str, **kwargs) -> HttpResponse:
 
 
 def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
-    """Render an order's status, lines and total; the page refreshes itself while pending."""
+    """Render an order's status, lines, total and confirmation; the page refreshes itself while the
+    order is pending or its confirmation is not sent yet (what the shopper waits for is both)."""
     order = get_object_or_404(Order.objects.prefetch_related("lines__product"), pk=order_id)
+    confirmation = order_confirmation(order=order)
     context = {
         "order": order,
-        "pending": order.status == OrderStatus.PENDING,
-        "confirmation": order_confirmation(order=order),
+        "in_progress": order.status == OrderStatus.PENDING or confirmation.state in ("waiting", "queued"),
+        "confirmation": confirmation,
     }
     return render(request, "orders/order_detail.html", context)

@@ -95,3 +95,22 @@ def test_an_international_address_is_shown_as_typed_never_as_punycode(product, s
     assert message["To"].addresses[0].domain in ("bücher.example", "xn--bcher-kva.example")
     # The completed checkout shows the same address as typed on its order page.
     assert element(browser.get("/checkout/").content.decode(), "#order-link").attrs["href"] == placed["Location"]
+
+
+def refreshes(order) -> bool:
+    """Return True when the order page asks the browser to reload it (``<meta http-equiv=refresh>``)."""
+    page = Client().get(f"/orders/{order.pk}/").content.decode()
+    try:
+        return element(page, "[http-equiv=refresh]").attrs["content"] == "2"
+    except AssertionError:
+        return False
+
+
+def test_the_page_refreshes_until_the_order_is_processed_and_its_confirmation_sent(product, smtp):
+    order = new_order(product)
+    assert refreshes(order)  # pending
+    order_process(order_id=order.pk)
+    assert refreshes(order)  # paid, confirmation queued: the shopper still waits for it
+    call_command("mailer", "--once", verbosity=0)
+    assert len(smtp.messages) == 1
+    assert not refreshes(order)  # paid and sent: nothing left to wait for

@@ -3,6 +3,8 @@
 from itertools import islice
 
 from django.contrib import messages
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.db import DataError
 from django.utils.text import smart_split
 
 # Words in a changelist search. Django's admin adds one OR-group of conditions per word over
@@ -18,10 +20,22 @@ class BoundedChangeListMixin:
     - A search of more than MAX_SEARCH_TERMS words is refused with a message and runs no
       query. Words are counted as the admin splits them (``django.utils.text.smart_split``:
       a quoted phrase is one word), stopping after the limit, so a long search costs no more.
+    - A filter value out of the range of its column or of Python's dates (``?created_at__year=
+      99999999999``, an id of 30 digits) is what Django's admin calls an incorrect lookup: it
+      redirects to the list with ``?e=1`` instead of a 500. Django turns errors it meets while
+      building the queryset into IncorrectLookupParameters (``ChangeList.get_queryset``), but
+      these surface only when the first query runs (the paginator's count, in ``ChangeList``'s
+      constructor).
     """
 
     list_per_page = 50
     list_max_show_all = 200
+
+    def get_changelist_instance(self, request):
+        try:
+            return super().get_changelist_instance(request)
+        except (OverflowError, ValueError, DataError) as exc:
+            raise IncorrectLookupParameters(exc) from exc
 
     def get_search_results(self, request, queryset, search_term):
         if len(list(islice(smart_split(search_term), MAX_SEARCH_TERMS + 1))) > MAX_SEARCH_TERMS:

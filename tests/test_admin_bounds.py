@@ -60,3 +60,27 @@ def test_a_search_of_many_words_is_refused_without_a_query_growing_with_them(cli
     assert "Search with at most 8 words." in [str(message) for message in response.context["messages"]]
     # Eight words are still a search.
     assert client.get(changelist, {"q": "a b c d e f g h"}).status_code == 200
+
+
+# Years out of Python's range surface as OverflowError/ValueError when the first query runs: the
+# admin's "incorrect lookup" redirect. Integers out of the column's range: Django answers them
+# itself with an empty list (IntegerField lookups past the backend's range match nothing).
+@pytest.mark.parametrize(
+    ("query", "status"),
+    [
+        ("/admin/orders/order/?created_at__year=99999999999", 302),
+        ("/admin/orders/order/?created_at__year=10000", 302),
+        ("/admin/orders/sandboxcharge/?created_at__year=99999999999", 302),
+        ("/admin/mailer/outboxmessage/?created_at__year=99999999999", 302),
+        ("/admin/orders/order/?total__gte=99999999999999999999999", 200),
+        ("/admin/orders/product/?id__exact=99999999999999999999999", 200),
+        ("/admin/mailer/outboxmessage/?attempts__gte=99999999999999999999999", 200),
+    ],
+)
+def test_a_filter_value_out_of_range_is_an_incorrect_lookup_or_an_empty_list_never_a_500(client, query, status):
+    get_user_model().objects.create_superuser("staff", "staff@example.com", "a-long-password")
+    client.force_login(get_user_model().objects.get(username="staff"))
+    response = client.get(query)
+    assert response.status_code == status
+    if status == 302:
+        assert response["Location"].endswith("?e=1")

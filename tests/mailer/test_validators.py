@@ -40,3 +40,21 @@ def test_the_issues_addresses_pass_djangos_email_field_but_not_its_smtp_encoding
 def test_deliverable_addresses_pass_and_encode_as_the_backend_sends_them(address, encoded):
     validate_deliverable_address(address)
     assert sanitize_address(address, "utf-8").lower() == encoded.lower()
+
+
+def test_every_character_idna_drops_or_that_shows_as_nothing_is_refused_by_its_code_point():
+    import stringprep
+
+    from mailer.validators import BLANK_LOOKING, DEFAULT_IGNORABLE
+
+    dropped = [code for code in range(0x110000) if stringprep.in_table_b1(chr(code))]
+    ignorable = [code for first, last in DEFAULT_IGNORABLE for code in range(first, last + 1)]
+    # Why: IDNA 2003 (Django's SMTP backend) silently deletes the first kind from the domain.
+    assert "ex\u034fample.com".encode("idna") == b"example.com"
+    for code in sorted({*dropped, *ignorable, *BLANK_LOOKING}):
+        for address in (f"shopper@ex{chr(code)}ample.com", f"shop{chr(code)}per@example.com"):
+            with pytest.raises(ValidationError) as refused:
+                validate_deliverable_address(address)
+            assert refused.value.messages == [
+                f"This address contains an invisible or unusable character (U+{code:04X}). Please type it again."
+            ], address

@@ -381,3 +381,58 @@ def test_expired_sessions_and_their_checkouts_are_deleted_by_the_periodic_job(br
     clear_expired_sessions()
     assert list(Session.objects.values_list("pk", flat=True)) == [live]
     assert any(entry["func"] == "orders.jobs.clear_expired_sessions" for entry in settings.PERIODIC_JOBS)
+
+
+# A checkout belongs to the session that opened it.
+
+
+@pytest.mark.parametrize("contents", ["same", "other"])
+def test_another_sessions_completed_checkout_token_is_a_400_that_shows_nothing_of_its_order(product, contents):
+    shopper = Client(enforce_csrf_checks=True)
+    form = checkout_form(shopper, email="first@example.com", lines=(("procfile-mug", 2),))
+    placed = shopper.post("/checkout/", form)
+    assert placed.status_code == 303
+    other = Client(enforce_csrf_checks=True)
+    other_form = checkout_form(other)  # their own checkout, CSRF cookie and token
+    change = {} if contents == "same" else {"email": "second@example.com"}
+    replay = {**form, **change, "csrfmiddlewaretoken": other_form["csrfmiddlewaretoken"]}
+    response = other.post("/checkout/", replay)
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert element(html, "#checkout-notice").text.startswith("This checkout form had expired")
+    assert hidden("token", html) == other_form["token"]  # their own checkout, not the first shopper's
+    assert 'id="order-link"' not in html and placed["Location"] not in html
+    order = Order.objects.get()
+    assert (order.email, list(order.lines.values_list("quantity", flat=True))) == ("first@example.com", [2])
+
+
+def test_a_session_replays_its_completed_checkouts_after_starting_new_ones(browser, product):
+    first_form = checkout_form(browser)
+    first = browser.post("/checkout/", first_form)
+    buy(browser)
+    second = browser.post("/checkout/", checkout_form(browser, email="again@example.com"))
+    assert second.status_code == 303 and second["Location"] != first["Location"]
+    buy(browser)  # a third checkout, open
+    replay = browser.post("/checkout/", first_form)
+    assert replay.status_code == 303
+    assert replay["Location"] == first["Location"]
+    changed = browser.post("/checkout/", {**first_form, "lines-0-quantity": "5"})
+    assert changed.status_code == 409
+    assert element(changed.content.decode(), "#order-link").attrs["href"] == first["Location"]
+    assert Order.objects.count() == 2
+
+
+def test_a_session_remembers_its_last_20_completed_checkouts(browser, product):
+    from orders.checkout import COMPLETED_REMEMBERED
+
+    forms = []
+    for _ in range(COMPLETED_REMEMBERED + 1):
+        buy(browser)
+        forms.append(checkout_form(browser))
+        assert browser.post("/checkout/", forms[-1]).status_code == 303
+    buy(browser)  # the last one is no longer the session's current checkout either
+    assert browser.post("/checkout/", forms[1]).status_code == 303  # the oldest remembered
+    forgotten = browser.post("/checkout/", forms[0])
+    assert forgotten.status_code == 400
+    assert 'id="order-link"' not in forgotten.content.decode()
+    assert Order.objects.count() == COMPLETED_REMEMBERED + 1

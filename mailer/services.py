@@ -14,6 +14,7 @@ because of an attempt count. settings.MAILER_MAX_ATTEMPTS bounds only attempts i
 ended with no known outcome: an unexpected error, or a lease that expired (the mailer died).
 """
 
+import contextlib
 import logging
 import re
 import signal
@@ -229,7 +230,7 @@ def email_send(*, message: OutboxMessage, connection) -> bool:
     budget = (message.lease_expires_at - timezone.now()).total_seconds() - 2 * settings.EMAIL_TIMEOUT
     try:
         validate_deliverable_address(message.to_email)
-        with _deadline(seconds=budget, connection=connection):
+        with _Deadline(seconds=budget, connection=connection):
             connection.open()  # no-op when already open (Django's SMTP backend)
             email.send()
     except Exception as exc:
@@ -260,7 +261,8 @@ def email_error_classify(exc: BaseException) -> tuple[str, bool | None]:
       UnicodeError while encoding the message (the row's content never changes); a 5xx reply to MAIL,
       RCPT or DATA (SMTPSenderRefused, SMTPDataError); SMTPRecipientsRefused where every
       recipient got a 5xx.
-    - Transient: the exchange outlasting its deadline (SMTPDeadlineExceeded); a 4xx reply; SMTPServerDisconnected; timeouts and connection errors (OSError);
+    - Transient: the exchange outlasting its deadline (SMTPDeadlineExceeded); a 4xx reply;
+      SMTPServerDisconnected; timeouts and connection errors (OSError);
       5xx replies that concern the server or our account rather than the message (connect
       greeting, HELO, AUTH, unsupported extension): failing every message for a bad password
       would lose mail that a fixed configuration delivers.
@@ -285,7 +287,7 @@ def email_error_classify(exc: BaseException) -> tuple[str, bool | None]:
     return f"{type(exc).__name__}: {exc}", None
 
 
-class _deadline:
+class _Deadline:
     """Context manager: raise SMTPDeadlineExceeded in the block once ``seconds`` have passed.
 
     In the main thread a SIGALRM timer (signal.setitimer) interrupts any blocking call; in other
@@ -312,10 +314,8 @@ class _deadline:
         smtp = getattr(self.connection, "connection", None)
         sock = getattr(smtp, "sock", None)
         if sock is not None:
-            try:
+            with contextlib.suppress(OSError):  # already closed
                 sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
 
     def __enter__(self):
         if self.seconds <= 0:
@@ -344,10 +344,8 @@ def _connection_drop(connection) -> None:
     """Close Django SMTP ``connection``'s socket without QUIT (which waits for the server's reply)."""
     smtp = getattr(connection, "connection", None)
     if smtp is not None:
-        try:
+        with contextlib.suppress(OSError):
             smtp.close()
-        except OSError:
-            pass
     connection.connection = None
 
 

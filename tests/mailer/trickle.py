@@ -1,6 +1,7 @@
 """A real SMTP server on 127.0.0.1 whose EHLO reply can trickle: one line every ``line_seconds``
 for ``trickle_seconds``, so no single socket read waits long but the exchange takes long."""
 
+import contextlib
 import socketserver
 import threading
 import time
@@ -13,10 +14,8 @@ from tests.support import free_port
 class _Handler(socketserver.StreamRequestHandler):
     def handle(self):
         server: TrickleSMTP = self.server.owner
-        try:
+        with contextlib.suppress(OSError):  # the client dropped the connection (its deadline)
             self._talk(server)
-        except OSError:
-            pass  # the client dropped the connection (the mailer's deadline): nothing to answer
 
     def _send(self, line: str) -> None:
         self.wfile.write(line.encode() + b"\r\n")

@@ -15,6 +15,7 @@ from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import (
     GAVE_UP_PREFIX,
     outbox_claim,
+    outbox_mark_sent,
     outbox_message_create,
     outbox_release_expired_leases,
     outbox_send_due,
@@ -147,6 +148,33 @@ def test_a_message_whose_lease_keeps_expiring_fails_after_max_attempts(settings,
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
         f"outbox {message.pk}: failed for good: {message.last_error}"
     ]
+
+
+def test_a_send_whose_row_the_lease_job_released_meanwhile_is_still_recorded_sent(caplog):
+    """One mailer: its lease ran out while the server was accepting, the release-leases job made the
+    row pending; the server did accept, so it is recorded as sent and not sent again."""
+    message = one_message()
+    leased = outbox_claim(lease_seconds=60)
+    OutboxMessage.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert outbox_release_expired_leases() == 1
+    assert outbox_mark_sent(message=leased) is True
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.SENT
+    assert outbox_claim() is None
+
+
+def test_a_send_whose_row_another_mailer_leased_meanwhile_says_so(caplog):
+    message = one_message()
+    lost = outbox_claim(lease_seconds=60)
+    OutboxMessage.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
+    assert outbox_claim(lease_seconds=60) is not None  # another mailer takes it over
+    with caplog.at_level(logging.WARNING, logger="mailer.services"):
+        assert outbox_mark_sent(message=lost) is False
+    [record] = caplog.records
+    assert record.getMessage() == (
+        f"outbox {message.pk}: the SMTP server accepted {message.message_id}, but the row was not recorded as sent: "
+        "this mailer's lease had expired and another mailer leased it again (it may send it once more)"
+    )
 
 
 # The order page tells the two causes of a failed confirmation apart.

@@ -319,7 +319,7 @@ class _Deadline:
 
     def __enter__(self):
         if self.seconds <= 0:
-            raise self._error()
+            raise SMTPDeadlineExceeded("the lease ends in under 2 x EMAIL_TIMEOUT, too soon to send; retrying")
         if self.main:
             self.previous = signal.signal(signal.SIGALRM, self._alarm)
             signal.setitimer(signal.ITIMER_REAL, self.seconds)

@@ -70,6 +70,16 @@ def test_a_fast_server_still_gets_the_message_once(trickle):
     assert message.status == OutboxStatus.SENT
 
 
+def test_no_exchange_starts_when_the_lease_leaves_no_budget(settings, smtp):
+    settings.EMAIL_TIMEOUT, settings.MAILER_LEASE_SECONDS = 2, 3  # 3 - 2 x 2 < 0 (the settings check forbids it)
+    message = one_message()
+    assert outbox_send_due() == 0
+    message.refresh_from_db()
+    assert message.status == OutboxStatus.PENDING
+    assert message.last_error == "the lease ends in under 2 x EMAIL_TIMEOUT, too soon to send; retrying"
+    assert smtp.messages == []
+
+
 def test_the_deadline_also_holds_off_the_main_thread(trickle):
     """Called from another thread (no SIGALRM there), a watchdog shuts the socket down."""
     import threading

@@ -2,11 +2,24 @@
 
 Several mailers share one outbox: a claim is ``SELECT … FOR UPDATE SKIP LOCKED`` that sets a
 lease in its own short transaction (django-mailer's engine shares a queue the same way), so
-two mailers never take the same row; marking sent is conditional on still holding the lease.
+two mailers never take the same row. One SMTP exchange is bounded as a whole by a deadline that
+ends before the lease does (email_send), so a slow server cannot make the lease pass to another
+mailer while the message is still being sent.
+
+Retry policy: a permanent error (the address or the message refused, RFC 5321 §4.2.1) fails a
+message at once; a transient one (server unreachable, 4xx, our account or the server refused,
+the exchange deadline) retries with a capped backoff until the message is older than
+settings.MAILER_GIVE_UP_AFTER (RFC 5321 §4.5.4.1: give up after "at least 4-5 days"), never
+because of an attempt count. settings.MAILER_MAX_ATTEMPTS bounds only attempts in a row that
+ended with no known outcome: an unexpected error, or a lease that expired (the mailer died).
 """
 
+import contextlib
 import logging
+import re
+import signal
 import smtplib
+import socket
 import threading
 import time
 import uuid
@@ -38,6 +51,34 @@ SERVER_OR_ACCOUNT_ERRORS = (
 # Seconds before the n-th retry: 2, 4, 8, … capped at 5 minutes.
 BACKOFF_CAP_SECONDS = 300
 
+# last_error of a message the mailer gave up on after trying (the order page tells it apart
+# from a refused address, mailer.selectors.outbox_message_gave_up).
+GAVE_UP_PREFIX = "gave up: "
+# last_error of attempts that ended with no known outcome, counted in a row: "no outcome 2x: …".
+_NO_OUTCOME = re.compile(r"^no outcome (\d+)x: ")
+LEASE_EXPIRED = "the lease expired before the send was recorded (the mailer stopped or was killed mid-send)"
+
+
+class SMTPDeadlineExceeded(Exception):
+    """The whole SMTP exchange of one message took longer than its budget (email_send)."""
+
+
+def _no_outcome_count(last_error: str) -> int:
+    """Return how many attempts in a row ended with no known outcome, read from ``last_error``."""
+    match = _NO_OUTCOME.match(last_error or "")
+    return int(match.group(1)) if match else 0
+
+
+def _no_outcome_error(*, previous: str, detail: str) -> tuple[str, bool]:
+    """Return ``(last_error, final)`` for one more attempt with no known outcome after ``previous``.
+
+    ``final`` when settings.MAILER_MAX_ATTEMPTS such attempts came in a row.
+    """
+    count = _no_outcome_count(previous) + 1
+    if count >= settings.MAILER_MAX_ATTEMPTS:
+        return f"{GAVE_UP_PREFIX}{count} attempts in a row ended with no outcome; the last: {detail}", True
+    return f"no outcome {count}x: {detail}", False
+
 
 def outbox_message_create(*, key: str, to: str, subject: str, body: str) -> OutboxMessage:
     """Add a message to the outbox, once per ``key``; return the row (the existing one on a repeat).
@@ -54,10 +95,22 @@ def outbox_claim(*, lease_seconds: int | None = None) -> OutboxMessage | None:
     """Lease the oldest due message for ``lease_seconds`` (default settings.MAILER_LEASE_SECONDS).
 
     Due means pending with ``due_at`` passed, or sending with an expired lease (its mailer
-    died). Rows locked by another mailer are skipped, never waited for. Return the leased row,
+    died). Rows locked by another mailer are skipped, never waited for. A row taken over from
+    an expired lease counts one more attempt with no outcome; after settings.MAILER_MAX_ATTEMPTS
+    in a row it is failed here with the reason instead of leased (a message that kills its
+    mailers is not retried forever), and the next due row is looked at. Return the leased row,
     or None when nothing is due.
     """
     lease_seconds = settings.MAILER_LEASE_SECONDS if lease_seconds is None else lease_seconds
+    while True:
+        message, leased = _claim_one(lease_seconds=lease_seconds)
+        if message is None or leased:
+            return message
+        logger.warning("outbox %s: failed for good: %s", message.pk, message.last_error)
+
+
+def _claim_one(*, lease_seconds: int) -> tuple[OutboxMessage | None, bool]:
+    """Lease (True) or fail (False, see outbox_claim) the oldest due message; (None, False) when none is due."""
     now = timezone.now()
     with transaction.atomic():
         message = (
@@ -70,32 +123,73 @@ def outbox_claim(*, lease_seconds: int | None = None) -> OutboxMessage | None:
             .first()
         )
         if message is None:
-            return None
+            return None, False
+        if message.status == OutboxStatus.SENDING:
+            message.last_error, final = _no_outcome_error(previous=message.last_error, detail=LEASE_EXPIRED)
+            if final:
+                message.status = OutboxStatus.FAILED
+                message.lease_token = message.lease_expires_at = None
+                message.save(update_fields=["status", "lease_token", "lease_expires_at", "last_error"])
+                return message, False
         message.status = OutboxStatus.SENDING
         message.lease_token = uuid.uuid4()
         message.lease_expires_at = now + timedelta(seconds=lease_seconds)
         message.attempts += 1
-        message.save(update_fields=["status", "lease_token", "lease_expires_at", "attempts"])
-    return message
+        message.save(update_fields=["status", "lease_token", "lease_expires_at", "attempts", "last_error"])
+    return message, True
 
 
 def outbox_mark_sent(*, message: OutboxMessage) -> bool:
-    """Record a leased ``message`` as sent; return False when its lease was lost meanwhile."""
-    updated = OutboxMessage.objects.filter(
-        pk=message.pk, status=OutboxStatus.SENDING, lease_token=message.lease_token
-    ).update(status=OutboxStatus.SENT, sent_at=timezone.now(), lease_token=None, lease_expires_at=None, last_error="")
+    """Record ``message``, which the SMTP server accepted, as sent; return whether this call recorded it.
+
+    Recorded while this mailer holds the lease, and also when the lease expired and nobody else
+    holds it now (the row was released to pending, or its lease lapsed): the server accepted
+    it, so sent is the truth, and recording it spares a resend. Not recorded (False, logged)
+    when the row is already sent or another mailer leased it meanwhile (it may send it again,
+    with the same Message-ID).
+    """
+    now = timezone.now()
+    updated = (
+        OutboxMessage.objects.filter(pk=message.pk)
+        .exclude(status=OutboxStatus.SENT)
+        .filter(Q(lease_token=message.lease_token) | ~Q(status=OutboxStatus.SENDING) | Q(lease_expires_at__lt=now))
+        .update(status=OutboxStatus.SENT, sent_at=now, lease_token=None, lease_expires_at=None, last_error="")
+    )
     if not updated:
-        logger.warning("outbox %s: sent, but its lease had passed to another mailer", message.pk)
+        current = OutboxMessage.objects.filter(pk=message.pk).values_list("status", flat=True).first()
+        logger.warning(
+            "outbox %s: the SMTP server accepted %s, but the row was not recorded as sent: %s",
+            message.pk,
+            message.message_id,
+            "it already was"
+            if current == OutboxStatus.SENT
+            else "this mailer's lease had expired and another mailer leased it again (it may send it once more)",
+        )
     return bool(updated)
 
 
-def outbox_release(*, message: OutboxMessage, error: str, permanent: bool = False) -> None:
+def outbox_release(*, message: OutboxMessage, error: str, permanent: bool | None = False) -> str:
     """Give a leased ``message`` back after a failed attempt: due again after a backoff, or failed.
 
-    It fails for good when ``permanent`` or after settings.MAILER_MAX_ATTEMPTS attempts.
+    ``permanent``: True (no retry can succeed: fail now), False (transient: retry until the
+    message is older than settings.MAILER_GIVE_UP_AFTER seconds, then fail with a reason
+    starting with GAVE_UP_PREFIX), None (unknown outcome: retry, fail after
+    settings.MAILER_MAX_ATTEMPTS such attempts in a row). Return what the caller logs:
+    ``"failed for good: <reason>"`` or ``"will retry in N s: <reason>"``.
     """
-    final = permanent or message.attempts >= settings.MAILER_MAX_ATTEMPTS
     delay = min(2**message.attempts, BACKOFF_CAP_SECONDS)
+    if permanent:
+        final = True
+    elif permanent is None:
+        error, final = _no_outcome_error(previous=message.last_error, detail=error)
+    else:
+        age = (timezone.now() - message.created_at).total_seconds()
+        final = age >= settings.MAILER_GIVE_UP_AFTER
+        if final:
+            error = (
+                f"{GAVE_UP_PREFIX}not delivered within {settings.MAILER_GIVE_UP_AFTER} s of being queued "
+                f"(MAILER_GIVE_UP_AFTER); the last error: {error}"
+            )
     OutboxMessage.objects.filter(pk=message.pk, lease_token=message.lease_token).update(
         status=OutboxStatus.FAILED if final else OutboxStatus.PENDING,
         due_at=timezone.now() + timedelta(seconds=delay),
@@ -103,6 +197,7 @@ def outbox_release(*, message: OutboxMessage, error: str, permanent: bool = Fals
         lease_expires_at=None,
         last_error=error[:2000],
     )
+    return f"failed for good: {error}" if final else f"will retry in {delay} s: {error}"
 
 
 def email_send(*, message: OutboxMessage, connection) -> bool:
@@ -111,9 +206,18 @@ def email_send(*, message: OutboxMessage, connection) -> bool:
     The Message-ID header is the row's fixed one. The recipient is first checked with
     mailer.validators.validate_deliverable_address (rows written before that validator existed
     may hold an address Django's SMTP backend cannot encode). Any failure is classified once
-    (email_error_classify) and the message released in one place: a permanent failure fails it
-    at once with the reason, anything else makes it due again after a backoff. Return True
+    (email_error_classify) and the message released in one place (outbox_release). Return True
     when the message was sent.
+
+    The whole exchange (connect, greeting, EHLO, AUTH, MAIL, RCPT, DATA) must end
+    2 x EMAIL_TIMEOUT before the lease does, leaving time to record the result: EMAIL_TIMEOUT
+    bounds each socket operation only (Python's smtplib/socket timeouts), so a server that
+    answers slowly but steadily could otherwise outlast the lease and let another mailer send
+    the message too. Past the deadline the connection is dropped and the message retried
+    (SMTPDeadlineExceeded, transient). The deadline is SIGALRM (signal.setitimer) in the main
+    thread, where the mailer command runs; called from another thread, a watchdog shuts the
+    socket down instead, which cannot interrupt the TCP connect and greeting (each still bounded
+    by EMAIL_TIMEOUT).
     """
     email = EmailMessage(
         subject=message.subject,
@@ -123,19 +227,21 @@ def email_send(*, message: OutboxMessage, connection) -> bool:
         headers={"Message-ID": message.message_id},
         connection=connection,
     )
+    budget = (message.lease_expires_at - timezone.now()).total_seconds() - 2 * settings.EMAIL_TIMEOUT
     try:
         validate_deliverable_address(message.to_email)
-        connection.open()  # no-op when already open (Django's SMTP backend)
-        email.send()
+        with _Deadline(seconds=budget, connection=connection):
+            connection.open()  # no-op when already open (Django's SMTP backend)
+            email.send()
     except Exception as exc:
+        if isinstance(exc, SMTPDeadlineExceeded):
+            _connection_drop(connection)  # QUIT would wait on the same slow server
         reason, permanent = email_error_classify(exc)
-        if permanent is None:  # unknown: keep the stack, retry like a transient error
-            logger.exception("outbox %s: unexpected error while sending, will retry", message.pk)
-        elif permanent:
-            logger.warning("outbox %s: failed for good: %s", message.pk, reason)
+        outcome = outbox_release(message=message, error=reason, permanent=permanent)
+        if permanent is None:  # unknown: keep the stack
+            logger.exception("outbox %s: unexpected error while sending; %s", message.pk, outcome)
         else:
-            logger.warning("outbox %s: will retry: %s", message.pk, reason)
-        outbox_release(message=message, error=reason, permanent=bool(permanent))
+            logger.warning("outbox %s: %s", message.pk, outcome)
         connection.close()  # a fresh connection for the next message, whatever state this one is in
         return False
     _record_sent(message=message)
@@ -155,11 +261,14 @@ def email_error_classify(exc: BaseException) -> tuple[str, bool | None]:
       UnicodeError while encoding the message (the row's content never changes); a 5xx reply to MAIL,
       RCPT or DATA (SMTPSenderRefused, SMTPDataError); SMTPRecipientsRefused where every
       recipient got a 5xx.
-    - Transient: a 4xx reply; SMTPServerDisconnected; timeouts and connection errors (OSError);
+    - Transient: the exchange outlasting its deadline (SMTPDeadlineExceeded); a 4xx reply;
+      SMTPServerDisconnected; timeouts and connection errors (OSError);
       5xx replies that concern the server or our account rather than the message (connect
       greeting, HELO, AUTH, unsupported extension): failing every message for a bad password
       would lose mail that a fixed configuration delivers.
     """
+    if isinstance(exc, SMTPDeadlineExceeded):
+        return str(exc), False
     if isinstance(exc, ValidationError):
         return f"undeliverable address: {' '.join(exc.messages)}", True
     if isinstance(exc, UnicodeError):  # encoding the message failed; the same row fails the same way again
@@ -176,6 +285,68 @@ def email_error_classify(exc: BaseException) -> tuple[str, bool | None]:
     if isinstance(exc, smtplib.SMTPException | OSError):  # disconnects, timeouts, refused or reset connections
         return f"SMTP unavailable: {type(exc).__name__}: {exc}", False
     return f"{type(exc).__name__}: {exc}", None
+
+
+class _Deadline:
+    """Context manager: raise SMTPDeadlineExceeded in the block once ``seconds`` have passed.
+
+    In the main thread a SIGALRM timer (signal.setitimer) interrupts any blocking call; in other
+    threads a threading.Timer shuts down the socket of Django's SMTP ``connection`` (its
+    ``connection.sock``), which ends a blocked read, and the resulting error is replaced by
+    SMTPDeadlineExceeded. The timer is always disarmed on exit. A budget of zero or less raises
+    at once (the lease is about to end).
+    """
+
+    def __init__(self, *, seconds: float, connection):
+        self.seconds, self.connection = seconds, connection
+        self.fired = False
+        self.main = threading.current_thread() is threading.main_thread()
+
+    def _error(self) -> SMTPDeadlineExceeded:
+        return SMTPDeadlineExceeded(f"SMTP exchange took longer than {max(self.seconds, 0):.0f} s; retrying")
+
+    def _alarm(self, signum, frame):
+        self.fired = True
+        raise self._error()
+
+    def _watchdog(self):
+        self.fired = True
+        smtp = getattr(self.connection, "connection", None)
+        sock = getattr(smtp, "sock", None)
+        if sock is not None:
+            with contextlib.suppress(OSError):  # already closed
+                sock.shutdown(socket.SHUT_RDWR)
+
+    def __enter__(self):
+        if self.seconds <= 0:
+            raise SMTPDeadlineExceeded("the lease ends in under 2 x EMAIL_TIMEOUT, too soon to send; retrying")
+        if self.main:
+            self.previous = signal.signal(signal.SIGALRM, self._alarm)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+        else:
+            self.timer = threading.Timer(self.seconds, self._watchdog)
+            self.timer.daemon = True
+            self.timer.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if self.main:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self.previous)
+        else:
+            self.timer.cancel()
+        if self.fired and exc is not None and not isinstance(exc, SMTPDeadlineExceeded):
+            raise self._error() from exc
+        return False
+
+
+def _connection_drop(connection) -> None:
+    """Close Django SMTP ``connection``'s socket without QUIT (which waits for the server's reply)."""
+    smtp = getattr(connection, "connection", None)
+    if smtp is not None:
+        with contextlib.suppress(OSError):
+            smtp.close()
+    connection.connection = None
 
 
 def _record_sent(*, message: OutboxMessage) -> None:
@@ -233,11 +404,27 @@ def outbox_send_due(
 
 
 def outbox_release_expired_leases() -> int:
-    """Make messages whose lease expired unsent due again now; return how many."""
+    """Make messages whose lease expired unsent due again now; return how many.
+
+    Each counts one more attempt with no outcome (see outbox_claim): after
+    settings.MAILER_MAX_ATTEMPTS in a row it is failed with the reason instead.
+    """
     now = timezone.now()
-    return OutboxMessage.objects.filter(status=OutboxStatus.SENDING, lease_expires_at__lt=now).update(
-        status=OutboxStatus.PENDING, lease_token=None, lease_expires_at=None, due_at=now
-    )
+    released = 0
+    with transaction.atomic():
+        expired = OutboxMessage.objects.select_for_update(skip_locked=True).filter(
+            status=OutboxStatus.SENDING, lease_expires_at__lt=now
+        )
+        for message in expired:
+            message.last_error, final = _no_outcome_error(previous=message.last_error, detail=LEASE_EXPIRED)
+            message.status = OutboxStatus.FAILED if final else OutboxStatus.PENDING
+            message.lease_token = message.lease_expires_at = None
+            message.due_at = now
+            message.save(update_fields=["status", "lease_token", "lease_expires_at", "due_at", "last_error"])
+            if final:
+                logger.warning("outbox %s: failed for good: %s", message.pk, message.last_error)
+            released += 1
+    return released
 
 
 def mailer_heartbeat(*, hostname: str, pid: int, started_at) -> None:

@@ -3,7 +3,7 @@
 from dataclasses import dataclass
 
 from mailer.models import OutboxStatus
-from mailer.selectors import outbox_message_get
+from mailer.selectors import outbox_message_gave_up, outbox_message_get
 from orders.models import Order
 
 
@@ -13,10 +13,13 @@ class ConfirmationState:
 
     ``state`` is ``waiting`` (the order is not processed yet, no message exists), ``queued``
     (in the outbox, not sent yet, possibly between retries), ``sent`` (the SMTP server accepted
-    it) or ``failed`` (the mailer gave up on it).
+    it) or ``failed`` (refused for good). ``gave_up`` tells a failure's cause: True when the mail
+    system could not deliver it in time (mailer.selectors.outbox_message_gave_up), False when
+    the address (or the message) was refused.
     """
 
     state: str
+    gave_up: bool = False
 
 
 def order_confirmation(*, order: Order) -> ConfirmationState:
@@ -27,5 +30,5 @@ def order_confirmation(*, order: Order) -> ConfirmationState:
     if message.status == OutboxStatus.SENT:
         return ConfirmationState("sent")
     if message.status == OutboxStatus.FAILED:
-        return ConfirmationState("failed")
+        return ConfirmationState("failed", gave_up=outbox_message_gave_up(message=message))
     return ConfirmationState("queued")

@@ -192,16 +192,22 @@ EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
 EMAIL_TIMEOUT = _email["EMAIL_TIMEOUT"] or env_int("EMAIL_TIMEOUT", 10, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Formation shop <shop@formation.localhost>")
 MAILER_LEASE_SECONDS = env_int("MAILER_LEASE_SECONDS", 60, minimum=5)
-# An SMTP exchange is about six socket operations, each bounded by EMAIL_TIMEOUT; a lease that
-# could run out mid-exchange would let a second mailer send the same message while the first
-# still is. Refuse such a configuration instead.
+# EMAIL_TIMEOUT bounds each socket operation, not an exchange: the mailer bounds the whole SMTP
+# exchange by a deadline 2 x EMAIL_TIMEOUT before its lease ends (time to record the result), so
+# a lease that runs out mid-exchange never lets a second mailer send the same message while the
+# first still is (mailer.services.email_send). Six timeouts leave the exchange at least four.
 if MAILER_LEASE_SECONDS < 6 * EMAIL_TIMEOUT:
     raise ImproperlyConfigured(
         f"MAILER_LEASE_SECONDS={MAILER_LEASE_SECONDS} is too short: it must be at least 6 x EMAIL_TIMEOUT "
         f"({6 * EMAIL_TIMEOUT} s), or a slow SMTP server could get a message twice"
     )
 MAILER_POLL_INTERVAL = env_number("MAILER_POLL_INTERVAL", 1.0, minimum=0.05, maximum=3600)
+# Attempts in a row with no known outcome (an unexpected error, a mailer that died mid-send)
+# before a message fails; transient SMTP errors never count (mailer.services).
 MAILER_MAX_ATTEMPTS = env_int("MAILER_MAX_ATTEMPTS", 10, minimum=1)
+# Seconds after which a message the SMTP server keeps refusing transiently (or that cannot reach
+# it) fails: RFC 5321 section 4.5.4.1, "the give-up time generally needs to be at least 4-5 days".
+MAILER_GIVE_UP_AFTER = env_int("MAILER_GIVE_UP_AFTER", 5 * 24 * 3600, minimum=60)
 
 # Payments: the sandbox gateway's artificial latency, for crash tests and demos.
 PAYMENT_SANDBOX_LATENCY_MS = env_int("PAYMENT_SANDBOX_LATENCY_MS", 0, minimum=0, maximum=600_000)

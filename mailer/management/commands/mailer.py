@@ -2,7 +2,8 @@
 
 Procfile: ``mailer: exec python manage.py mailer``. At start it waits for PostgreSQL with a
 bound (project.preflight; exit 1 with one line when it stays unreachable). Each pass leases
-due messages one at a time and sends them (mailer.services.outbox_send_due), recording a
+due messages one at a time and sends them (mailer.services.outbox_send_due; each SMTP exchange
+is aborted at a deadline inside its lease, using SIGALRM in this main thread), recording a
 heartbeat before each message and at the start of each pass, at most every
 MAILER_HEARTBEAT_SECONDS (read by ``manage.py probe mailer``), then waits ``--interval``
 seconds. A long drain therefore keeps beating, and a mailer stuck in one message stops. A lost

@@ -36,6 +36,13 @@ class OutboxMessage(models.Model):
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(blank=True)
+    unsettled_attempts = models.PositiveIntegerField(
+        default=0,
+        help_text="Attempts in a row that ended with no known outcome (a lease that expired, an unexpected error).",
+    )
+    gave_up = models.BooleanField(
+        default=False, help_text="Failed because the mailer gave up delivering it, not because it was refused."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -1,7 +1,6 @@
 """Reads of the email outbox for other apps (HackSoft's selectors: queries, no side effects)."""
 
 from mailer.models import OutboxMessage, OutboxStatus
-from mailer.services import GAVE_UP_PREFIX
 
 
 def outbox_message_get(*, key: str) -> OutboxMessage | None:
@@ -13,4 +12,4 @@ def outbox_message_gave_up(*, message: OutboxMessage) -> bool:
     """Return True when ``message`` failed because the mailer gave up delivering it (the SMTP server
     unreachable or refusing transiently past MAILER_GIVE_UP_AFTER, or attempts with no outcome),
     False when it is not failed or failed because the address or the message was refused."""
-    return message.status == OutboxStatus.FAILED and message.last_error.startswith(GAVE_UP_PREFIX)
+    return message.status == OutboxStatus.FAILED and message.gave_up

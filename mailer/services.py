@@ -16,7 +16,6 @@ ended with no known outcome: an unexpected error, or a lease that expired (the m
 
 import contextlib
 import logging
-import re
 import signal
 import smtplib
 import socket
@@ -51,11 +50,9 @@ SERVER_OR_ACCOUNT_ERRORS = (
 # Seconds before the n-th retry: 2, 4, 8, … capped at 5 minutes.
 BACKOFF_CAP_SECONDS = 300
 
-# last_error of a message the mailer gave up on after trying (the order page tells it apart
-# from a refused address, mailer.selectors.outbox_message_gave_up).
+# Start of the last_error of a message the mailer gave up on, for people; code reads the
+# ``gave_up`` field (mailer.selectors.outbox_message_gave_up).
 GAVE_UP_PREFIX = "gave up: "
-# last_error of attempts that ended with no known outcome, counted in a row: "no outcome 2x: …".
-_NO_OUTCOME = re.compile(r"^no outcome (\d+)x: ")
 LEASE_EXPIRED = "the lease expired before the send was recorded (the mailer stopped or was killed mid-send)"
 
 
@@ -63,21 +60,20 @@ class SMTPDeadlineExceeded(Exception):
     """The whole SMTP exchange of one message took longer than its budget (email_send)."""
 
 
-def _no_outcome_count(last_error: str) -> int:
-    """Return how many attempts in a row ended with no known outcome, read from ``last_error``."""
-    match = _NO_OUTCOME.match(last_error or "")
-    return int(match.group(1)) if match else 0
+def _unsettled_attempt(*, message: OutboxMessage, detail: str) -> bool:
+    """Count one more attempt of ``message`` with no known outcome; return True when it is final.
 
-
-def _no_outcome_error(*, previous: str, detail: str) -> tuple[str, bool]:
-    """Return ``(last_error, final)`` for one more attempt with no known outcome after ``previous``.
-
-    ``final`` when settings.MAILER_MAX_ATTEMPTS such attempts came in a row.
+    Sets ``unsettled_attempts``, ``gave_up`` and ``last_error`` on the instance (the caller saves):
+    final once settings.MAILER_MAX_ATTEMPTS such attempts came in a row.
     """
-    count = _no_outcome_count(previous) + 1
-    if count >= settings.MAILER_MAX_ATTEMPTS:
-        return f"{GAVE_UP_PREFIX}{count} attempts in a row ended with no outcome; the last: {detail}", True
-    return f"no outcome {count}x: {detail}", False
+    message.unsettled_attempts += 1
+    message.gave_up = message.unsettled_attempts >= settings.MAILER_MAX_ATTEMPTS
+    message.last_error = (
+        f"{GAVE_UP_PREFIX}{message.unsettled_attempts} attempts in a row ended with no outcome; the last: {detail}"
+        if message.gave_up
+        else detail
+    )
+    return message.gave_up
 
 
 def outbox_message_create(*, key: str, to: str, subject: str, body: str) -> OutboxMessage:
@@ -124,18 +120,24 @@ def _claim_one(*, lease_seconds: int) -> tuple[OutboxMessage | None, bool]:
         )
         if message is None:
             return None, False
-        if message.status == OutboxStatus.SENDING:
-            message.last_error, final = _no_outcome_error(previous=message.last_error, detail=LEASE_EXPIRED)
-            if final:
-                message.status = OutboxStatus.FAILED
-                message.lease_token = message.lease_expires_at = None
-                message.save(update_fields=["status", "lease_token", "lease_expires_at", "last_error"])
-                return message, False
+        # A row taken over from an expired lease: one more attempt with no known outcome.
+        if message.status == OutboxStatus.SENDING and _unsettled_attempt(message=message, detail=LEASE_EXPIRED):
+            message.status = OutboxStatus.FAILED
+            message.lease_token = message.lease_expires_at = None
+            message.save(
+                update_fields=[
+                    *("status", "lease_token", "lease_expires_at"),
+                    *("last_error", "unsettled_attempts", "gave_up"),
+                ]
+            )
+            return message, False
         message.status = OutboxStatus.SENDING
         message.lease_token = uuid.uuid4()
         message.lease_expires_at = now + timedelta(seconds=lease_seconds)
         message.attempts += 1
-        message.save(update_fields=["status", "lease_token", "lease_expires_at", "attempts", "last_error"])
+        message.save(
+            update_fields=["status", "lease_token", "lease_expires_at", "attempts", "last_error", "unsettled_attempts"]
+        )
     return message, True
 
 
@@ -173,18 +175,20 @@ def outbox_release(*, message: OutboxMessage, error: str, permanent: bool | None
 
     ``permanent``: True (no retry can succeed: fail now), False (transient: retry until the
     message is older than settings.MAILER_GIVE_UP_AFTER seconds, then fail with a reason
-    starting with GAVE_UP_PREFIX), None (unknown outcome: retry, fail after
-    settings.MAILER_MAX_ATTEMPTS such attempts in a row). Return what the caller logs:
+    marked ``gave_up``), None (unknown outcome: retry, fail after settings.MAILER_MAX_ATTEMPTS such
+    attempts in a row, marked ``gave_up``). Return what the caller logs:
     ``"failed for good: <reason>"`` or ``"will retry in N s: <reason>"``.
     """
     delay = min(2**message.attempts, BACKOFF_CAP_SECONDS)
+    unsettled, gave_up = 0, False  # a known outcome ends a run of attempts without one
     if permanent:
         final = True
     elif permanent is None:
-        error, final = _no_outcome_error(previous=message.last_error, detail=error)
+        final = gave_up = _unsettled_attempt(message=message, detail=error)
+        error, unsettled = message.last_error, message.unsettled_attempts
     else:
         age = (timezone.now() - message.created_at).total_seconds()
-        final = age >= settings.MAILER_GIVE_UP_AFTER
+        final = gave_up = age >= settings.MAILER_GIVE_UP_AFTER
         if final:
             error = (
                 f"{GAVE_UP_PREFIX}not delivered within {settings.MAILER_GIVE_UP_AFTER} s of being queued "
@@ -196,6 +200,8 @@ def outbox_release(*, message: OutboxMessage, error: str, permanent: bool | None
         lease_token=None,
         lease_expires_at=None,
         last_error=error[:2000],
+        unsettled_attempts=unsettled,
+        gave_up=gave_up,
     )
     return f"failed for good: {error}" if final else f"will retry in {delay} s: {error}"
 
@@ -416,11 +422,16 @@ def outbox_release_expired_leases() -> int:
             status=OutboxStatus.SENDING, lease_expires_at__lt=now
         )
         for message in expired:
-            message.last_error, final = _no_outcome_error(previous=message.last_error, detail=LEASE_EXPIRED)
+            final = _unsettled_attempt(message=message, detail=LEASE_EXPIRED)
             message.status = OutboxStatus.FAILED if final else OutboxStatus.PENDING
             message.lease_token = message.lease_expires_at = None
             message.due_at = now
-            message.save(update_fields=["status", "lease_token", "lease_expires_at", "due_at", "last_error"])
+            message.save(
+                update_fields=[
+                    *("status", "lease_token", "lease_expires_at", "due_at"),
+                    *("last_error", "unsettled_attempts", "gave_up"),
+                ]
+            )
             if final:
                 logger.warning("outbox %s: failed for good: %s", message.pk, message.last_error)
             released += 1

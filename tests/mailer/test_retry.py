@@ -129,7 +129,7 @@ def test_a_message_older_than_the_give_up_age_fails_with_the_reason(settings, ca
     with caplog.at_level(logging.WARNING, logger="mailer.services"):
         assert outbox_send_due() == 0
     message.refresh_from_db()
-    assert message.status == OutboxStatus.FAILED and message.attempts == 1
+    assert message.status == OutboxStatus.FAILED and message.attempts == 1 and message.gave_up
     assert message.last_error.startswith(
         f"{GAVE_UP_PREFIX}not delivered within {settings.MAILER_GIVE_UP_AFTER} s of being queued (MAILER_GIVE_UP_AFTER)"
     )
@@ -152,7 +152,7 @@ def test_a_message_whose_lease_keeps_expiring_fails_after_max_attempts(settings,
         claimed = outbox_claim(lease_seconds=60)
         assert (claimed is not None) == (expiry < 3), expiry
     message.refresh_from_db()
-    assert message.status == OutboxStatus.FAILED
+    assert message.status == OutboxStatus.FAILED and message.gave_up and message.unsettled_attempts == 3
     assert message.last_error.startswith(f"{GAVE_UP_PREFIX}3 attempts in a row ended with no outcome; the last: ")
     assert "lease expired" in message.last_error
     assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
@@ -188,18 +188,20 @@ def test_a_send_whose_row_another_mailer_leased_meanwhile_says_so(caplog):
 
 
 # The order page tells the two causes of a failed confirmation apart.
-def failed_confirmation_sentence(product, last_error: str) -> tuple[str, str]:
+def failed_confirmation_sentence(product, last_error: str, *, gave_up: bool) -> tuple[str, str]:
     order, _ = order_create(
         email="shopper@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4()
     )
     order = order_process(order_id=order.pk)  # its confirmation is in the outbox now
-    OutboxMessage.objects.filter(key=order.confirmation_key).update(status=OutboxStatus.FAILED, last_error=last_error)
+    OutboxMessage.objects.filter(key=order.confirmation_key).update(
+        status=OutboxStatus.FAILED, last_error=last_error, gave_up=gave_up
+    )
     sentence = element(Client().get(f"/orders/{order.pk}/").content.decode(), "#order-confirmation")
     return sentence.attrs["data-state"], sentence.text
 
 
 def test_order_page_says_the_address_was_refused(product):
-    assert failed_confirmation_sentence(product, "recipient refused: 550 5.1.1 no such user") == (
+    assert failed_confirmation_sentence(product, "recipient refused: 550 5.1.1 no such user", gave_up=False) == (
         "failed",
         "The confirmation could not be sent to shopper@example.com: the mail system did not accept it for that "
         "address. The order itself is not affected: keep this page's address to follow it.",
@@ -208,7 +210,7 @@ def test_order_page_says_the_address_was_refused(product):
 
 def test_order_page_says_the_mail_system_gave_up_not_that_the_address_was_bad(product):
     reason = f"{GAVE_UP_PREFIX}not delivered within 432000 s of being queued; the last error: Connection refused"
-    assert failed_confirmation_sentence(product, reason) == (
+    assert failed_confirmation_sentence(product, reason, gave_up=True) == (
         "failed",
         "The confirmation could not be sent to shopper@example.com: the mail system could not deliver it and gave "
         "up (the address itself was not refused). The order itself is not affected: keep this page's address to "

@@ -38,7 +38,7 @@ class OutboxMessage(models.Model):
     last_error = models.TextField(blank=True)
     unsettled_attempts = models.PositiveIntegerField(
         default=0,
-        help_text="Attempts in a row that ended with no known outcome (a lease that expired, an unexpected error).",
+        help_text="Attempts in a row with no known outcome (a lease that expired, an unexpected error).",
     )
     gave_up = models.BooleanField(
         default=False, help_text="Failed because the mailer gave up delivering it, not because it was refused."

@@ -21,7 +21,7 @@ class Migration(migrations.Migration):
             name="unsettled_attempts",
             field=models.PositiveIntegerField(
                 default=0,
-                help_text="Attempts in a row that ended with no known outcome (a lease that expired, an unexpected error).",
+                help_text="Attempts in a row with no known outcome (a lease that expired, an unexpected error).",
             ),
         ),
     ]

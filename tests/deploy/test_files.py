@@ -14,6 +14,7 @@ BIN = Path(sys.executable).parent
 K8S = ROOT / "deploy" / "kubernetes"
 KEDA_CRD = ROOT.parent / "shared" / "schemas" / "keda-scaledobjects-crd.yaml"
 JOB_TIMEOUT = 60  # settings.RQ_JOB_TIMEOUT default, seconds
+MAILER_LEASE = 60  # settings.MAILER_LEASE_SECONDS default, seconds
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
 
 
@@ -71,6 +72,7 @@ def test_compose_services_scale_and_stop_gracefully():
         if name != "web":
             assert "ports" not in service, f"{name} must scale without host-port clashes"
     assert int(services["worker"]["stop_grace_period"].rstrip("s")) > JOB_TIMEOUT
+    assert int(services["mailer"]["stop_grace_period"].rstrip("s")) > MAILER_LEASE
 
 
 def test_kubernetes_core_kinds_validate():
@@ -116,6 +118,8 @@ def test_kubernetes_deployments_fit_each_process_type():
     assert deployments["web"]["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
     assert deployments["web"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 25 + 5
     assert deployments["worker"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > JOB_TIMEOUT
+    # A message in flight at SIGTERM ends within its lease (its exchange deadline comes before).
+    assert deployments["mailer"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > MAILER_LEASE
     assert deployments["scheduler"]["spec"]["replicas"] == 1
     assert deployments["scheduler"]["spec"]["strategy"] == {"type": "Recreate"}
     assert set(of_kind("Service")) == {"web"}

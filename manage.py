@@ -1,6 +1,7 @@
 #!/usr/bin/env python
 """Django's command-line utility for Formation (release phase, worker, scheduler, mailer, one-offs)."""
 
+import contextlib
 import os
 import signal
 import sys
@@ -12,7 +13,13 @@ PROCESS_TYPE_COMMANDS = {"rqworker", "rqscheduler", "mailer"}
 
 
 def _stop_before_start(signum, frame):
-    raise SystemExit(0)
+    # Nothing has started yet, so end now. Not by raising SystemExit: a signal handler's exception
+    # can land inside an import-lock or weakref callback, where Python prints "Exception ignored"
+    # and goes on starting the process type, which then outlives its stop (seen under load).
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(0)
 
 
 def main() -> None:

@@ -38,7 +38,13 @@ class Scheduler(DjangoScheduler):
         signal.signal(signal.SIGTERM, stop)
 
     def enqueue_jobs(self):
-        """Restore missing periodic jobs, then move due jobs to their queues (runs under the lock)."""
+        """Restore missing periodic jobs, then move due jobs to their queues (runs under the lock).
+
+        A stop requested earlier ends the process here: the SystemExit raised by the signal handler
+        can be swallowed when it lands inside a weakref or import-lock callback.
+        """
+        if self.stopping:
+            raise SystemExit(0)
         periodic_jobs_register(scheduler=self, only_missing=True)
         return super().enqueue_jobs()
 

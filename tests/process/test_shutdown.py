@@ -4,7 +4,10 @@ process group (honcho, Heroku): each process type finishes what it started and e
 import asyncio
 import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 
 import django_rq
 import psutil
@@ -15,7 +18,7 @@ from mailer.services import outbox_message_create
 from orders.models import Order, OrderStatus, SandboxCharge
 from tests.conftest import ALL_DATABASES
 from tests.process.conftest import place_order, work_horse
-from tests.procfile import Process
+from tests.procfile import ROOT, Process
 from tests.support import wait_until
 
 pytestmark = [
@@ -140,3 +143,36 @@ def test_dev_runner_waits_for_a_job_longer_than_honchos_default(formation_env):
         assert Order.objects.get(pk=order.pk).status == OrderStatus.PAID
     finally:
         honcho.close()
+
+
+@pytest.mark.parametrize("kind", ["worker", "scheduler", "mailer"])
+def test_a_stop_at_any_instant_of_the_start_exits_0_promptly(formation, kind):
+    """SIGTERM during interpreter start, Django's set-up, imports, the start-up checks or the
+    periodic jobs' registration: the process type exits 0 within seconds, never lives on."""
+    for delay in (0.05, 0.2, 0.4, 0.7, 1.0, 1.5):
+        process = formation.start(kind, wait=False)
+        time.sleep(delay)  # the instant of the signal is what this test varies
+        process.signal(signal.SIGTERM)
+        assert process.wait(deadline=15) == 0, (kind, delay, process.output())
+
+
+def test_a_stop_before_start_ends_the_process_even_inside_a_callback_that_swallows_exceptions():
+    """manage.py's early SIGTERM rule holds wherever the signal lands: a SystemExit raised by a signal
+    handler inside a weakref (or import-lock) callback is printed as "Exception ignored" and dropped,
+    and the process type went on starting (a scheduler outlived its stop under load)."""
+    script = (
+        "import os, signal, sys, weakref\n"
+        "import manage\n"
+        "signal.signal(signal.SIGTERM, manage._stop_before_start)\n"
+        "class Thing: pass\n"
+        "thing = Thing()\n"
+        "def callback(ref):\n"
+        "    os.kill(os.getpid(), signal.SIGTERM)\n"
+        "    sum(range(10000))  # the handler runs here, inside the callback\n"
+        "ref = weakref.ref(thing, callback)\n"
+        "del thing\n"
+        "print('still starting', flush=True)\n"
+        "sys.exit(3)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    assert (done.returncode, done.stdout) == (0, ""), done.stderr

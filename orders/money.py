@@ -18,18 +18,29 @@ from the standard's exponent that payment providers charge in (HUF, IDR and COP 
 import functools
 import unicodedata
 from decimal import Decimal
+from typing import TYPE_CHECKING
 
-from babel import Locale
-from babel.numbers import format_currency, get_currency_name, get_currency_precision, get_currency_symbol
 from django.conf import settings
 from django.utils.translation import to_locale
 
+if TYPE_CHECKING:
+    from babel import Locale
+
 SUPPORTED_CURRENCIES: tuple[str, ...] = ("EUR", "USD", "GBP", "CHF", "JPY", "KWD")
 
-# (code, "EUR — Euro") pairs for model and form choices; names in English, as the admin is.
-CURRENCY_CHOICES: list[tuple[str, str]] = [
-    (code, f"{code} — {get_currency_name(code, locale='en')}") for code in SUPPORTED_CURRENCIES
-]
+# English names, as the admin is, written here rather than read from babel at import: importing
+# babel and loading its CLDR data costs about 70 ms, which every process type and every exec probe
+# would pay at start. tests/orders/test_money.py checks them against babel's get_currency_name.
+CURRENCY_NAMES: dict[str, str] = {
+    "EUR": "Euro",
+    "USD": "US Dollar",
+    "GBP": "British Pound",
+    "CHF": "Swiss Franc",
+    "JPY": "Japanese Yen",
+    "KWD": "Kuwaiti Dinar",
+}
+# (code, "EUR — Euro") pairs for model and form choices.
+CURRENCY_CHOICES: list[tuple[str, str]] = [(code, f"{code} — {CURRENCY_NAMES[code]}") for code in SUPPORTED_CURRENCIES]
 
 # The widest amount column is a PostgreSQL bigint; nothing larger can be stored or charged.
 MAX_MINOR = 2**63 - 1
@@ -59,7 +70,7 @@ def minor_unit_exponent(code: str) -> int:
         raise UnsupportedCurrency(
             f"unsupported currency {code!r}: the shop charges in {', '.join(SUPPORTED_CURRENCIES)}"
         )
-    return get_currency_precision(code)
+    return _numbers().get_currency_precision(code)
 
 
 def to_minor(major: Decimal | int, code: str) -> int:
@@ -124,14 +135,25 @@ def format_money(minor: int, code: str) -> str:
     """
     amount = to_major(minor, code)
     locale = _babel_locale(settings.LANGUAGE_CODE)
-    text = format_currency(amount, code, locale=locale, currency_digits=True)
-    return _apply_currency_spacing(text, get_currency_symbol(code, locale=locale))
+    numbers = _numbers()
+    text = numbers.format_currency(amount, code, locale=locale, currency_digits=True)
+    return _apply_currency_spacing(text, numbers.get_currency_symbol(code, locale=locale))
 
 
 @functools.cache
-def _babel_locale(language_code: str) -> Locale:
+def _babel_locale(language_code: str) -> "Locale":
     """Return babel's Locale for a Django language code ("en-us" -> en_US), parsed once per code."""
+    from babel import Locale  # on first use, see _numbers
+
     return Locale.parse(to_locale(language_code))
+
+
+def _numbers():
+    """Return the ``babel.numbers`` module, imported on first use rather than at start-up (about
+    70 ms with its CLDR data, paid by every process type and exec probe that never shows money)."""
+    import babel.numbers
+
+    return babel.numbers
 
 
 def _apply_currency_spacing(text: str, symbol: str) -> str:

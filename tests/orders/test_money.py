@@ -11,7 +11,7 @@ from django.template import Context, Template
 
 from orders.forms import LineForm
 from orders.models import Charge, Product
-from orders.money import SUPPORTED_CURRENCIES, format_money, minor_unit_exponent, to_major, to_minor
+from orders.money import CURRENCY_NAMES, SUPPORTED_CURRENCIES, format_money, minor_unit_exponent, to_major, to_minor
 from orders.services import LineRequest, order_create
 from tests.conftest import ALL_DATABASES, run_burst_worker
 from tests.support import element_text
@@ -165,3 +165,10 @@ def test_a_yen_product_is_shown_as_charged_in_catalogue_checkout_order_page_emai
 @pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 def test_a_euro_product_keeps_its_cents_in_the_catalogue(client, product):
     assert element_text(client.get("/").content.decode(), "#price-procfile-mug") == "€12.00"
+
+
+def test_the_currency_names_written_in_the_module_are_cldrs():
+    """orders.money keeps babel off the start-up path, so its names are written out: they must be babel's."""
+    from babel.numbers import get_currency_name
+
+    assert {code: get_currency_name(code, locale="en") for code in SUPPORTED_CURRENCIES} == CURRENCY_NAMES

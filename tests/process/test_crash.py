@@ -66,6 +66,13 @@ def test_worker_killed_between_taking_a_job_and_starting_it_loses_no_order(forma
 
     formation.start("mailer")
     worker = formation.start("worker")
+    redis = django_rq.get_connection("default")
+    # "Listening on" comes before the pop is sent: stop the worker only once Redis holds its BLPOP.
+    wait_until(
+        lambda: any(client.get("cmd") == "blpop" for client in redis.client_list()),
+        deadline=15,
+        message="the worker's blocking pop",
+    )
     os.kill(worker.pid, signal.SIGSTOP)  # blocked in its pop, which Redis still answers
     try:
         order = place_order("popped@example.com")

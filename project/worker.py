@@ -9,10 +9,14 @@ a warm shutdown and would wait for it. Here the horse ignores SIGTERM and SIGINT
 alone decides — warm shutdown lets the job finish; a second signal (cold shutdown) makes RQ
 SIGKILL the horse (``kill_horse``), and the job is recovered by the scheduler's sweep.
 
-Redis going away while a job runs must not end the worker either: RQ's work loop treats an
-error from Redis after the job as fatal ("found an unhandled exception, quitting"), which under
-honcho stops the whole formation. The job's own effects are in PostgreSQL by then; here the
-worker says so in one line, waits for Redis to answer again, and goes on.
+Redis going away at any instant must not end the worker either. RQ retries only around its
+blocking pop; every other Redis call of its loop (the suspension check, the registry clean-up,
+the IDLE state it writes before the pop, what it records after a job) ends the worker with
+"found an unhandled exception, quitting", which under honcho stops the whole formation, and a
+SIGTERM while Redis is down exits 1 because the worker cannot record its death. Here each of
+those steps says what failed in one line, waits for Redis to answer again and goes on; a job's
+own effects are in PostgreSQL by then. A stop while Redis is down exits 0: the worker's key in
+Redis expires by itself (``worker_ttl``).
 """
 
 import signal
@@ -21,6 +25,7 @@ import time
 import redis.exceptions
 import rq
 from django.db import connections
+from rq.exceptions import StopRequested
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # Seconds to wait for Redis to answer again after it failed around a job.
@@ -61,17 +66,54 @@ class Worker(rq.Worker):
             self._horse_pid = 0
             self._wait_for_redis()
 
+    def check_for_suspension(self, burst):
+        self._until_redis_answers("suspension check", super().check_for_suspension, burst)
+
+    def run_maintenance_tasks(self):
+        try:
+            super().run_maintenance_tasks()
+        except REDIS_ERRORS as exc:
+            # Housekeeping only: last_cleaned_at is unchanged, so the next pass runs it again.
+            self.log.warning("Worker %s: registry clean-up skipped, Redis unavailable (%s)", self.name, exc)
+
+    def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        return self._until_redis_answers("dequeue", super().dequeue_job_and_maintain_ttl, timeout, max_idle_time)
+
+    def teardown(self):
+        try:
+            super().teardown()
+        except REDIS_ERRORS as exc:
+            self.log.warning("Worker %s: death not recorded, Redis unavailable (%s)", self.name, exc)
+            if self.pubsub_thread:
+                self.pubsub_thread.stop()
+
     def heartbeat(self, *args, **kwargs):
         try:
             return super().heartbeat(*args, **kwargs)
         except REDIS_ERRORS as exc:
             self.log.warning("Worker %s: heartbeat skipped, Redis unavailable (%s)", self.name, exc)
 
-    def _wait_for_redis(self) -> None:
+    def _until_redis_answers(self, step: str, call, *args):
+        """Return ``call(*args)``, retried each time Redis answers again after failing it.
+
+        Raises StopRequested (from RQ's signal handler) when the worker is told to stop meanwhile.
+        """
+        while True:
+            try:
+                return call(*args)
+            except REDIS_ERRORS as exc:
+                self.log.warning("Worker %s: %s failed, Redis unavailable (%s); waiting", self.name, step, exc)
+                while not self._wait_for_redis():
+                    if self._stop_requested:
+                        raise StopRequested() from None
+
+    def _wait_for_redis(self) -> bool:
+        """Poll Redis once a second for up to REDIS_WAIT seconds; True once it answers."""
         deadline = time.monotonic() + REDIS_WAIT
         while time.monotonic() < deadline and not self._stop_requested:
             try:
                 self.connection.ping()
-                return
+                return True
             except REDIS_ERRORS:
                 time.sleep(1)
+        return False

@@ -2,11 +2,15 @@
 (idle and mid-job) and Redis down during checkout. No process is restarted by the test."""
 
 import signal
+import threading
 
 import pytest
+import redis
+import rq
 from django.db import connection
 
 from orders.models import Order, Product
+from project.worker import Worker
 from tests.conftest import ALL_DATABASES
 from tests.process.conftest import app_backends, assert_exactly_once, order_status, place_order
 from tests.support import Browser, checkout_data, element, hidden, wait_until
@@ -65,6 +69,40 @@ def test_redis_restarted_while_a_job_runs(formation, own_redis, smtp):
     assert worker.popen.poll() is None, worker.output()
     worker.signal(signal.SIGTERM)
     assert worker.wait(deadline=30) == 0
+
+
+@pytest.mark.parametrize("step", ["check_for_suspension", "run_maintenance_tasks", "dequeue_job_and_maintain_ttl"])
+def test_redis_down_at_any_step_of_the_worker_loop_is_waited_out(own_redis, step):
+    # RQ retries only around its blocking pop; CI once stopped Redis just after "Listening on",
+    # as the worker wrote its IDLE state, and the worker quit. Here Redis stops right before
+    # each other step of the loop and comes back 1 s later: the worker must go on to the job.
+    connection = redis.Redis.from_url(own_redis.url)
+    job = rq.Queue("faults", connection=connection).enqueue("os.getpid")
+    restart = threading.Timer(1.0, own_redis.start)
+    taken = []
+
+    def redis_stops_first(self, *args):
+        if not restart.is_alive() and not restart.finished.is_set():
+            own_redis.stop()
+            restart.start()
+        return getattr(Worker, step)(self, *args)
+
+    def execute_job(self, job, queue):  # the loop is under test, not the work horse
+        taken.append(job.id)
+
+    worker_class = type("StepWorker", (Worker,), {step: redis_stops_first, "execute_job": execute_job})
+    worker = worker_class(["faults"], connection=connection)
+    worker.work(burst=True, max_jobs=1)
+    restart.join()
+    assert taken == [job.id]
+
+
+def test_worker_stops_on_sigterm_while_redis_is_down(formation, own_redis):
+    worker = formation.start("worker")
+    own_redis.stop()
+    wait_until(lambda: "could not connect to Redis" in worker.output(), deadline=30, message="the worker to notice")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(deadline=15) == 0, worker.output()
 
 
 def test_scheduler_stops_on_sigterm_while_redis_is_down(formation, own_redis):

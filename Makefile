@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test manage install clean-data bench parity
+.PHONY: run test manage install clean-data bench parity help
 
 run: $(STAMP)  ## Run the whole formation on the embedded servers (or on the *_URL variables you set)
 	$(PY) -m embedded run $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
@@ -37,3 +37,7 @@ bench: $(STAMP)  ## Disposability benchmarks (bench/): start, stop and recovery 
 
 parity: $(STAMP)  ## Parity report: services in use vs versions pinned in compose and Kubernetes
 	$(PY) -m embedded exec -- $(PY) manage.py parity $(ARGS)
+
+# Last, not the default goal: `make` alone runs the shop (run, the first target), as it always has.
+help:  ## List the targets and what each does
+	@awk 'BEGIN { FS = ":.*## " } /^[a-z-]+:.*## / { printf "  make %-11s %s\n", $$1, $$2 }' $(MAKEFILE_LIST)

@@ -4,12 +4,8 @@ recovery time after kill -9 of a worker's work horse mid-job. Median of N runs (
 Run with ``make bench`` (embedded servers) or with DATABASE_URL / REDIS_URL / EMAIL_URL set:
 ``python bench/disposability.py [--runs 5]``. Prints one table; the floor, measured in the same
 run: a fresh interpreter's ``django.setup()`` (to its return) for start, and a fresh interpreter
-that exits on SIGTERM for stop. "Ready" per type:
-
-- web: ``GET /health`` answers 200;
-- worker: RQ logs "Listening on" (registered and blocking on its queue);
-- scheduler: the periodic jobs are registered (rq-scheduler's first tick follows at once);
-- mailer: its loop has started (after the start-up check of PostgreSQL).
+that exits on SIGTERM for stop. "Ready" per type is as project/procfile.py says: web answers
+``GET /health`` with 200; the worker, the scheduler and the mailer print their ``READY_LINES`` line.
 """
 
 import argparse
@@ -20,9 +16,10 @@ import statistics
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -33,36 +30,20 @@ import django  # noqa: E402
 django.setup()
 logging.getLogger("orders").setLevel(logging.WARNING)  # keep the table readable
 
+from orders.models import Order, Product, SandboxCharge  # noqa: E402
+from orders.services import LineRequest, order_create  # noqa: E402
 from tests.procfile import Process, process_env, run_release  # noqa: E402
 from tests.support import free_port, wait_until  # noqa: E402
-
-MARKERS = {"worker": "Listening on", "scheduler": "periodic jobs registered", "mailer": "mailer: started"}
-
-
-def ready(process: Process) -> None:
-    if process.kind == "web":
-        url = f"http://127.0.0.1:{process.env['PORT']}/health"
-
-        def healthy():
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_until(healthy, deadline=30, interval=0.01, message="web")
-    else:
-        wait_until(lambda: MARKERS[process.kind] in process.output(), deadline=30, interval=0.01, message=process.kind)
 
 
 def measure_type(kind: str, env: dict[str, str]) -> tuple[float, float]:
     began = time.monotonic()
     process = Process(kind, env)
     try:
-        ready(process)
+        process.wait_ready(deadline=30, interval=0.01)
         up = time.monotonic() - began
         stopping = time.monotonic()
-        process.signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         code = process.wait(deadline=60)
         down = time.monotonic() - stopping
         if code != 0:
@@ -100,16 +81,11 @@ def measure_floor(env: dict[str, str]) -> tuple[float, float]:
 
 
 def measure_recovery(env: dict[str, str]) -> float:
-    import psutil
-
-    from orders.models import Order, Product, SandboxCharge
-    from orders.services import LineRequest, order_create
-
     product, _ = Product.objects.get_or_create(sku="bench-mug", defaults={"name": "Bench mug", "price": 100})
     processes = [Process("scheduler", env), Process("worker", {**env, "PAYMENT_SANDBOX_LATENCY_MS": "1000"})]
     try:
         for process in processes:
-            ready(process)
+            process.wait_ready(deadline=30, interval=0.01)
         order, _ = order_create(
             email="bench@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4()
         )

@@ -26,11 +26,11 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 from embedded.honcho import exit_status
 from embedded.servers import Postgres, Redis, ServerError, SmtpSink
+from project.procfile import process_commands, wait_for_health
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".formation"
@@ -45,13 +45,6 @@ def say(message: str) -> None:
     """Print one ``formation:`` line; drop it when stdout is gone (a hung-up terminal: EIO)."""
     with contextlib.suppress(OSError):
         print(f"formation: {message}", flush=True)
-
-
-def procfile_processes() -> dict[str, str]:
-    """Return the Procfile's process types and commands, in file order (honcho's parser)."""
-    from honcho.environ import parse_procfile
-
-    return dict(parse_procfile((ROOT / "Procfile").read_text()).processes)
 
 
 def start_services(profile: str, *, echo_mail: bool) -> tuple[dict[str, str], list]:
@@ -190,19 +183,13 @@ def run_child(argv: list[str], env: dict[str, str]) -> int:
 
 
 def announce_when_healthy(port: str, began: float) -> None:
+    """Say where the shop is once web answers /health (at most HEALTH_DEADLINE seconds), or that it did not."""
     url = f"http://127.0.0.1:{port}/"
-    end = time.monotonic() + HEALTH_DEADLINE
-    while time.monotonic() < end:
-        try:
-            with urllib.request.urlopen(url + "health", timeout=1) as response:
-                if response.status == 200:
-                    elapsed = time.monotonic() - began
-                    say(f"the shop is up at {url} (admin: {url}admin/) after {elapsed:.1f}s; Ctrl-C stops it")
-                    return
-        except OSError:
-            pass
-        time.sleep(0.1)
-    say(f"web did not answer {url}health within {HEALTH_DEADLINE:g}s; see the web lines above")
+    if wait_for_health(port, deadline=HEALTH_DEADLINE):
+        elapsed = time.monotonic() - began
+        say(f"the shop is up at {url} (admin: {url}admin/) after {elapsed:.1f}s; Ctrl-C stops it")
+    else:
+        say(f"web did not answer {url}health within {HEALTH_DEADLINE:g}s; see the web lines above")
 
 
 def command_run(args: argparse.Namespace) -> int:
@@ -217,7 +204,7 @@ def command_run(args: argparse.Namespace) -> int:
     env_updates, servers = prepare("dev", echo_mail=True)
     env = child_env(env_updates)
     port = env.get("PORT") or "8000"
-    processes = procfile_processes()
+    processes = process_commands()
     try:
         if "release" in processes and stop.signal is None:
             say("release phase: " + processes["release"])

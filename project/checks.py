@@ -13,13 +13,10 @@ from urllib.parse import parse_qs, urlsplit
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
+from project.procfile import PROCFILE, process_commands
+
 TAG = "twelvefactor"
 PROCESS_TYPES = ("release", "web", "worker", "scheduler", "mailer")
-
-
-def procfile_path() -> Path:
-    """Return the Procfile the checks read (settings.PROCFILE, default BASE_DIR / "Procfile")."""
-    return Path(getattr(settings, "PROCFILE", settings.BASE_DIR / "Procfile"))
 
 
 @register(TAG, Tags.database)
@@ -70,7 +67,7 @@ def backing_service_problems(*, database: dict, queues: dict, email_backend: str
                 Error(
                     f"RQ queue {name!r} has no Redis connect timeout.",
                     hint="Add socket_connect_timeout to the queue URL (REDIS_CONNECT_TIMEOUT, seconds).",
-                    id="formation.E002",
+                    id="formation.E010",
                 )
             )
     if email_backend != "django.core.mail.backends.smtp.EmailBackend":
@@ -95,16 +92,19 @@ def check_debug_off(app_configs=None, **kwargs) -> list:
 @register(TAG)
 def check_procfile(app_configs=None, **kwargs) -> list:
     """The Procfile declares every process type, binds web to $PORT, and migrates only in release."""
-    path = procfile_path()
+    return procfile_problems(PROCFILE)
+
+
+def procfile_problems(path: Path) -> list:
+    """Return the check messages for the Procfile at ``path``."""
     try:
-        lines = path.read_text().splitlines()
+        processes = process_commands(path)
     except OSError as exc:
-        return [Error(f"No readable Procfile at {path}: {exc}", hint="Restore the Procfile.", id="formation.E007")]
-    processes = {}
-    for line in lines:
-        match = re.match(r"^([A-Za-z0-9_-]+):\s*(.+)$", line)
-        if match:
-            processes[match.group(1)] = match.group(2)
+        return [Error(f"No readable Procfile at {path}: {exc}", hint="Restore the Procfile.", id="formation.E011")]
+    except ValueError as exc:
+        return [
+            Error(f"The Procfile at {path} is malformed: {exc}.", hint="Declare each type once.", id="formation.E012")
+        ]
     problems = []
     missing = [name for name in PROCESS_TYPES if name not in processes]
     if missing:

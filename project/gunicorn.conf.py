@@ -57,9 +57,9 @@ def on_starting(server):
     import django
 
     django.setup(set_prefix=False)
-    from project.preflight import database_problem, redis_problem
+    from project.preflight import service_checks
 
-    for name, check in (("PostgreSQL (DATABASE_URL)", database_problem), ("Redis (REDIS_URL)", redis_problem)):
+    for name, check in service_checks().items():
         if problem := check():
             server.log.warning("%s unreachable (%s); serving, /ready answers 503 until it is back", name, problem)
 

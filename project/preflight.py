@@ -9,6 +9,7 @@ commands turn it into exit status 1). Each attempt is bounded by the connect tim
 
 import logging
 import time
+from collections.abc import Callable
 
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
@@ -55,6 +56,17 @@ def redis_problem() -> str | None:
     return None
 
 
+def service_checks(*, database: bool = True, redis: bool = True) -> dict[str, Callable[[], str | None]]:
+    """Return {label naming the service and its variable: its ``*_problem`` function} for the
+    requested services; the label is how every start-up line names the service."""
+    checks: dict[str, Callable[[], str | None]] = {}
+    if database:
+        checks["PostgreSQL (DATABASE_URL)"] = database_problem
+    if redis:
+        checks["Redis (REDIS_URL)"] = redis_problem
+    return checks
+
+
 def wait_for_services(*, database: bool = False, redis: bool = False, retry_for: float | None = None) -> None:
     """Return once the requested services answer; retry for ``retry_for`` seconds (default setting).
 
@@ -62,11 +74,7 @@ def wait_for_services(*, database: bool = False, redis: bool = False, retry_for:
     Raise ServiceUnavailable naming the variable and the last error when time runs out.
     """
     retry_for = settings.STARTUP_RETRY_SECONDS if retry_for is None else retry_for
-    checks = {}
-    if database:
-        checks["PostgreSQL (DATABASE_URL)"] = database_problem
-    if redis:
-        checks["Redis (REDIS_URL)"] = redis_problem
+    checks = service_checks(database=database, redis=redis)
     deadline = time.monotonic() + retry_for
     reported: set[str] = set()
     while True:

@@ -9,18 +9,15 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
+import psutil
 from django.conf import settings
 from django.db import connection
-from honcho.environ import parse_procfile
 
+from project.procfile import READY_LINES, wait_for_health
+from project.procfile import process_commands as procfile
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def procfile() -> dict[str, str]:
-    """Return the Procfile's process types and commands, parsed by honcho as it runs them."""
-    return dict(parse_procfile((ROOT / "Procfile").read_text()).processes)
 
 
 def formation_database_url() -> str:
@@ -74,8 +71,9 @@ class Process:
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
 
-    def wait_for_output(self, text: str, deadline: float = 30) -> None:
-        """Wait until ``text`` appears in the output; fail with the output if the process exits first."""
+    def wait_for_output(self, text: str, deadline: float = 30, interval: float = 0.05) -> None:
+        """Wait until ``text`` appears in the output (polled every ``interval`` seconds); fail with
+        the output if the process exits first or ``deadline`` seconds pass."""
 
         def seen():
             if text in self.output():
@@ -84,9 +82,23 @@ class Process:
                 raise AssertionError(f"{self.kind} exited {self.popen.returncode} first:\n{self.output()}")
             return False
 
-        wait_until(seen, deadline=deadline, message=f"{text!r} from {self.kind}")
+        wait_until(seen, deadline=deadline, interval=interval, message=f"{text!r} from {self.kind}")
 
-    def signal(self, sig: int = signal.SIGTERM, group: bool = False) -> None:
+    def wait_ready(self, deadline: float = 30, interval: float = 0.05) -> None:
+        """Wait until the process is ready (web answers /health, the others print their line in
+        project.procfile.READY_LINES), polling every ``interval`` seconds; fail with the output
+        when it exits first or ``deadline`` seconds pass."""
+        if self.kind != "web":
+            self.wait_for_output(READY_LINES[self.kind], deadline=deadline, interval=interval)
+        elif not wait_for_health(self.env["PORT"], deadline=deadline, interval=interval, alive=self.alive):
+            why = "exited" if not self.alive() else f"did not answer /health within {deadline:g}s"
+            raise AssertionError(f"web {why}:\n{self.output()}")
+
+    def alive(self) -> bool:
+        """Return True while the process has not exited."""
+        return self.popen.poll() is None
+
+    def send_signal(self, sig: int = signal.SIGTERM, group: bool = False) -> None:
         """Send ``sig`` to the process alone (Kubernetes, docker) or its whole group (honcho, Heroku)."""
         if group:
             os.killpg(self.pid, sig)
@@ -96,8 +108,6 @@ class Process:
     def signal_every_process(self, sig: int = 15) -> None:  # 15: SIGTERM
         """Send ``sig`` to the process and all its descendants, as Heroku's dyno manager and
         systemd's KillMode=control-group do ("all processes in the dyno")."""
-        import psutil
-
         root = psutil.Process(self.pid)
         for process in [root, *root.children(recursive=True)]:
             with contextlib.suppress(psutil.NoSuchProcess):

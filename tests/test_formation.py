@@ -32,12 +32,9 @@ def test_order_placed_over_http_is_paid_and_confirmed_by_smtp(smtp):
 
     processes = {kind: Process(kind, env) for kind in ("web", "worker", "scheduler", "mailer")}
     try:
-        processes["web"].wait_for_output("Booting worker")
-        processes["worker"].wait_for_output("Listening on")
-        processes["scheduler"].wait_for_output("periodic jobs registered")
-        processes["mailer"].wait_for_output("mailer: started")
+        for process in processes.values():
+            process.wait_ready()  # web answers /health; the others print their ready line
         browser = Browser(f"http://127.0.0.1:{port}")
-        wait_until(lambda: browser.request("/health")[0] == 200, deadline=30, message="web /health")
 
         # As a shopper: the catalogue's Buy (a POST form) opens a checkout, which the page shows.
         catalogue = browser.request("/")[2]
@@ -80,7 +77,7 @@ def test_order_placed_over_http_is_paid_and_confirmed_by_smtp(smtp):
 
         # Every long-running type stops gracefully on SIGTERM.
         for process in processes.values():
-            process.signal(signal.SIGTERM)
+            process.send_signal(signal.SIGTERM)
         assert {kind: process.wait(deadline=60) for kind, process in processes.items()} == dict.fromkeys(processes, 0)
     finally:
         for process in processes.values():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from django.core import checks
 
-from project.checks import backing_service_problems, check_debug_off, check_procfile
+from project.checks import backing_service_problems, check_debug_off, check_procfile, procfile_problems
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +41,7 @@ def test_database_without_connect_timeout(settings):
 
 
 def test_redis_without_connect_timeout(settings):
-    assert "formation.E002" in problems(settings, queues={"default": {"URL": "redis://127.0.0.1:6379/0"}})
+    assert "formation.E010" in problems(settings, queues={"default": {"URL": "redis://127.0.0.1:6379/0"}})
 
 
 def test_conn_health_checks_off(settings):
@@ -81,10 +81,20 @@ def test_debug_on(settings):
     ],
     ids=["missing-types", "web-not-on-PORT", "web-migrates"],
 )
-def test_procfile_checks(settings, tmp_path, procfile, expected):
-    settings.PROCFILE = tmp_path / "Procfile"
-    settings.PROCFILE.write_text(procfile)
-    assert expected in ids(check_procfile())
+def test_procfile_checks(tmp_path, procfile, expected):
+    path = tmp_path / "Procfile"
+    path.write_text(procfile)
+    assert expected in ids(procfile_problems(path))
+
+
+def test_procfile_unreadable(tmp_path):
+    assert ids(procfile_problems(tmp_path / "Procfile")) == {"formation.E011"}
+
+
+def test_procfile_declaring_a_type_twice(tmp_path):
+    path = tmp_path / "Procfile"
+    path.write_text("web: exec gunicorn --bind 0.0.0.0:$PORT project.wsgi\nweb: exec gunicorn project.wsgi\n")
+    assert ids(procfile_problems(path)) == {"formation.E012"}
 
 
 def test_the_real_procfile_passes():

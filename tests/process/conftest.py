@@ -2,13 +2,17 @@
 
 import signal
 import subprocess
+import uuid
 from pathlib import Path
 
 import psutil
 import pytest
 from django.db import connection, connections
 
-from embedded.servers import port_open, redis_server_binary
+from embedded.servers import port_open, redis_server_command
+from mailer.models import OutboxMessage, OutboxStatus
+from orders.models import Charge, Order, Product, SandboxCharge
+from orders.services import LineRequest, order_create
 from tests.procfile import Process, process_env
 from tests.support import free_port, wait_until
 
@@ -34,43 +38,16 @@ class Formation:
         self.processes: list[Process] = []
 
     def start(self, kind: str, *, wait: bool = True, command: str | None = None, **env: str) -> Process:
-        """Start one process of ``kind``; with ``wait``, return once it is ready (see READY)."""
+        """Start one process of ``kind``; with ``wait``, return once it is ready (Process.wait_ready)."""
         process = Process(kind, {**self.env, **env}, command=command)
         self.processes.append(process)
         if wait:
-            READY[kind](process, 15)
+            process.wait_ready(15)
         return process
 
     def close(self) -> None:
         for process in self.processes:
             process.close()
-
-
-def _web_ready(process: Process, deadline: float) -> None:
-    import urllib.request
-
-    port = process.env["PORT"]
-
-    def healthy():
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as response:
-                return response.status == 200
-        except OSError:
-            if process.popen.poll() is not None:
-                raise AssertionError(f"web exited:\n{process.output()}") from None
-            return False
-
-    wait_until(healthy, deadline=deadline, message="web /health")
-
-
-# Ready, per process type, within ``deadline`` seconds: web answers /health; the worker listens
-# on its queue; the scheduler has registered the periodic jobs; the mailer has started its loop.
-READY = {
-    "web": _web_ready,
-    "worker": lambda process, deadline: process.wait_for_output("Listening on", deadline=deadline),
-    "scheduler": lambda process, deadline: process.wait_for_output("periodic jobs registered", deadline=deadline),
-    "mailer": lambda process, deadline: process.wait_for_output("mailer: started", deadline=deadline),
-}
 
 
 @pytest.fixture
@@ -90,7 +67,6 @@ class RedisServer:
     """A real redis-server (the embedded one, see embedded.servers) that a test may stop and restart."""
 
     def __init__(self, directory: Path):
-        self.binary = redis_server_binary()
         self.directory = directory
         self.port = free_port()
         self.process: subprocess.Popen | None = None
@@ -101,19 +77,7 @@ class RedisServer:
 
     def start(self) -> None:
         self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--bind",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--dir",
-                str(self.directory),
-                "--save",
-                "",
-                "--appendonly",
-                "yes",
-            ],
+            redis_server_command(self.port, self.directory, appendonly=True),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,
@@ -171,9 +135,6 @@ def assert_exactly_once(orders, smtp=None, *, smtp_once: bool = True) -> None:
     """Assert the crash invariants: every order paid (or failed with a reason), one gateway charge
     per order, one Charge row per paid order, one confirmation recorded as sent per order, and
     (with ``smtp``) each confirmation's Message-ID received once (at least once if not ``smtp_once``)."""
-    from mailer.models import OutboxMessage, OutboxStatus
-    from orders.models import Charge, Order, SandboxCharge
-
     for order in orders:
         order = Order.objects.get(pk=order.pk)
         assert order.status in ("paid", "failed"), order
@@ -191,11 +152,6 @@ def assert_exactly_once(orders, smtp=None, *, smtp_once: bool = True) -> None:
 
 def place_order(email: str = "shopper@example.com"):
     """Create a pending order of one mug through the checkout service (enqueued after commit)."""
-    import uuid
-
-    from orders.models import Product
-    from orders.services import LineRequest, order_create
-
     product, _ = Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
     order, _ = order_create(email=email, lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
     return order
@@ -203,6 +159,4 @@ def place_order(email: str = "shopper@example.com"):
 
 def order_status(order) -> str:
     """Return the order's status as stored now."""
-    from orders.models import Order
-
     return Order.objects.get(pk=order.pk).status

@@ -47,7 +47,7 @@ def test_redis_restarted_while_the_worker_is_idle(formation, own_redis):
         wait_until(lambda: order_status(order) == "paid", deadline=60, message="the worker to dequeue after a restart")
     except AssertionError as exc:  # say what the worker did meanwhile
         raise AssertionError(f"{exc}\n--- worker output ---\n{worker.output()}") from None
-    worker.signal(signal.SIGTERM)
+    worker.send_signal(signal.SIGTERM)
     assert worker.wait(deadline=30) == 0
 
 
@@ -67,7 +67,7 @@ def test_redis_restarted_while_a_job_runs(formation, own_redis, smtp):
     wait_until(lambda: len(smtp.messages) == 2, deadline=30, message="both confirmations")
     assert_exactly_once([order, after], smtp)
     assert worker.popen.poll() is None, worker.output()
-    worker.signal(signal.SIGTERM)
+    worker.send_signal(signal.SIGTERM)
     assert worker.wait(deadline=30) == 0
 
 
@@ -108,7 +108,7 @@ def test_worker_stops_on_sigterm_while_redis_is_down(formation, own_redis):
 def test_scheduler_stops_on_sigterm_while_redis_is_down(formation, own_redis):
     scheduler = formation.start("scheduler", command="exec python manage.py rqscheduler --interval 1")
     own_redis.stop()
-    scheduler.signal(signal.SIGTERM)
+    scheduler.send_signal(signal.SIGTERM)
     assert scheduler.wait(deadline=15) == 0
 
 

@@ -86,11 +86,11 @@ def test_a_mailer_draining_a_long_backlog_stays_alive(formation, slow_smtp):
 def test_a_stopped_mailer_is_reported_dead_after_max_age(formation):
     mailer = formation.start("mailer")
     wait_until(alive, deadline=15, message="the mailer's first heartbeat")
-    mailer.signal(signal.SIGSTOP)  # stuck: the process exists but its loop makes no progress
+    mailer.send_signal(signal.SIGSTOP)  # stuck: the process exists but its loop makes no progress
     stopped = time.monotonic()
     try:
         wait_until(lambda: not alive(), deadline=MAX_AGE + 10, interval=0.2, message="the probe to fail")
         assert time.monotonic() - stopped >= MAX_AGE - 1.5  # not before the age limit (1 s heartbeat)
     finally:
-        mailer.signal(signal.SIGCONT)
+        mailer.send_signal(signal.SIGCONT)
     wait_until(alive, deadline=15, message="the heartbeat after SIGCONT")

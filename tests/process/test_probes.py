@@ -37,7 +37,7 @@ def test_probe_answers_while_the_process_lives(formation, formation_env, kind):
     alive = probe(kind, formation_env)
     assert alive.returncode == 0, alive.stderr
     assert alive.stdout.startswith(f"{kind}: 1 live")
-    process.signal(signal.SIGTERM)
+    process.send_signal(signal.SIGTERM)
     assert process.wait() == 0
     assert probe(kind, formation_env).returncode == 1  # a graceful stop leaves no live trace
 

@@ -77,7 +77,7 @@ def test_restarts_never_duplicate_a_periodic_job(formation, how):
     for _ in range(3):
         scheduler = formation.start("scheduler")
         if how == "SIGTERM":
-            scheduler.signal(signal.SIGTERM)
+            scheduler.send_signal(signal.SIGTERM)
             assert scheduler.wait() == 0
         else:
             scheduler.kill()

@@ -42,7 +42,7 @@ def test_web_finishes_requests_in_flight_and_refuses_new_connections(formation, 
         deadline=10,
         message="gunicorn's worker to accept the connection",
     )
-    web.signal(signal.SIGTERM, group=group)
+    web.send_signal(signal.SIGTERM, group=group)
 
     def refused():
         try:
@@ -68,7 +68,7 @@ def test_worker_warm_shutdown_finishes_the_job_and_takes_no_new_one(formation, t
     if target == "every-process":
         worker.signal_every_process(signal.SIGTERM)
     else:
-        worker.signal(signal.SIGTERM, group=target == "group")
+        worker.send_signal(signal.SIGTERM, group=target == "group")
     assert worker.wait(deadline=30) == 0
     assert Order.objects.get(pk=first.pk).status == OrderStatus.PAID
     assert Order.objects.get(pk=second.pk).status == OrderStatus.PENDING
@@ -84,7 +84,7 @@ def test_worker_second_signal_is_a_cold_shutdown(formation):
 
     def stopped():
         # RQ ignores a repeat within 1 s of the first signal (rq/worker/base.py): keep pressing.
-        worker.signal(signal.SIGTERM)
+        worker.send_signal(signal.SIGTERM)
         return worker.popen.poll() is not None
 
     wait_until(stopped, deadline=10, interval=0.5, message="cold shutdown")
@@ -97,7 +97,7 @@ def test_worker_second_signal_is_a_cold_shutdown(formation):
 def test_scheduler_releases_its_lock_and_a_standby_takes_over(formation, group):
     first = formation.start("scheduler", command="exec python manage.py rqscheduler --interval 1")
     standby = formation.start("scheduler", command="exec python manage.py rqscheduler --interval 1")
-    first.signal(signal.SIGTERM, group=group)
+    first.send_signal(signal.SIGTERM, group=group)
     assert first.wait(deadline=15) == 0
     connection = django_rq.get_connection("default")
     connection.delete("rq:queue:maintenance")
@@ -123,7 +123,7 @@ def test_mailer_finishes_the_message_being_sent_and_leaves_the_rest(formation, s
         outbox_message_create(key=f"shutdown-{i}", to=f"u{i}@example.com", subject="s", body="b")
     mailer = formation.start("mailer")
     assert sending.wait(timeout=15)
-    mailer.signal(signal.SIGTERM, group=group)
+    mailer.send_signal(signal.SIGTERM, group=group)
     assert mailer.wait(deadline=30) == 0
     assert len(smtp.messages) == 1
     assert OutboxMessage.objects.filter(status=OutboxStatus.SENT).count() == 1
@@ -138,7 +138,7 @@ def test_dev_runner_waits_for_a_job_longer_than_honchos_default(formation_env):
     honcho = Process("honcho", env, command="exec python -m embedded.honcho -e /dev/null start worker")
     try:
         wait_until(lambda: SandboxCharge.objects.exists(), deadline=20, message="the charge")
-        honcho.signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
+        honcho.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
         assert honcho.wait(deadline=60) == 0
         assert "worker.1 stopped (rc=0)" in honcho.output()
         assert Order.objects.get(pk=order.pk).status == OrderStatus.PAID
@@ -153,7 +153,7 @@ def test_a_stop_at_any_instant_of_the_start_exits_0_promptly(formation, kind):
     for delay in (0.05, 0.2, 0.4, 0.7, 1.0, 1.5):
         process = formation.start(kind, wait=False)
         time.sleep(delay)  # the instant of the signal is what this test varies
-        process.signal(signal.SIGTERM)
+        process.send_signal(signal.SIGTERM)
         assert process.wait(deadline=15) == 0, (kind, delay, process.output())
 
 

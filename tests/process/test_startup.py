@@ -7,7 +7,6 @@ import urllib.request
 import pytest
 
 from tests.conftest import ALL_DATABASES
-from tests.process.conftest import READY
 from tests.support import free_port
 
 pytestmark = [
@@ -24,7 +23,7 @@ READY_WITHIN = 10
 @pytest.mark.parametrize("kind", ["web", "worker", "scheduler", "mailer"])
 def test_each_process_type_is_ready_within_ten_seconds(formation, kind):
     process = formation.start(kind, wait=False)
-    READY[kind](process, READY_WITHIN)
+    process.wait_ready(READY_WITHIN)
 
 
 @pytest.mark.parametrize(

@@ -101,7 +101,7 @@ def test_worker_stops_on_sigterm_while_redis_is_down(formation, own_redis):
     worker = formation.start("worker")
     own_redis.stop()
     wait_until(lambda: "could not connect to Redis" in worker.output(), deadline=30, message="the worker to notice")
-    worker.signal(signal.SIGTERM)
+    worker.send_signal(signal.SIGTERM)
     assert worker.wait(deadline=15) == 0, worker.output()
 
 

@@ -21,6 +21,7 @@ from project.env import (
     env_str,
     web_server_settings,
 )
+from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -123,10 +124,9 @@ REDIS_CONNECT_TIMEOUT = env_number("REDIS_CONNECT_TIMEOUT", 2, minimum=0.1, maxi
 REDIS_URL = env_redis_url("REDIS_URL", connect_timeout=REDIS_CONNECT_TIMEOUT)
 
 RQ_JOB_TIMEOUT = env_int("RQ_JOB_TIMEOUT", 60, minimum=1)
-# "default" carries the orders; "maintenance" the periodic jobs, which workers take first.
 RQ_QUEUES = {
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT},
-    "maintenance": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT},
+    DEFAULT_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT},
+    MAINTENANCE_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT},
 }
 # Enqueue only after the surrounding transaction commits (django_rq/queues.py), set
 # explicitly rather than left to django-rq's default.
@@ -138,7 +138,7 @@ RQ = {
 
 # Periodic jobs, registered under these fixed ids each time the scheduler starts, so a
 # restart replaces a job instead of adding a second copy. Intervals in seconds. They run on
-# the "maintenance" queue, ahead of the orders.
+# the maintenance queue (project.queues), ahead of the orders.
 ORDER_SWEEP_INTERVAL = env_int("ORDER_SWEEP_INTERVAL", 30, minimum=1)
 ORDER_STUCK_AFTER = env_int("ORDER_STUCK_AFTER", 60, minimum=0)
 PERIODIC_JOBS = [
@@ -164,7 +164,7 @@ MAILER_LEASE_SECONDS = env_int("MAILER_LEASE_SECONDS", 60, minimum=5)
 # EMAIL_TIMEOUT bounds each socket operation, not an exchange: the mailer bounds the whole SMTP
 # exchange by a deadline 2 x EMAIL_TIMEOUT before its lease ends (time to record the result), so
 # a lease that runs out mid-exchange never lets a second mailer send the same message while the
-# first still is (mailer.services.email_send). Six timeouts leave the exchange at least four.
+# first still is (mailer.services.outbox_message_send). Six timeouts leave the exchange at least four.
 if MAILER_LEASE_SECONDS < 6 * EMAIL_TIMEOUT:
     raise ImproperlyConfigured(
         f"MAILER_LEASE_SECONDS={MAILER_LEASE_SECONDS} is too short: it must be at least 6 x EMAIL_TIMEOUT "

@@ -3,7 +3,7 @@
 Several mailers share one outbox: a claim is ``SELECT … FOR UPDATE SKIP LOCKED`` that sets a
 lease in its own short transaction (django-mailer's engine shares a queue the same way), so
 two mailers never take the same row. One SMTP exchange is bounded as a whole by a deadline that
-ends before the lease does (email_send), so a slow server cannot make the lease pass to another
+ends before the lease does (outbox_message_send), so a slow server cannot make the lease pass to another
 mailer while the message is still being sent.
 
 Retry policy: a permanent error (the address or the message refused, RFC 5321 §4.2.1) fails a
@@ -16,6 +16,8 @@ ended with no known outcome: an unexpected error, or a lease that expired (the m
 
 import contextlib
 import logging
+import math
+import os
 import signal
 import smtplib
 import socket
@@ -28,7 +30,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage, get_connection
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError, close_old_connections, transaction
 from django.db import connection as db_connection
 from django.db.models import Q
 from django.utils import timezone
@@ -38,6 +40,9 @@ from mailer.validators import validate_deliverable_address
 from project.preflight import first_line
 
 logger = logging.getLogger(__name__)
+# The mailer process's own lines (started, passes, stopped) keep the process type's name, as the
+# worker's and the scheduler's do.
+process_logger = logging.getLogger("mailer")
 
 # Errors about the server or our account, not the message: never a reason to fail a message.
 SERVER_OR_ACCOUNT_ERRORS = (
@@ -57,7 +62,7 @@ LEASE_EXPIRED = "the lease expired before the send was recorded (the mailer stop
 
 
 class SMTPDeadlineExceeded(Exception):
-    """The whole SMTP exchange of one message took longer than its budget (email_send)."""
+    """The whole SMTP exchange of one message took longer than its budget (outbox_message_send)."""
 
 
 def _unsettled_attempt(*, message: OutboxMessage, detail: str) -> bool:
@@ -87,7 +92,7 @@ def outbox_message_create(*, key: str, to: str, subject: str, body: str) -> Outb
     return message
 
 
-def outbox_claim(*, lease_seconds: int | None = None) -> OutboxMessage | None:
+def outbox_message_claim(*, lease_seconds: int | None = None) -> OutboxMessage | None:
     """Lease the oldest due message for ``lease_seconds`` (default settings.MAILER_LEASE_SECONDS).
 
     Due means pending with ``due_at`` passed, or sending with an expired lease (its mailer
@@ -106,7 +111,7 @@ def outbox_claim(*, lease_seconds: int | None = None) -> OutboxMessage | None:
 
 
 def _claim_one(*, lease_seconds: int) -> tuple[OutboxMessage | None, bool]:
-    """Lease (True) or fail (False, see outbox_claim) the oldest due message; (None, False) when none is due."""
+    """Lease (True) or fail (False, see outbox_message_claim) the oldest due message; (None, False) when none is due."""
     now = timezone.now()
     with transaction.atomic():
         message = (
@@ -141,7 +146,7 @@ def _claim_one(*, lease_seconds: int) -> tuple[OutboxMessage | None, bool]:
     return message, True
 
 
-def outbox_mark_sent(*, message: OutboxMessage) -> bool:
+def outbox_message_mark_sent(*, message: OutboxMessage) -> bool:
     """Record ``message``, which the SMTP server accepted, as sent; return whether this call recorded it.
 
     Recorded while this mailer holds the lease, and also when the lease expired and nobody else
@@ -170,7 +175,7 @@ def outbox_mark_sent(*, message: OutboxMessage) -> bool:
     return bool(updated)
 
 
-def outbox_release(*, message: OutboxMessage, error: str, permanent: bool | None = False) -> str:
+def outbox_message_release(*, message: OutboxMessage, error: str, permanent: bool | None = False) -> str:
     """Give a leased ``message`` back after a failed attempt: due again after a backoff, or failed.
 
     ``permanent``: True (no retry can succeed: fail now), False (transient: retry until the
@@ -206,13 +211,13 @@ def outbox_release(*, message: OutboxMessage, error: str, permanent: bool | None
     return f"failed for good: {error}" if final else f"will retry in {delay} s: {error}"
 
 
-def email_send(*, message: OutboxMessage, connection) -> bool:
+def outbox_message_send(*, message: OutboxMessage, connection) -> bool:
     """Send one leased ``message`` over the open SMTP ``connection`` and mark it sent.
 
     The Message-ID header is the row's fixed one. The recipient is first checked with
     mailer.validators.validate_deliverable_address (rows written before that validator existed
     may hold an address Django's SMTP backend cannot encode). Any failure is classified once
-    (email_error_classify) and the message released in one place (outbox_release). Return True
+    (outbox_error_classify) and the message released in one place (outbox_message_release). Return True
     when the message was sent.
 
     The whole exchange (connect, greeting, EHLO, AUTH, MAIL, RCPT, DATA) must end
@@ -242,8 +247,8 @@ def email_send(*, message: OutboxMessage, connection) -> bool:
     except Exception as exc:
         if isinstance(exc, SMTPDeadlineExceeded):
             _connection_drop(connection)  # QUIT would wait on the same slow server
-        reason, permanent = email_error_classify(exc)
-        outcome = outbox_release(message=message, error=reason, permanent=permanent)
+        reason, permanent = outbox_error_classify(exc)
+        outcome = outbox_message_release(message=message, error=reason, permanent=permanent)
         if permanent is None:  # unknown: keep the stack
             logger.exception("outbox %s: unexpected error while sending; %s", message.pk, outcome)
         else:
@@ -255,7 +260,7 @@ def email_send(*, message: OutboxMessage, connection) -> bool:
     return True
 
 
-def email_error_classify(exc: BaseException) -> tuple[str, bool | None]:
+def outbox_error_classify(exc: BaseException) -> tuple[str, bool | None]:
     """Return ``(reason, permanent)`` for an error raised while sending one message.
 
     ``permanent`` is True when no retry can succeed, False for a transient failure, None for an
@@ -365,7 +370,7 @@ def _record_sent(*, message: OutboxMessage) -> None:
     delay = 0.2
     while True:
         try:
-            outbox_mark_sent(message=message)
+            outbox_message_mark_sent(message=message)
             return
         except DatabaseError as exc:
             db_connection.close()  # a broken connection is not reused; the next try reconnects
@@ -398,10 +403,10 @@ def outbox_send_due(
         while not (stop is not None and stop.is_set()) and (limit is None or sent < limit):
             if beat is not None:
                 beat()
-            message = outbox_claim()
+            message = outbox_message_claim()
             if message is None:
                 break
-            if not email_send(message=message, connection=connection):
+            if not outbox_message_send(message=message, connection=connection):
                 break  # the server is failing: wait for the next pass instead of spinning
             sent += 1
     finally:
@@ -412,7 +417,7 @@ def outbox_send_due(
 def outbox_release_expired_leases() -> int:
     """Make messages whose lease expired unsent due again now; return how many.
 
-    Each counts one more attempt with no outcome (see outbox_claim): after
+    Each counts one more attempt with no outcome (see outbox_message_claim): after
     settings.MAILER_MAX_ATTEMPTS in a row it is failed with the reason instead.
     """
     now = timezone.now()
@@ -438,7 +443,7 @@ def outbox_release_expired_leases() -> int:
     return released
 
 
-def mailer_heartbeat(*, hostname: str, pid: int, started_at) -> None:
+def mailer_heartbeat_record(*, hostname: str, pid: int, started_at) -> None:
     """Record that the mailer ``hostname:pid`` is alive now (one upsert)."""
     MailerHeartbeat.objects.update_or_create(
         name=f"{hostname}:{pid}",
@@ -451,7 +456,55 @@ def mailer_heartbeat_clear(*, hostname: str, pid: int) -> None:
     MailerHeartbeat.objects.filter(name=f"{hostname}:{pid}").delete()
 
 
-def mailer_alive(*, hostname: str | None, max_age: float) -> int:
-    """Return how many mailers on ``hostname`` (None: any host) beat within the last ``max_age`` seconds."""
-    beats = MailerHeartbeat.objects.filter(beat_at__gte=timezone.now() - timedelta(seconds=max_age))
-    return (beats if hostname is None else beats.filter(hostname=hostname)).count()
+class _Heartbeat:
+    """The liveness beat of this mailer process, recorded at most every MAILER_HEARTBEAT_SECONDS.
+
+    Called by the sending loop itself before each message, never from a thread of its own: the
+    beat stops when the loop is stuck and goes on while it makes progress.
+    """
+
+    def __init__(self):
+        self.hostname, self.pid, self.started_at = socket.gethostname(), os.getpid(), timezone.now()
+        self.last = -math.inf
+
+    def __call__(self) -> None:
+        if time.monotonic() - self.last >= settings.MAILER_HEARTBEAT_SECONDS:
+            mailer_heartbeat_record(hostname=self.hostname, pid=self.pid, started_at=self.started_at)
+            self.last = time.monotonic()
+
+    def clear(self) -> None:
+        try:
+            mailer_heartbeat_clear(hostname=self.hostname, pid=self.pid)
+        except DatabaseError as exc:
+            # The row ages out by itself: the probe only counts recent beats.
+            process_logger.info("mailer: heartbeat not cleared (%s)", first_line(exc))
+
+
+def mailer_run(*, stop: threading.Event, interval: float, once: bool = False) -> None:
+    """Drain the outbox in passes until ``stop`` is set (after one pass with ``once``).
+
+    Each pass sends due messages (outbox_send_due) with this process's heartbeat (hostname and
+    pid, at most every settings.MAILER_HEARTBEAT_SECONDS), then waits ``interval`` seconds or
+    until ``stop`` is set. A DatabaseError is logged in one line and any other error with its
+    stack; both are retried at the next pass, never raised. On return the heartbeat is removed
+    (the probe then sees no live mailer here) and the database connection closed.
+    """
+    beat = _Heartbeat()
+    process_logger.info("mailer: started, polling every %gs", interval)
+    while not stop.is_set():
+        close_old_connections()
+        sent = 0
+        try:
+            sent = outbox_send_due(stop=stop, beat=beat)
+        except DatabaseError as exc:
+            process_logger.warning("mailer: database unavailable (%s); retrying", first_line(exc))
+        except Exception:
+            process_logger.exception("mailer: pass failed")  # unknown: keep the stack, retry next pass
+        if sent:
+            process_logger.info("mailer: sent %d message(s)", sent)
+        if once:
+            break
+        stop.wait(interval)
+    beat.clear()
+    close_old_connections()
+    process_logger.info("mailer: stopped")

@@ -45,8 +45,8 @@ class ProductAdminForm(forms.ModelForm):
             return cleaned  # the field's own error is shown already
         try:
             minor = to_minor(price, currency)
-        except InvalidAmount as exc:  # our own message, written for the operator
-            self.add_error("price", str(exc))
+        except InvalidAmount as exc:
+            self.add_error("price", exc.message)
             return cleaned
         # The column's range as Django's own validators see it (PostgreSQL integer: 2147483647).
         highest = connection.ops.integer_field_range(Product._meta.get_field("price").get_internal_type())[1]
@@ -109,7 +109,8 @@ class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     list_display = ["id", "email", "status", "total_display", "created_at"]
     list_filter = ["status", "currency", "created_at"]
     search_fields = ["id", "email"]
-    fields = readonly_fields = [
+    # No change permission: Django shows every field read-only, so no readonly_fields.
+    fields = [
         "id",
         "idempotency_key",
         "email",
@@ -142,7 +143,7 @@ class SandboxChargeAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     list_display = ["charge_id", "idempotency_key", "amount_display", "currency", "outcome", "created_at"]
     list_filter = ["outcome"]
     search_fields = ["charge_id", "idempotency_key"]
-    fields = readonly_fields = [
+    fields = [
         "charge_id",
         "idempotency_key",
         "amount_display",

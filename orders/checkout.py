@@ -25,7 +25,9 @@ from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 
 from orders.models import Order, Product
+from orders.selectors import order_get_by_idempotency_key
 from orders.services import LineRequest, order_create
+from project.errors import ApplicationError
 
 SESSION_KEY = "checkout"
 # The tokens (str) of the session's completed checkouts, oldest first, at most COMPLETED_REMEMBERED.
@@ -33,18 +35,21 @@ COMPLETED_KEY = "checkouts_completed"
 COMPLETED_REMEMBERED = 20
 
 
-class CheckoutConflict(Exception):
+class CheckoutConflict(ApplicationError):
     """The token is that of a completed checkout whose order has other contents.
 
-    ``order`` is the order the checkout became; nothing was created.
+    ``order`` (also ``extra["order"]``) is the order the checkout became; nothing was created.
     """
 
     def __init__(self, order: Order):
-        super().__init__(f"checkout {order.idempotency_key} was completed as order {order.pk} with other contents")
+        super().__init__(
+            f"checkout {order.idempotency_key} was completed as order {order.pk} with other contents",
+            extra={"order": order},
+        )
         self.order = order
 
 
-class CheckoutUnknown(Exception):
+class CheckoutUnknown(ApplicationError):
     """The token is not one this session opened (expired, forged, another session's), or not its open one."""
 
 
@@ -79,7 +84,7 @@ def checkout_current(*, session: SessionBase) -> Checkout | None:
 
 def checkout_order(*, token: uuid.UUID) -> Order | None:
     """Return the order that the checkout of ``token`` became, or None while it is open."""
-    return Order.objects.filter(idempotency_key=token).first()
+    return order_get_by_idempotency_key(key=token)
 
 
 def checkout_complete(

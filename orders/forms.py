@@ -3,10 +3,9 @@
 from django import forms
 
 from mailer.validators import validate_deliverable_address
-from orders.models import PaymentMethod, Product
+from orders.models import MAX_LINE_QUANTITY, PaymentMethod, Product
 from orders.money import format_money
 
-MAX_QUANTITY = 99
 MAX_LINES = 20
 
 
@@ -29,7 +28,7 @@ class LineForm(forms.Form):
     product = ProductChoiceField(
         queryset=Product.objects.filter(is_active=True), to_field_name="sku", empty_label="— choose a product —"
     )
-    quantity = forms.IntegerField(min_value=1, max_value=MAX_QUANTITY)
+    quantity = forms.IntegerField(min_value=1, max_value=MAX_LINE_QUANTITY)
 
 
 class BaseLineFormSet(forms.BaseFormSet):

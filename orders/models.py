@@ -16,6 +16,16 @@ from mailer.validators import validate_deliverable_address
 from orders.money import CURRENCY_CHOICES, SUPPORTED_CURRENCIES
 
 MINOR_UNITS_HELP = "Minor units of the currency (ISO 4217 exponent)."
+# The most of one product an order line may hold (the checkout form and a database constraint).
+MAX_LINE_QUANTITY = 99
+
+
+def order_job_id(order_id: uuid.UUID | str) -> str:
+    """Return the RQ job id of the processing job of the order ``order_id`` (a UUID or its string).
+
+    Letters, digits and '-' only, as rq >= 2.8 requires. Raise ValueError for a malformed UUID string.
+    """
+    return f"order-process-{uuid.UUID(str(order_id)).hex}"
 
 
 class Product(models.Model):
@@ -89,8 +99,8 @@ class Order(models.Model):
 
     @property
     def job_id(self) -> str:
-        """Return the RQ job id of this order's processing job (letters, digits and '-', as rq >= 2.8 requires)."""
-        return f"order-process-{self.id.hex}"
+        """Return the RQ job id of this order's processing job (see order_job_id)."""
+        return order_job_id(self.id)
 
     @property
     def confirmation_key(self) -> str:
@@ -110,7 +120,9 @@ class OrderLine(models.Model):
         ordering = ["id"]
         constraints = [
             models.UniqueConstraint(fields=["order", "product"], name="orderline_one_per_product"),
-            models.CheckConstraint(condition=Q(quantity__gte=1, quantity__lte=99), name="orderline_quantity_1_99"),
+            models.CheckConstraint(
+                condition=Q(quantity__gte=1, quantity__lte=MAX_LINE_QUANTITY), name="orderline_quantity_1_99"
+            ),
         ]
 
     def __str__(self) -> str:
@@ -151,6 +163,11 @@ class Charge(models.Model):
         return self.gateway_charge_id
 
 
+class SandboxChargeOutcome(models.TextChoices):
+    SUCCEEDED = "succeeded", "Succeeded"
+    DECLINED = "declined", "Declined"
+
+
 class SandboxCharge(models.Model):
     """The sandbox payment gateway's own ledger, keyed by idempotency key.
 
@@ -165,7 +182,7 @@ class SandboxCharge(models.Model):
     amount = models.PositiveBigIntegerField(help_text=MINOR_UNITS_HELP)
     currency = models.CharField(max_length=3)
     payment_method = models.CharField(max_length=40)
-    outcome = models.CharField(max_length=16, choices=[("succeeded", "Succeeded"), ("declined", "Declined")])
+    outcome = models.CharField(max_length=16, choices=SandboxChargeOutcome.choices)
     decline_code = models.CharField(max_length=40, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils.translation import to_locale
 
+from project.errors import ApplicationError
+
 if TYPE_CHECKING:
     from babel import Locale
 
@@ -55,8 +57,11 @@ class UnsupportedCurrency(ValueError):
     """A currency code that is not in SUPPORTED_CURRENCIES."""
 
 
-class InvalidAmount(ValueError):
-    """An amount that cannot be charged in its currency (sign, decimals, size); the message says why."""
+class InvalidAmount(ApplicationError, ValueError):
+    """An amount that cannot be charged in its currency (sign, decimals, size); ``message`` says why.
+
+    A ValueError too, for callers that treat any malformed amount alike.
+    """
 
 
 def minor_unit_exponent(code: str) -> int:

@@ -13,7 +13,7 @@ from typing import Protocol
 from django.conf import settings
 from django.db import IntegrityError, transaction
 
-from orders.models import PaymentMethod, SandboxCharge
+from orders.models import PaymentMethod, SandboxCharge, SandboxChargeOutcome
 
 GATEWAY_DB = "gateway"
 
@@ -58,7 +58,7 @@ class SandboxGateway:
                         "amount": amount,
                         "currency": currency,
                         "payment_method": payment_method,
-                        "outcome": "declined" if declined else "succeeded",
+                        "outcome": SandboxChargeOutcome.DECLINED if declined else SandboxChargeOutcome.SUCCEEDED,
                         "decline_code": "card_declined" if declined else "",
                     },
                 )
@@ -66,7 +66,7 @@ class SandboxGateway:
             record = SandboxCharge.objects.using(GATEWAY_DB).get(idempotency_key=idempotency_key)
         if settings.PAYMENT_SANDBOX_LATENCY_MS:
             time.sleep(settings.PAYMENT_SANDBOX_LATENCY_MS / 1000)
-        if record.outcome == "declined":
+        if record.outcome == SandboxChargeOutcome.DECLINED:
             raise PaymentDeclined(record.decline_code, record.charge_id)
         return record.charge_id
 

@@ -1,10 +1,28 @@
-"""Reads of orders for the pages: what is true about an order's confirmation email."""
+"""Reads of the catalogue and orders (HackSoft's selectors: queries, no side effects)."""
 
+import uuid
 from dataclasses import dataclass
+
+from django.db.models import QuerySet
 
 from mailer.models import OutboxStatus
 from mailer.selectors import outbox_message_gave_up, outbox_message_get
-from orders.models import Order
+from orders.models import Order, Product
+
+
+def products_on_sale() -> QuerySet[Product]:
+    """Return the active products, the catalogue's order."""
+    return Product.objects.filter(is_active=True)
+
+
+def order_get_by_idempotency_key(*, key: uuid.UUID) -> Order | None:
+    """Return the order placed with idempotency ``key`` (its checkout's token), or None."""
+    return Order.objects.filter(idempotency_key=key).first()
+
+
+def orders_with_lines() -> QuerySet[Order]:
+    """Return the orders, each fetched with its lines and their products (for an order's page)."""
+    return Order.objects.prefetch_related("lines__product")
 
 
 @dataclass(frozen=True)

@@ -10,9 +10,16 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
+import django_rq
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.template.loader import render_to_string
 from django.utils import timezone
+from redis.exceptions import RedisError
+from rq import Queue
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 
 from mailer.services import outbox_message_create
 from orders.locks import order_lock
@@ -25,21 +32,23 @@ from orders.models import (
     OrderStatusChange,
     PaymentMethod,
     Product,
+    order_job_id,
 )
 from orders.money import format_money
 from orders.payments import PaymentDeclined, get_gateway
+from orders.selectors import order_get_by_idempotency_key
+from project.errors import ApplicationError
+from project.queues import DEFAULT_QUEUE
 
 logger = logging.getLogger(__name__)
-
-QUEUE_NAME = "default"
 
 
 class InvalidStatusTransition(Exception):
     """A status change that the pipeline (ORDER_STATUS_PIPELINE) does not allow."""
 
 
-class OrderRefused(ValueError):
-    """Lines that no order may have; the message is a sentence for the shopper."""
+class OrderRefused(ApplicationError):
+    """Lines that no order may have; ``message`` is a sentence for the shopper."""
 
 
 @dataclass(frozen=True)
@@ -57,26 +66,26 @@ def order_create(
 
     ``idempotency_key`` is the checkout form's one-time token: a second call with the same key
     returns the first order and creates nothing. Return ``(order, created)``.
-    Raise OrderRefused (a ValueError) when ``lines`` is empty, names a product twice, or a product is inactive or
+    Raise OrderRefused (an ApplicationError) when ``lines`` is empty, names a product twice, or a product is inactive or
     has another currency; Product.DoesNotExist for an unknown product.
     """
-    existing = Order.objects.filter(idempotency_key=idempotency_key).first()
+    existing = order_get_by_idempotency_key(key=idempotency_key)
     if existing is not None:
         return existing, False
     if not lines:
-        raise OrderRefused("an order needs at least one line")
+        raise OrderRefused("An order needs at least one line.")
     product_ids = [line.product_id for line in lines]
     if len(set(product_ids)) != len(product_ids):
-        raise OrderRefused("each product may appear on one line only")
+        raise OrderRefused("Each product may appear on one line only.")
     products = Product.objects.in_bulk(product_ids)
     missing = set(product_ids) - set(products)
     if missing:
         raise Product.DoesNotExist(f"unknown product id(s): {sorted(missing)}")
     if any(not products[pid].is_active for pid in product_ids):
-        raise OrderRefused("a product is no longer on sale")
+        raise OrderRefused("A product is no longer on sale.")
     currencies = {products[pid].currency for pid in product_ids}
     if len(currencies) != 1:
-        raise OrderRefused("all products of an order must share one currency")
+        raise OrderRefused("All products of an order must share one currency.")
     total = sum(products[line.product_id].price * line.quantity for line in lines)
     try:
         with transaction.atomic():
@@ -99,7 +108,7 @@ def order_create(
             transaction.on_commit(lambda: order_enqueue(order_id=order.pk))
     except IntegrityError:
         # A concurrent submission of the same token committed first: that order is the answer.
-        existing = Order.objects.filter(idempotency_key=idempotency_key).first()
+        existing = order_get_by_idempotency_key(key=idempotency_key)
         if existing is None:
             raise
         return existing, False
@@ -118,13 +127,9 @@ def order_enqueue(*, order_id: uuid.UUID | str, at_front: bool = False) -> bool:
     is unreachable (the order stays pending in PostgreSQL and the scheduler's sweep enqueues
     it later, so checkout never fails because of Redis).
     """
-    import django_rq
-    from redis.exceptions import RedisError
-    from rq.exceptions import DuplicateJobError
-
-    job_id = Order(id=uuid.UUID(str(order_id))).job_id
+    job_id = order_job_id(order_id)
     try:
-        django_rq.get_queue(QUEUE_NAME).enqueue(
+        django_rq.get_queue(DEFAULT_QUEUE).enqueue(
             "orders.jobs.process_order", str(order_id), job_id=job_id, unique=True, result_ttl=3600, at_front=at_front
         )
     except DuplicateJobError:
@@ -186,17 +191,11 @@ def order_process(*, order_id: uuid.UUID | str) -> Order:
 
 
 def _confirmation_create(*, order: Order) -> None:
-    lines = "\n".join(
-        f"  {line.quantity} x {line.product.name}: {format_money(line.amount, order.currency)}"
-        for line in order.lines.select_related("product")
-    )
-    if order.status == OrderStatus.PAID:
-        subject = f"Your Formation order {str(order.pk)[:8]} is confirmed"
-        opening = "Thank you! We received your payment for this order:"
-    else:
-        subject = f"Your Formation order {str(order.pk)[:8]} could not be paid"
-        opening = f"We could not take payment for this order ({order.failure_reason}):"
-    body = f"{opening}\n\n{lines}\n\nTotal: {format_money(order.total, order.currency)}\nOrder: {order.pk}\n"
+    """Put the email telling the shopper how a processed (paid or failed) ``order`` ended in the outbox."""
+    context = {"order": order, "paid": order.status == OrderStatus.PAID, "lines": order.lines.select_related("product")}
+    # A subject is one line (as Django's password-reset email does it).
+    subject = "".join(render_to_string("orders/email/confirmation_subject.txt", context).splitlines())
+    body = render_to_string("orders/email/confirmation.txt", context)
     outbox_message_create(key=order.confirmation_key, to=order.email, subject=subject, body=body)
 
 
@@ -212,13 +211,9 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
     exactly that. Return how many orders were enqueued. Default ``older_than`` is
     settings.ORDER_STUCK_AFTER (seconds).
     """
-    import django_rq
-    from rq.exceptions import NoSuchJobError
-    from rq.job import Job
-
     older_than = settings.ORDER_STUCK_AFTER if older_than is None else older_than
     cutoff = timezone.now() - timedelta(seconds=older_than)
-    connection = django_rq.get_connection(QUEUE_NAME)
+    connection = django_rq.get_connection(DEFAULT_QUEUE)
     enqueued = 0
     for order in Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=cutoff).only("id").iterator():
         try:
@@ -238,10 +233,6 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
 
 def _job_is_live(job, *, cutoff) -> bool:
     """Return True when Redis will still run ``job``: its status and where it is agree."""
-    from rq import Queue
-    from rq.job import JobStatus
-    from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
-
     status = job.get_status(refresh=False)
     if status == JobStatus.QUEUED:
         return Queue(job.origin, connection=job.connection).get_job_position(job.id) is not None

@@ -17,7 +17,7 @@ from orders.checkout import (
 )
 from orders.forms import CheckoutForm, LineFormSet, StartForm
 from orders.models import Order, OrderStatus, Product
-from orders.selectors import order_confirmation
+from orders.selectors import order_confirmation, orders_with_lines, products_on_sale
 from orders.services import LineRequest, OrderRefused
 
 
@@ -27,7 +27,7 @@ def product_list(request: HttpRequest) -> HttpResponse:
 
 
 def _catalogue() -> dict:
-    return {"products": Product.objects.filter(is_active=True)}
+    return {"products": products_on_sale()}
 
 
 def _field_errors(form: CheckoutForm, formset) -> list[tuple[str, str, str]]:
@@ -108,7 +108,7 @@ def checkout(request: HttpRequest) -> HttpResponse:
             return _checkout_expired(request)
         except OrderRefused as refusal:
             # Rules across lines (one currency per order; a product withdrawn meanwhile).
-            refused.append(("Products", "lines", str(refusal).capitalize() + "."))
+            refused.append(("Products", "lines", refusal.message))
         except Product.DoesNotExist:
             refused.append(("Products", "lines", "A product is no longer on sale."))
         else:
@@ -152,7 +152,7 @@ def _see_other(to: str, **kwargs) -> HttpResponse:
 def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
     """Render an order's status, lines, total and confirmation; the page refreshes itself while the
     order is pending or its confirmation is not sent yet (what the shopper waits for is both)."""
-    order = get_object_or_404(Order.objects.prefetch_related("lines__product"), pk=order_id)
+    order = get_object_or_404(orders_with_lines(), pk=order_id)
     confirmation = order_confirmation(order=order)
     context = {
         "order": order,

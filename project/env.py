@@ -7,7 +7,11 @@ line that tells the operator what to fix.
 
 import math
 import os
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import dj_database_url
+import dj_email_url
+import redis
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -101,3 +105,88 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_database(
+    name: str,
+    *,
+    conn_max_age: int,
+    conn_health_checks: bool,
+    connect_timeout: int,
+    statement_timeout: float,
+) -> dict:
+    """Return Django's ``DATABASES`` entry for the PostgreSQL URL in the required variable ``name``.
+
+    ``conn_max_age`` and ``connect_timeout`` are in seconds; ``statement_timeout`` (seconds) is set
+    on every connection through libpq's ``options``, and ``application_name`` defaults to
+    "formation". Raise ImproperlyConfigured naming the variable when it is unset, malformed, not a
+    PostgreSQL URL, or names no database.
+    """
+    url = env_str(name, required=True)
+    try:
+        database = dj_database_url.parse(url, conn_max_age=conn_max_age, conn_health_checks=conn_health_checks)
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is malformed: {exc}") from None
+    if database.get("ENGINE") != "django.db.backends.postgresql":
+        raise ImproperlyConfigured(
+            f"{name} must be a PostgreSQL URL (postgres://user:password@host:port/name); "
+            f"the {urlsplit(url).scheme or 'given'!s} engine is refused"
+        )
+    if not database.get("NAME"):
+        raise ImproperlyConfigured(f"{name} names no database: postgres://user:password@host:port/name")
+    options = database.setdefault("OPTIONS", {})
+    options["connect_timeout"] = connect_timeout
+    options.setdefault("application_name", "formation")
+    statement = f"-c statement_timeout={round(statement_timeout * 1000)}"
+    options["options"] = f"{options.get('options', '')} {statement}".strip()
+    return database
+
+
+def env_redis_url(name: str, *, connect_timeout: float) -> str:
+    """Return the Redis URL in the required variable ``name``, with connection options added.
+
+    ``socket_connect_timeout`` (``connect_timeout``, seconds) and ``health_check_interval`` (30 s)
+    go into the URL's query unless it sets them, because django-rq builds its connection from the
+    URL alone (django_rq/connection_utils.py). Raise ImproperlyConfigured naming the variable when
+    it is unset, not a redis://, rediss:// or unix:// URL, or malformed (no host, a bad port or a
+    database that is not a number).
+    """
+    url = env_str(name, required=True)
+    parts = urlsplit(url)
+    if parts.scheme not in {"redis", "rediss", "unix"}:
+        raise ImproperlyConfigured(f"{name} must start with redis://, rediss:// or unix://")
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("socket_connect_timeout", f"{connect_timeout:g}")
+    query.setdefault("health_check_interval", "30")
+    result = urlunsplit(parts._replace(query=urlencode(query)))
+    database = parts.path.strip("/")
+    try:
+        redis.ConnectionPool.from_url(result)  # parses host, port and options without connecting
+        if parts.scheme != "unix" and not parts.hostname:
+            raise ValueError("no host")
+        if parts.scheme != "unix" and database and not database.isdigit():
+            raise ValueError(f"database {database!r} is not a number")
+    except (ValueError, TypeError) as exc:
+        raise ImproperlyConfigured(f"{name} is malformed ({exc}): use redis://[:password@]host:port/db") from None
+    return result
+
+
+def env_email(name: str, default: str) -> dict:
+    """Return the SMTP settings parsed from the variable ``name`` (``default`` when unset).
+
+    The URL is smtp://[user:password@]host:port with ?tls=True or ?ssl=True
+    (https://github.com/migonzalvar/dj-email-url); the result has dj-email-url's keys
+    (EMAIL_HOST, EMAIL_PORT, EMAIL_HOST_USER, EMAIL_HOST_PASSWORD, EMAIL_USE_TLS, EMAIL_USE_SSL,
+    EMAIL_TIMEOUT in seconds or None). Raise ImproperlyConfigured naming the variable when the
+    URL is not SMTP, is malformed or names no host.
+    """
+    url = env_str(name, default)
+    if urlsplit(url).scheme not in {"smtp", "smtps", "submission", "submit"}:
+        raise ImproperlyConfigured(f"{name} must be an SMTP URL: smtp://[user:password@]host:port")
+    try:
+        email = dj_email_url.parse(url)
+    except (ValueError, KeyError) as exc:
+        raise ImproperlyConfigured(f"{name} is malformed: {exc}") from None
+    if not urlsplit(url).hostname:
+        raise ImproperlyConfigured(f"{name} names no host: smtp://[user:password@]host:port")
+    return email

@@ -46,6 +46,7 @@ def on_starting(server):
     connect timeouts, so the start never hangs.
     """
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    # Imported here, once DJANGO_SETTINGS_MODULE is set; project.preflight only after django.setup().
     from django.conf import settings
     from django.core.exceptions import ImproperlyConfigured
 

@@ -5,11 +5,13 @@ import smtplib
 from dataclasses import dataclass
 from pathlib import Path
 
+import django_rq
 import yaml
 from django.conf import settings
 from django.db import connection
 
 from project.preflight import first_line
+from project.queues import DEFAULT_QUEUE
 
 K8S_CONFIGMAP = Path("deploy/kubernetes/configmap.yaml")
 K8S_ANNOTATION = "formation.example/{}-version"
@@ -65,8 +67,6 @@ def parity_report(*, base: Path | None = None) -> list[Row]:
 
     A service that cannot be reached is reported as such (its version None), never raised.
     """
-    import django_rq
-
     base = base or settings.BASE_DIR
     images, k8s = _compose_images(base), _k8s_versions(base)
     db = connection.settings_dict
@@ -77,7 +77,7 @@ def parity_report(*, base: Path | None = None) -> list[Row]:
         pg_here = f"PostgreSQL {pg_version} at {db['HOST'] or 'local socket'}:{db['PORT'] or 5432}/{db['NAME']}"
     except Exception as exc:  # report, do not fail: the report is for finding such problems
         pg_version, pg_here = None, f"unreachable ({first_line(exc)})"
-    redis_connection = django_rq.get_connection("default")
+    redis_connection = django_rq.get_connection(DEFAULT_QUEUE)
     redis_where = "{host}:{port}/{db}".format(
         **{"host": "?", "port": "?", "db": 0, **redis_connection.get_connection_kwargs()}
     )

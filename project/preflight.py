@@ -11,8 +11,12 @@ import logging
 import time
 from collections.abc import Callable
 
+import django_rq
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
+from redis.exceptions import RedisError
+
+from project.queues import DEFAULT_QUEUE
 
 logger = logging.getLogger("preflight")
 
@@ -46,11 +50,8 @@ def database_problem(*, close: bool = True) -> str | None:
 
 def redis_problem() -> str | None:
     """Return why Redis (REDIS_URL) cannot be reached now, in one line, or None."""
-    import django_rq
-    from redis.exceptions import RedisError
-
     try:
-        django_rq.get_connection("default").ping()
+        django_rq.get_connection(DEFAULT_QUEUE).ping()
     except RedisError as exc:
         return first_line(exc)
     return None

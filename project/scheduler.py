@@ -5,14 +5,23 @@ scheduler start, and every tick that holds rq-scheduler's lock puts back any tha
 (Redis restarted without its data), so no restart or Redis loss ever leaves zero or two copies.
 """
 
+import logging
+import os
 import signal
+import socket
+import time
 from datetime import UTC, datetime
 
+import django_rq
 from django.conf import settings
 from django_rq.queues import DjangoScheduler
 from redis.exceptions import RedisError
 
-MAINTENANCE_QUEUE = "maintenance"
+from project.queues import MAINTENANCE_QUEUE
+
+logger = logging.getLogger("scheduler")
+# Seconds: the longest wait between two reconnect attempts after Redis went away.
+MAX_RECONNECT_WAIT = 30.0
 
 
 class Scheduler(DjangoScheduler):
@@ -75,3 +84,37 @@ def periodic_jobs_register(*, scheduler: DjangoScheduler, only_missing: bool = F
         )
         registered.append(entry["id"])
     return registered
+
+
+def scheduler_run(*, queue: str, interval: float) -> None:
+    """Run rq-scheduler for ``queue`` (a settings.RQ_QUEUES name), ticking every ``interval`` seconds.
+
+    Each run registers settings.PERIODIC_JOBS (periodic_jobs_register), then runs the scheduler
+    until it is stopped. When Redis goes away, say so in one line and start a new run after a
+    wait that doubles from 1 s up to MAX_RECONNECT_WAIT. Return when a SIGTERM or SIGINT stopped
+    the scheduler (rq-scheduler exits by SystemExit from its handler, which propagates; a stop
+    whose clean-up could not reach Redis returns). Errors other than RedisError propagate.
+    """
+    wait = 1.0
+    run = 0
+    scheduler = None
+    while True:
+        run += 1
+        try:
+            scheduler = django_rq.get_scheduler(name=queue, interval=interval)
+            # A name per host, process and run: the liveness probe finds it by host, and a
+            # run after a Redis outage never collides with the key of the previous one.
+            scheduler.name = f"{socket.gethostname()}.{os.getpid()}.{run}"
+            ids = periodic_jobs_register(scheduler=scheduler)
+            logger.info("scheduler: periodic jobs registered: %s", ", ".join(ids))
+            wait = 1.0
+            scheduler.run()
+            return
+        except RedisError as exc:
+            if getattr(scheduler, "stopping", False):
+                # Asked to stop: rq-scheduler's clean-up could not reach Redis; the lock expires.
+                logger.info("scheduler: stopped (Redis unreachable during clean-up)")
+                return
+            logger.error("scheduler: Redis unavailable (%s); reconnecting in %gs", exc, wait)
+            time.sleep(wait)
+            wait = min(wait * 2, MAX_RECONNECT_WAIT)

@@ -7,14 +7,21 @@ gunicorn config turn that into one line on stderr and a non-zero exit.
 
 import hashlib
 from pathlib import Path
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-import dj_database_url
-import dj_email_url
-import redis
 from django.core.exceptions import ImproperlyConfigured
 
-from project.env import env_bool, env_int, env_list, env_number, env_str, web_server_settings
+from project.env import (
+    env_bool,
+    env_database,
+    env_email,
+    env_int,
+    env_list,
+    env_number,
+    env_redis_url,
+    env_str,
+    web_server_settings,
+)
+from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -87,36 +94,23 @@ TEMPLATES = [
 # seconds and health-checked before reuse, so a restarted server never fails a request
 # on a dead pooled connection (https://docs.djangoproject.com/en/5.2/ref/databases/#persistent-connections).
 DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1, maximum=60)
-_database_url = env_str("DATABASE_URL", required=True)
-try:
-    _database = dj_database_url.parse(
-        _database_url,
-        conn_max_age=env_int("CONN_MAX_AGE", 60, minimum=0),
-        conn_health_checks=env_bool("CONN_HEALTH_CHECKS", True),
-    )
-except ValueError as exc:
-    raise ImproperlyConfigured(f"DATABASE_URL is malformed: {exc}") from None
-if _database.get("ENGINE") != "django.db.backends.postgresql":
-    raise ImproperlyConfigured(
-        f"DATABASE_URL must be a PostgreSQL URL (postgres://user:password@host:port/name); "
-        f"the {urlsplit(_database_url).scheme or 'given'!s} engine is refused"
-    )
-if not _database.get("NAME"):
-    raise ImproperlyConfigured("DATABASE_URL names no database: postgres://user:password@host:port/name")
-_database.setdefault("OPTIONS", {})["connect_timeout"] = DATABASE_CONNECT_TIMEOUT
-_database["OPTIONS"].setdefault("application_name", "formation")
 # Seconds any statement of the app may run, lock waits included, before PostgreSQL cancels it
 # (statement_timeout, https://www.postgresql.org/docs/current/runtime-config-client.html): a request
 # stuck behind a lock answers 503 (project/middleware.py) before gunicorn kills its worker at
 # WEB_TIMEOUT (checked below). Set at connect through libpq's `options`, so every connection has
 # it; the release phase lifts it for its own session (project/release.py).
 DATABASE_STATEMENT_TIMEOUT = env_number("DATABASE_STATEMENT_TIMEOUT", 10, minimum=0.1, maximum=3600)
-_statement_timeout = f"-c statement_timeout={round(DATABASE_STATEMENT_TIMEOUT * 1000)}"
-_database["OPTIONS"]["options"] = f"{_database['OPTIONS'].get('options', '')} {_statement_timeout}".strip()
+_database = env_database(
+    "DATABASE_URL",
+    conn_max_age=env_int("CONN_MAX_AGE", 60, minimum=0),
+    conn_health_checks=env_bool("CONN_HEALTH_CHECKS", True),
+    connect_timeout=DATABASE_CONNECT_TIMEOUT,
+    statement_timeout=DATABASE_STATEMENT_TIMEOUT,
+)
 if SECRET_KEY is None:
     # DEBUG without a SECRET_KEY: derive one that every process of this configuration shares
     # (sessions survive across web workers) and that is not written anywhere in the code.
-    SECRET_KEY = hashlib.sha256(f"formation-debug-secret:{_database_url}".encode()).hexdigest()
+    SECRET_KEY = hashlib.sha256(f"formation-debug-secret:{env_str('DATABASE_URL')}".encode()).hexdigest()
 DATABASES = {
     "default": _database,
     # The sandbox payment gateway writes its charges through its own connection, so they
@@ -125,31 +119,14 @@ DATABASES = {
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-# Redis and the queues (django-rq). The connect timeout goes into the URL because
-# django-rq builds its connection from the URL alone (django_rq/connection_utils.py).
+# Redis and the queues (django-rq).
 REDIS_CONNECT_TIMEOUT = env_number("REDIS_CONNECT_TIMEOUT", 2, minimum=0.1, maximum=60)
-_redis_url = env_str("REDIS_URL", required=True)
-_redis_parts = urlsplit(_redis_url)
-if _redis_parts.scheme not in {"redis", "rediss", "unix"}:
-    raise ImproperlyConfigured("REDIS_URL must start with redis://, rediss:// or unix://")
-_redis_query = dict(parse_qsl(_redis_parts.query))
-_redis_query.setdefault("socket_connect_timeout", f"{REDIS_CONNECT_TIMEOUT:g}")
-_redis_query.setdefault("health_check_interval", "30")
-REDIS_URL = urlunsplit(_redis_parts._replace(query=urlencode(_redis_query)))
-try:
-    redis.ConnectionPool.from_url(REDIS_URL)  # parses host, port and options without connecting
-    if _redis_parts.scheme != "unix" and not _redis_parts.hostname:
-        raise ValueError("no host")
-    if _redis_parts.scheme != "unix" and _redis_parts.path.strip("/") and not _redis_parts.path.strip("/").isdigit():
-        raise ValueError(f"database {_redis_parts.path.strip('/')!r} is not a number")
-except (ValueError, TypeError) as exc:
-    raise ImproperlyConfigured(f"REDIS_URL is malformed ({exc}): use redis://[:password@]host:port/db") from None
+REDIS_URL = env_redis_url("REDIS_URL", connect_timeout=REDIS_CONNECT_TIMEOUT)
 
 RQ_JOB_TIMEOUT = env_int("RQ_JOB_TIMEOUT", 60, minimum=1)
-# "default" carries the orders; "maintenance" the periodic jobs, which workers take first.
 RQ_QUEUES = {
-    "default": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT},
-    "maintenance": {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT},
+    DEFAULT_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT},
+    MAINTENANCE_QUEUE: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": RQ_JOB_TIMEOUT},
 }
 # Enqueue only after the surrounding transaction commits (django_rq/queues.py), set
 # explicitly rather than left to django-rq's default.
@@ -161,7 +138,7 @@ RQ = {
 
 # Periodic jobs, registered under these fixed ids each time the scheduler starts, so a
 # restart replaces a job instead of adding a second copy. Intervals in seconds. They run on
-# the "maintenance" queue, ahead of the orders.
+# the maintenance queue (project.queues), ahead of the orders.
 ORDER_SWEEP_INTERVAL = env_int("ORDER_SWEEP_INTERVAL", 30, minimum=1)
 ORDER_STUCK_AFTER = env_int("ORDER_STUCK_AFTER", 60, minimum=0)
 PERIODIC_JOBS = [
@@ -173,15 +150,7 @@ PERIODIC_JOBS = [
 
 # Email: SMTP only (dev/prod parity); EMAIL_URL is smtp://[user:password@]host:port with
 # ?tls=True or ?ssl=True (https://github.com/migonzalvar/dj-email-url).
-_email_url = env_str("EMAIL_URL", "smtp://localhost:25")
-if urlsplit(_email_url).scheme not in {"smtp", "smtps", "submission", "submit"}:
-    raise ImproperlyConfigured("EMAIL_URL must be an SMTP URL: smtp://[user:password@]host:port")
-try:
-    _email = dj_email_url.parse(_email_url)
-except (ValueError, KeyError) as exc:
-    raise ImproperlyConfigured(f"EMAIL_URL is malformed: {exc}") from None
-if not urlsplit(_email_url).hostname:
-    raise ImproperlyConfigured("EMAIL_URL names no host: smtp://[user:password@]host:port")
+_email = env_email("EMAIL_URL", "smtp://localhost:25")
 EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
 EMAIL_HOST = _email["EMAIL_HOST"]
 EMAIL_PORT = _email["EMAIL_PORT"]
@@ -195,7 +164,7 @@ MAILER_LEASE_SECONDS = env_int("MAILER_LEASE_SECONDS", 60, minimum=5)
 # EMAIL_TIMEOUT bounds each socket operation, not an exchange: the mailer bounds the whole SMTP
 # exchange by a deadline 2 x EMAIL_TIMEOUT before its lease ends (time to record the result), so
 # a lease that runs out mid-exchange never lets a second mailer send the same message while the
-# first still is (mailer.services.email_send). Six timeouts leave the exchange at least four.
+# first still is (mailer.services.outbox_message_send). Six timeouts leave the exchange at least four.
 if MAILER_LEASE_SECONDS < 6 * EMAIL_TIMEOUT:
     raise ImproperlyConfigured(
         f"MAILER_LEASE_SECONDS={MAILER_LEASE_SECONDS} is too short: it must be at least 6 x EMAIL_TIMEOUT "

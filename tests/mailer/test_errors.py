@@ -8,7 +8,7 @@ import pytest
 from django.utils import timezone
 
 from mailer.models import OutboxMessage, OutboxStatus
-from mailer.services import email_error_classify, outbox_message_create, outbox_send_due
+from mailer.services import outbox_error_classify, outbox_message_create, outbox_send_due
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -99,6 +99,6 @@ def test_a_failed_message_does_not_hold_up_the_next_pass(smtp):
     ids=lambda value: type(value).__name__ if isinstance(value, BaseException) else str(value),
 )
 def test_each_error_is_classified_once(error, permanent):
-    reason, classified = email_error_classify(error)
+    reason, classified = outbox_error_classify(error)
     assert classified is permanent
     assert reason

@@ -10,9 +10,9 @@ from django.utils import timezone
 
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import (
-    outbox_claim,
-    outbox_mark_sent,
+    outbox_message_claim,
     outbox_message_create,
+    outbox_message_mark_sent,
     outbox_release_expired_leases,
     outbox_send_due,
 )
@@ -74,12 +74,12 @@ def test_permanent_smtp_refusal_fails_the_message(settings, smtp):
 
 def test_an_expired_lease_is_taken_over_and_the_old_holder_cannot_mark_it_sent(smtp):
     [message] = make_messages(1)
-    lost = outbox_claim(lease_seconds=60)  # a mailer that then died
-    assert outbox_claim() is None  # leased: no one else takes it
+    lost = outbox_message_claim(lease_seconds=60)  # a mailer that then died
+    assert outbox_message_claim() is None  # leased: no one else takes it
     OutboxMessage.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert outbox_release_expired_leases() == 1
     assert outbox_send_due() == 1
-    assert outbox_mark_sent(message=lost) is False
+    assert outbox_message_mark_sent(message=lost) is False
     assert smtp.message_ids() == [message.message_id]
 
 

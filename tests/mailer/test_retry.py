@@ -14,9 +14,9 @@ from django.utils import timezone
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import (
     GAVE_UP_PREFIX,
-    outbox_claim,
-    outbox_mark_sent,
+    outbox_message_claim,
     outbox_message_create,
+    outbox_message_mark_sent,
     outbox_release_expired_leases,
     outbox_send_due,
 )
@@ -144,12 +144,12 @@ def test_a_message_whose_lease_keeps_expiring_fails_after_max_attempts(settings,
     by the release-leases job, it is not re-claimed forever."""
     settings.MAILER_MAX_ATTEMPTS = 3
     message = one_message()
-    assert outbox_claim(lease_seconds=60) is not None
+    assert outbox_message_claim(lease_seconds=60) is not None
     for expiry in range(1, 4):
         OutboxMessage.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))  # the holder died
         if released_by == "job":
             assert outbox_release_expired_leases() == 1
-        claimed = outbox_claim(lease_seconds=60)
+        claimed = outbox_message_claim(lease_seconds=60)
         assert (claimed is not None) == (expiry < 3), expiry
     message.refresh_from_db()
     assert message.status == OutboxStatus.FAILED and message.gave_up and message.unsettled_attempts == 3
@@ -164,22 +164,22 @@ def test_a_send_whose_row_the_lease_job_released_meanwhile_is_still_recorded_sen
     """One mailer: its lease ran out while the server was accepting, the release-leases job made the
     row pending; the server did accept, so it is recorded as sent and not sent again."""
     message = one_message()
-    leased = outbox_claim(lease_seconds=60)
+    leased = outbox_message_claim(lease_seconds=60)
     OutboxMessage.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert outbox_release_expired_leases() == 1
-    assert outbox_mark_sent(message=leased) is True
+    assert outbox_message_mark_sent(message=leased) is True
     message.refresh_from_db()
     assert message.status == OutboxStatus.SENT
-    assert outbox_claim() is None
+    assert outbox_message_claim() is None
 
 
 def test_a_send_whose_row_another_mailer_leased_meanwhile_says_so(caplog):
     message = one_message()
-    lost = outbox_claim(lease_seconds=60)
+    lost = outbox_message_claim(lease_seconds=60)
     OutboxMessage.objects.update(lease_expires_at=timezone.now() - timedelta(seconds=1))
-    assert outbox_claim(lease_seconds=60) is not None  # another mailer takes it over
+    assert outbox_message_claim(lease_seconds=60) is not None  # another mailer takes it over
     with caplog.at_level(logging.WARNING, logger="mailer.services"):
-        assert outbox_mark_sent(message=lost) is False
+        assert outbox_message_mark_sent(message=lost) is False
     [record] = caplog.records
     assert record.getMessage() == (
         f"outbox {message.pk}: the SMTP server accepted {message.message_id}, but the row was not recorded as sent: "

@@ -17,7 +17,7 @@ A process that makes progress beats, however long its pass; a stuck one stops be
 mailer beats before each message it leases (at most every MAILER_HEARTBEAT_SECONDS), never from
 a separate thread, so its beat stops when its loop stops. Between two beats of a working mailer
 lie at most MAILER_HEARTBEAT_SECONDS plus one message: an SMTP exchange aborted at a deadline
-2 x EMAIL_TIMEOUT before its lease ends (mailer.services.email_send; EMAIL_TIMEOUT alone bounds
+2 x EMAIL_TIMEOUT before its lease ends (mailer.services.outbox_message_send; EMAIL_TIMEOUT alone bounds
 each socket operation, not the exchange) and the recording of its result, which gives up before
 the lease ends; both fit in MAILER_LEASE_SECONDS. So ``--max-age`` defaults
 to MAILER_LEASE_SECONDS + MAILER_HEARTBEAT_SECONDS (65 s with the defaults): a slow but working
@@ -27,10 +27,17 @@ SMTP server never makes a working mailer look dead, and a stuck one is reported 
 import socket
 import urllib.request
 
+import django_rq
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+from redis.exceptions import RedisError
+from rq import Worker
+from rq_scheduler import Scheduler
 
+from mailer.selectors import mailer_alive
 from project.preflight import first_line
+from project.queues import DEFAULT_QUEUE
 
 
 class Command(BaseCommand):
@@ -65,14 +72,9 @@ class Command(BaseCommand):
             raise CommandError(f"web: {url} did not answer: {exc}") from None
 
     def _redis(self):
-        import django_rq
-
-        return django_rq.get_connection("default")
+        return django_rq.get_connection(DEFAULT_QUEUE)
 
     def _worker(self, *, hostname, max_age) -> int:
-        from redis.exceptions import RedisError
-        from rq import Worker
-
         try:
             workers = Worker.all(connection=self._redis())
         except RedisError as exc:
@@ -80,9 +82,6 @@ class Command(BaseCommand):
         return sum(1 for worker in workers if hostname is None or worker.hostname == hostname)
 
     def _scheduler(self, *, hostname, max_age) -> int:
-        from redis.exceptions import RedisError
-        from rq_scheduler import Scheduler
-
         pattern = f"{Scheduler.redis_scheduler_namespace_prefix}{hostname or ''}*"
         try:
             keys = list(self._redis().scan_iter(match=pattern))
@@ -91,10 +90,6 @@ class Command(BaseCommand):
             raise CommandError(f"scheduler: Redis unreachable: {exc}") from None
 
     def _mailer(self, *, hostname, max_age) -> int:
-        from django.db import DatabaseError
-
-        from mailer.services import mailer_alive
-
         try:
             return mailer_alive(hostname=hostname, max_age=max_age)
         except DatabaseError as exc:

@@ -10,15 +10,11 @@ runs to completion and commits, no new job is taken, exit 0. A second signal: co
 the work horse is killed and the job is left to the scheduler's sweep.
 """
 
-import logging
-
 from django.conf import settings
 from django.core.management.base import CommandError
 from django_rq.management.commands.rqworker import Command as DjangoRQWorkerCommand
 
 from project.preflight import ServiceUnavailable, wait_for_services
-
-logger = logging.getLogger("worker")
 
 
 class Command(DjangoRQWorkerCommand):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5/formation",
     "REDIS_URL": "redis://127.0.0.1:6/0",

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
+import psutil
 from django.conf import settings
 from django.db import connection
 from honcho.environ import parse_procfile
@@ -96,8 +97,6 @@ class Process:
     def signal_every_process(self, sig: int = 15) -> None:  # 15: SIGTERM
         """Send ``sig`` to the process and all its descendants, as Heroku's dyno manager and
         systemd's KillMode=control-group do ("all processes in the dyno")."""
-        import psutil
-
         root = psutil.Process(self.pid)
         for process in [root, *root.children(recursive=True)]:
             with contextlib.suppress(psutil.NoSuchProcess):

@@ -6,9 +6,8 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ALL_DATABASES
 from tests.process.conftest import READY
-from tests.support import free_port
+from tests.support import ALL_DATABASES, free_port
 
 pytestmark = [
     pytest.mark.process,

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {
@@ -133,8 +134,6 @@ def test_bad_release_and_timeout_settings_exit_with_one_line_naming_the_variable
 
 @pytest.mark.django_db
 def test_database_connections_have_the_statement_timeout_and_no_release_lock_timeout():
-    from django.db import connection
-
     with connection.cursor() as cursor:
         # pytest-django built this database with the release's migrate on this very connection:
         # its session settings must not outlive the command.

@@ -30,6 +30,15 @@ def manage_check(**changes: str | None) -> subprocess.CompletedProcess:
     )
 
 
+def assert_check_fails_with_one_line_naming(variable: str, **changes: str | None) -> None:
+    """Assert that ``manage.py check`` with ``changes`` exits non-zero with one stderr line naming ``variable``."""
+    result = manage_check(**changes)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
+
+
 def test_valid_configuration_passes_check():
     result = manage_check()
     assert result.returncode == 0, result.stderr
@@ -64,11 +73,7 @@ def test_valid_configuration_passes_check():
     ],
 )
 def test_bad_configuration_exits_with_one_line_naming_the_variable(changes, variable):
-    result = manage_check(**changes)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert variable in lines[0]
+    assert_check_fails_with_one_line_naming(variable, **changes)
 
 
 def test_secret_key_may_be_missing_in_debug():
@@ -125,11 +130,7 @@ def test_a_mail_lease_shorter_than_an_smtp_exchange_is_refused():
     ],
 )
 def test_bad_release_and_timeout_settings_exit_with_one_line_naming_the_variable(changes, variable):
-    result = manage_check(**changes)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert variable in lines[0]
+    assert_check_fails_with_one_line_naming(variable, **changes)
 
 
 @pytest.mark.django_db

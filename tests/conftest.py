@@ -2,12 +2,9 @@
 
 import django_rq
 import pytest
-from django.core.management import call_command
 
-from orders.models import Product
+from tests import factories
 from tests.support import start_smtp
-
-ALL_DATABASES = ["default", "gateway"]
 
 
 @pytest.fixture(autouse=True)
@@ -37,14 +34,4 @@ def smtp(settings):
 @pytest.fixture
 def product(db):
     """A product on sale for €12.00 (1200 minor units of EUR)."""
-    return Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})[0]
-
-
-def run_burst_worker() -> None:
-    """Run a real RQ worker (it forks a work horse per job) until the queue is empty."""
-    call_command("rqworker", "default", "--burst", verbosity=0)
-
-
-def queued_job_ids() -> list[str]:
-    """Return the ids of the jobs waiting in the default queue."""
-    return django_rq.get_queue("default").get_job_ids()
+    return factories.product()

@@ -1,4 +1,4 @@
-"""Test helpers: an SMTP server that records what it receives, checkout form data, polling."""
+"""Test helpers: an SMTP server that records what it receives, checkout form data, polling, a burst worker."""
 
 import http.cookiejar
 import re
@@ -13,9 +13,14 @@ from email.message import EmailMessage
 from email.policy import default as default_policy
 from html.parser import HTMLParser
 
+import django_rq
 from aiosmtpd.controller import Controller
+from django.core.management import call_command
 
 from embedded.servers import free_port
+
+# The database aliases: the shop's and the sandbox gateway's own connection (project.settings).
+ALL_DATABASES = ["default", "gateway"]
 
 
 def wait_until(predicate, *, deadline: float, interval: float = 0.05, message: str = "condition"):
@@ -31,6 +36,16 @@ def wait_until(predicate, *, deadline: float, interval: float = 0.05, message: s
         if time.monotonic() > end:
             raise AssertionError(f"timed out after {deadline:g}s waiting for {message}")
         time.sleep(interval)
+
+
+def run_burst_worker() -> None:
+    """Run a real RQ worker (it forks a work horse per job) until the queue is empty."""
+    call_command("rqworker", "default", "--burst", verbosity=0)
+
+
+def queued_job_ids() -> list[str]:
+    """Return the ids of the jobs waiting in the default queue."""
+    return django_rq.get_queue("default").get_job_ids()
 
 
 @dataclass

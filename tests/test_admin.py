@@ -7,8 +7,8 @@ from django.contrib.auth import get_user_model
 
 from orders.models import Product, SandboxCharge
 from orders.services import LineRequest, order_create, order_process
-from tests.conftest import ALL_DATABASES
-from tests.support import element, element_text
+from tests import factories
+from tests.support import ALL_DATABASES, element, element_text
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -41,7 +41,7 @@ def staff(client):
 
 
 def test_every_amount_in_the_admin_is_shown_formatted_in_its_currency(staff):
-    product = Product.objects.create(sku="yen-mug", name="Yen mug", price=500, currency="JPY")
+    product = factories.product(sku="yen-mug", name="Yen mug", price=500, currency="JPY")
     order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 2)], idempotency_key=uuid.uuid4())
     order_process(order_id=order.pk)
 
@@ -105,7 +105,7 @@ def test_the_admin_refuses_a_price_the_currency_cannot_charge_naming_the_field(s
     ("minor", "currency", "shown"), [(950, "EUR", "9.50"), (500, "JPY", "500"), (1250, "KWD", "1.250")]
 )
 def test_the_admin_change_form_shows_the_price_in_major_units_and_saves_it_unchanged(staff, minor, currency, shown):
-    product = Product.objects.create(sku="admin-mug", name="Admin mug", price=minor, currency=currency)
+    product = factories.product(sku="admin-mug", name="Admin mug", price=minor, currency=currency)
     page = staff.get(f"/admin/orders/product/{product.pk}/change/").content.decode()
     attrs = element(page, "#id_price").attrs
     assert attrs["value"] == shown

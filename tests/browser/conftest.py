@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connections
+from playwright.sync_api import sync_playwright
 
 from tests.process.conftest import formation, formation_env  # noqa: F401 - the Procfile's processes, as fixtures
 
@@ -40,7 +41,6 @@ def context(formation, monkeypatch):  # noqa: F811 - the fixture imported above
     """
     if not CHROMIUM.exists():
         pytest.skip(SKIP_REASON)
-    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")

@@ -9,9 +9,9 @@ from urllib.parse import urlsplit
 import pytest
 
 from mailer.models import OutboxMessage, OutboxStatus
-from orders.models import Order, OrderStatus, Product, SandboxCharge
-from tests.conftest import ALL_DATABASES
-from tests.support import wait_until
+from orders.models import Order, OrderStatus, SandboxCharge
+from tests import factories
+from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, datab
 @pytest.fixture
 def shop(formation):
     """Start web, worker and mailer; return the shop's base URL."""
-    Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
+    factories.product()
     web = formation.start("web")
     formation.start("worker")
     formation.start("mailer")

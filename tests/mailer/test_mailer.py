@@ -4,8 +4,10 @@ import asyncio
 import uuid
 from datetime import timedelta
 
+import psycopg
 import pytest
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from mailer.models import OutboxMessage, OutboxStatus
@@ -115,9 +117,6 @@ def test_mailer_command_once(smtp):
 def test_connection_lost_after_the_server_accepted_is_retried_not_resent(smtp):
     """PostgreSQL drops the mailer's connection between the SMTP 250 and "mark sent": the
     mailer reconnects and records it, so the message is not sent a second time."""
-    import psycopg
-    from django.db import connection
-
     [message] = make_messages(1)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")

@@ -3,6 +3,7 @@ a deadline inside the lease), and never loses one because the SMTP server is awa
 (transient errors retry until MAILER_GIVE_UP_AFTER, not up to an attempt count)."""
 
 import logging
+import threading
 import time
 import uuid
 from datetime import timedelta
@@ -21,9 +22,8 @@ from mailer.services import (
     outbox_send_due,
 )
 from orders.services import LineRequest, order_create, order_process
-from tests.conftest import ALL_DATABASES
 from tests.mailer.trickle import TrickleSMTP
-from tests.support import element, free_port
+from tests.support import ALL_DATABASES, element, free_port
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -82,8 +82,6 @@ def test_no_exchange_starts_when_the_lease_leaves_no_budget(settings, smtp):
 
 def test_the_deadline_also_holds_off_the_main_thread(trickle):
     """Called from another thread (no SIGALRM there), a watchdog shuts the socket down."""
-    import threading
-
     message = one_message()
     result = {}
     thread = threading.Thread(target=lambda: result.update(sent=outbox_send_due()))

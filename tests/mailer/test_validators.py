@@ -1,11 +1,13 @@
 """validate_deliverable_address refuses exactly what Django's SMTP backend cannot send to."""
 
+import stringprep
+
 import pytest
 from django.core.exceptions import ValidationError
 from django.core.mail.message import sanitize_address
 from django.core.validators import validate_email
 
-from mailer.validators import validate_deliverable_address
+from mailer.validators import BLANK_LOOKING, DEFAULT_IGNORABLE, validate_deliverable_address
 from tests.support import UNDELIVERABLE
 
 DELIVERABLE = {
@@ -43,10 +45,6 @@ def test_deliverable_addresses_pass_and_encode_as_the_backend_sends_them(address
 
 
 def test_every_character_idna_drops_or_that_shows_as_nothing_is_refused_by_its_code_point():
-    import stringprep
-
-    from mailer.validators import BLANK_LOOKING, DEFAULT_IGNORABLE
-
     dropped = [code for code in range(0x110000) if stringprep.in_table_b1(chr(code))]
     ignorable = [code for first, last in DEFAULT_IGNORABLE for code in range(first, last + 1)]
     # Why: IDNA 2003 (Django's SMTP backend) silently deletes the first kind from the domain.

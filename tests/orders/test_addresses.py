@@ -9,8 +9,7 @@ from django.test import Client
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_send_due
 from orders.models import Order, OrderLine, SandboxCharge
-from tests.conftest import ALL_DATABASES, run_burst_worker
-from tests.support import UNDELIVERABLE, checkout_data, hidden
+from tests.support import ALL_DATABASES, UNDELIVERABLE, checkout_data, hidden, run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

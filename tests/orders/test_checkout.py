@@ -7,17 +7,23 @@ session's checkout (orders.checkout), not a number the client may choose.
 import re
 import threading
 import uuid
+from datetime import timedelta
 
 import pytest
 from django.conf import settings
+from django.contrib.sessions.models import Session
+from django.core.management import call_command
 from django.db import connections
 from django.test import Client
+from django.utils import timezone
 
 from mailer.models import OutboxMessage
+from orders.checkout import COMPLETED_REMEMBERED
 from orders.forms import MAX_LINES
+from orders.jobs import clear_expired_sessions
 from orders.models import Charge, Order, OrderLine, SandboxCharge
-from tests.conftest import ALL_DATABASES, queued_job_ids, run_burst_worker
-from tests.support import checkout_data, element, hidden
+from tests import factories
+from tests.support import ALL_DATABASES, checkout_data, element, hidden, queued_job_ids, run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -119,8 +125,6 @@ def test_checkout_creates_a_pending_order_and_enqueues_it_after_commit(browser, 
 
 
 def test_same_checkout_twice_gives_one_order_one_job_one_charge_one_email(browser, product, smtp):
-    from django.core.management import call_command
-
     form = checkout_form(browser, lines=(("procfile-mug", 2),))
     first = browser.post("/checkout/", form)
     second = browser.post("/checkout/", form)
@@ -160,9 +164,7 @@ def test_head_of_the_checkout_page(browser, product):
 
 
 def test_products_in_two_currencies_are_a_400_naming_the_lines(browser, product):
-    from orders.models import Product
-
-    Product.objects.create(sku="dollar-mug", name="Dollar mug", price=1000, currency="USD")
+    factories.product(sku="dollar-mug", name="Dollar mug", price=1000, currency="USD")
     response = post_checkout(browser, lines=(("procfile-mug", 1), ("dollar-mug", 1)))
     assert response.status_code == 400
     errors = element(response.content.decode(), "#checkout-errors").text
@@ -354,9 +356,7 @@ def test_a_huge_form_count_builds_at_most_the_shops_limit(browser, product, clai
 
 
 def test_more_lines_than_the_shop_takes_are_refused(browser, product):
-    from orders.models import Product
-
-    skus = [Product.objects.create(sku=f"mug-{n}", name=f"Mug {n}", price=100).sku for n in range(MAX_LINES + 1)]
+    skus = [factories.product(sku=f"mug-{n}", name=f"Mug {n}", price=100).sku for n in range(MAX_LINES + 1)]
     response = post_checkout(browser, lines=[(sku, 1) for sku in skus])
     assert response.status_code == 400
     assert Order.objects.count() == 0
@@ -364,13 +364,6 @@ def test_more_lines_than_the_shop_takes_are_refused(browser, product):
 
 
 def test_expired_sessions_and_their_checkouts_are_deleted_by_the_periodic_job(browser, product):
-    from datetime import timedelta
-
-    from django.contrib.sessions.models import Session
-    from django.utils import timezone
-
-    from orders.jobs import clear_expired_sessions
-
     checkout_form(browser)
     live = browser.cookies[settings.SESSION_COOKIE_NAME].value
     other = Client()
@@ -423,8 +416,6 @@ def test_a_session_replays_its_completed_checkouts_after_starting_new_ones(brows
 
 
 def test_a_session_remembers_its_last_20_completed_checkouts(browser, product):
-    from orders.checkout import COMPLETED_REMEMBERED
-
     forms = []
     for _ in range(COMPLETED_REMEMBERED + 1):
         buy(browser)

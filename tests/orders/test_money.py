@@ -5,6 +5,7 @@ import uuid
 from decimal import Decimal
 
 import pytest
+from babel.numbers import get_currency_name
 from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.template import Context, Template
@@ -13,8 +14,8 @@ from orders.forms import LineForm
 from orders.models import Charge, Product
 from orders.money import CURRENCY_NAMES, SUPPORTED_CURRENCIES, format_money, minor_unit_exponent, to_major, to_minor
 from orders.services import LineRequest, order_create
-from tests.conftest import ALL_DATABASES, run_burst_worker
-from tests.support import element_text
+from tests import factories
+from tests.support import ALL_DATABASES, element_text, run_burst_worker
 
 NBSP = "\u00a0"  # CLDR's currencySpacing puts a no-break space between a letter code and a digit
 
@@ -136,7 +137,7 @@ def test_an_unsupported_currency_is_refused_by_the_database():
 @pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 def test_a_yen_product_is_shown_as_charged_in_catalogue_checkout_order_page_email_and_log(client, smtp, caplog):
     """The issue's case: a product priced 500 in JPY is charged ¥500 and must be shown as ¥500."""
-    product = Product.objects.create(sku="yen-mug", name="Yen mug", price=500, currency="JPY")
+    product = factories.product(sku="yen-mug", name="Yen mug", price=500, currency="JPY")
 
     assert element_text(client.get("/").content.decode(), "#price-yen-mug") == "¥500"
     assert LineForm().fields["product"].label_from_instance(product) == "Yen mug — ¥500"  # checkout's choice
@@ -169,6 +170,4 @@ def test_a_euro_product_keeps_its_cents_in_the_catalogue(client, product):
 
 def test_the_currency_names_written_in_the_module_are_cldrs():
     """orders.money keeps babel off the start-up path, so its names are written out: they must be babel's."""
-    from babel.numbers import get_currency_name
-
     assert {code: get_currency_name(code, locale="en") for code in SUPPORTED_CURRENCIES} == CURRENCY_NAMES

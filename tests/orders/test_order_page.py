@@ -7,10 +7,9 @@ from django.core.management import call_command
 from django.test import Client
 
 from mailer.models import OutboxMessage, OutboxStatus
-from orders.models import PaymentMethod
+from orders.models import Order, PaymentMethod
 from orders.services import LineRequest, order_create, order_process
-from tests.conftest import ALL_DATABASES
-from tests.support import checkout_data, element, hidden
+from tests.support import ALL_DATABASES, checkout_data, element, hidden
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -80,8 +79,6 @@ def test_an_international_address_is_shown_as_typed_never_as_punycode(product, s
     placed = browser.post("/checkout/", form)
     assert placed.status_code == 303
     assert element(browser.get(placed["Location"]).content.decode(), "#order-email").text == "zoe@bücher.example"
-
-    from orders.models import Order
 
     order = Order.objects.get()
     order_process(order_id=order.pk)

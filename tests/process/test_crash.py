@@ -13,6 +13,7 @@ import threading
 import time
 from urllib.parse import urlencode
 
+import django_rq
 import psutil
 import psycopg
 import pytest
@@ -20,10 +21,10 @@ from django.db import connection
 
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
-from orders.models import Order, Product, SandboxCharge
-from tests.conftest import ALL_DATABASES
-from tests.process.conftest import assert_exactly_once, order_status, place_order, work_horse
-from tests.support import Browser, checkout_data, hidden, wait_until
+from orders.models import Order, SandboxCharge
+from tests import factories
+from tests.process.support import assert_exactly_once, order_status, place_order, work_horse
+from tests.support import ALL_DATABASES, Browser, checkout_data, hidden, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.crash, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
@@ -62,8 +63,6 @@ def test_whole_worker_killed_mid_job_is_recovered_by_another_worker(formation, s
 def test_worker_killed_between_taking_a_job_and_starting_it_loses_no_order(formation, smtp):
     """A worker on several queues pops a job and marks it started only in its work horse; kill -9 in
     between (held open here by SIGSTOP) leaves a job that says queued while no queue holds it."""
-    import django_rq
-
     formation.start("mailer")
     worker = formation.start("worker")
     redis = django_rq.get_connection("default")
@@ -88,8 +87,9 @@ def test_worker_killed_between_taking_a_job_and_starting_it_loses_no_order(forma
     assert_exactly_once([order], smtp)
 
 
-def _block_rcpt_once(smtp) -> threading.Event:
-    """Make the SMTP server hold the first RCPT until released; return the 'RCPT arrived' event."""
+def _block_rcpt_once(smtp) -> tuple[threading.Event, threading.Event]:
+    """Make the SMTP server hold the first RCPT until released; return the events (arrived, release):
+    the server sets ``arrived`` when that RCPT comes, the test sets ``release`` to let it through."""
     arrived, release = threading.Event(), threading.Event()
 
     async def handle_rcpt(server, session, envelope, address, rcpt_options):
@@ -101,17 +101,16 @@ def _block_rcpt_once(smtp) -> threading.Event:
         return "250 OK"
 
     smtp.handle_RCPT = handle_rcpt
-    arrived.release = release
-    return arrived
+    return arrived, release
 
 
 def test_mailer_killed_before_the_server_accepted_sends_the_message_once(formation, smtp):
-    arrived = _block_rcpt_once(smtp)
+    arrived, release = _block_rcpt_once(smtp)
     message = outbox_message_create(key="crash-before", to="a@example.com", subject="s", body="b")
     mailer = formation.start("mailer")
     assert arrived.wait(timeout=15)
     mailer.kill()
-    arrived.release.set()
+    release.set()
     formation.start("mailer")
     wait_until(lambda: smtp.messages, deadline=30, message="the message after its lease expired")
     # The server's 250 comes before the mailer records the message as sent: wait for the record.
@@ -188,7 +187,7 @@ def test_mailer_killed_after_the_server_accepted_resends_with_the_same_message_i
 
 
 def test_web_killed_mid_request_writes_nothing_and_the_retry_creates_one_order(formation):
-    Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
+    factories.product()
     web = formation.start("web")
     port = int(web.env["PORT"])
     browser = Browser(f"http://127.0.0.1:{port}")

@@ -9,11 +9,11 @@ import redis
 import rq
 from django.db import connection
 
-from orders.models import Order, Product
+from orders.models import Order, SandboxCharge
 from project.worker import Worker
-from tests.conftest import ALL_DATABASES
-from tests.process.conftest import app_backends, assert_exactly_once, order_status, place_order
-from tests.support import Browser, checkout_data, element, hidden, wait_until
+from tests import factories
+from tests.process.support import app_backends, assert_exactly_once, order_status, place_order
+from tests.support import ALL_DATABASES, Browser, checkout_data, element, hidden, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.faults, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
@@ -52,8 +52,6 @@ def test_redis_restarted_while_the_worker_is_idle(formation, own_redis):
 
 
 def test_redis_restarted_while_a_job_runs(formation, own_redis, smtp):
-    from orders.models import SandboxCharge
-
     worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
     formation.start("mailer")
     order = place_order("fault@example.com")
@@ -113,7 +111,7 @@ def test_scheduler_stops_on_sigterm_while_redis_is_down(formation, own_redis):
 
 
 def test_redis_down_during_checkout_the_order_is_accepted_and_processed_once_back(formation, own_redis, smtp):
-    Product.objects.get_or_create(sku="procfile-mug", defaults={"name": "Procfile mug", "price": 1200})
+    factories.product()
     web = formation.start("web")
     for kind in ("worker", "scheduler", "mailer"):
         formation.start(kind)

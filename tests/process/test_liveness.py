@@ -14,9 +14,8 @@ from django.core.management.base import CommandError
 
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
-from tests.conftest import ALL_DATABASES
 from tests.procfile import ROOT
-from tests.support import start_smtp, wait_until
+from tests.support import ALL_DATABASES, start_smtp, wait_until
 
 pytestmark = [
     pytest.mark.process,

@@ -10,9 +10,8 @@ import pytest
 
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
-from tests.conftest import ALL_DATABASES
 from tests.mailer.trickle import TrickleSMTP
-from tests.support import wait_until
+from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [
     pytest.mark.process,

@@ -11,9 +11,8 @@ import pytest
 import yaml
 
 from embedded.servers import port_open
-from tests.conftest import ALL_DATABASES
 from tests.procfile import ROOT
-from tests.support import wait_until
+from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [
     pytest.mark.process,

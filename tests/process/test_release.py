@@ -15,7 +15,8 @@ import psycopg
 import pytest
 from django.db import connection
 
-from tests.process.conftest import place_order
+from project.release import RELEASE_LOCK_KEY
+from tests.process.support import place_order
 from tests.procfile import ROOT, formation_database_url, process_env, run_release
 from tests.support import wait_until
 
@@ -226,8 +227,6 @@ def test_two_releases_at_once_migrate_once_and_both_succeed(formation, release_e
 
 
 def test_a_release_waiting_too_long_for_another_exits_with_one_line_naming_it(release_env):
-    from project.release import RELEASE_LOCK_KEY
-
     with psycopg.connect(formation_database_url(), application_name="release-in-progress", autocommit=True) as other:
         other.execute("SELECT pg_advisory_lock(%s)", [RELEASE_LOCK_KEY])
         release = run_release({**release_env, "RELEASE_LOCK_WAIT": "1"}, timeout=60)

@@ -22,9 +22,8 @@ import psutil
 import pytest
 
 from orders.models import SandboxCharge
-from tests.conftest import ALL_DATABASES
-from tests.process.conftest import place_order
-from tests.support import wait_until
+from tests.process.support import place_order
+from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [
     pytest.mark.process,

@@ -10,8 +10,7 @@ import django_rq
 import pytest
 from django.conf import settings
 
-from tests.conftest import ALL_DATABASES
-from tests.support import wait_until
+from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [
     pytest.mark.process,

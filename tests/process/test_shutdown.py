@@ -16,10 +16,9 @@ import pytest
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
 from orders.models import Order, OrderStatus, SandboxCharge
-from tests.conftest import ALL_DATABASES
-from tests.process.conftest import place_order, work_horse
+from tests.process.support import place_order, work_horse
 from tests.procfile import ROOT, Process
-from tests.support import wait_until
+from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [
     pytest.mark.process,

@@ -6,8 +6,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import ALL_DATABASES
-from tests.support import free_port
+from tests.support import ALL_DATABASES, free_port
 
 pytestmark = [
     pytest.mark.process,

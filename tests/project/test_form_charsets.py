@@ -15,8 +15,7 @@ import pytest
 from django.test import Client
 
 from orders.models import Order
-from tests.conftest import ALL_DATABASES
-from tests.support import checkout_data, hidden
+from tests.support import ALL_DATABASES, checkout_data, hidden
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

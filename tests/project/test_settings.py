@@ -6,8 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from django.db import connection
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 GOOD = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5/formation",
     "REDIS_URL": "redis://127.0.0.1:6/0",
@@ -27,6 +28,15 @@ def manage_check(**changes: str | None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "manage.py", "check"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
     )
+
+
+def assert_check_fails_with_one_line_naming(variable: str, **changes: str | None) -> None:
+    """Assert that ``manage.py check`` with ``changes`` exits non-zero with one stderr line naming ``variable``."""
+    result = manage_check(**changes)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert variable in lines[0]
 
 
 def test_valid_configuration_passes_check():
@@ -63,11 +73,7 @@ def test_valid_configuration_passes_check():
     ],
 )
 def test_bad_configuration_exits_with_one_line_naming_the_variable(changes, variable):
-    result = manage_check(**changes)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert variable in lines[0]
+    assert_check_fails_with_one_line_naming(variable, **changes)
 
 
 def test_secret_key_may_be_missing_in_debug():
@@ -124,17 +130,11 @@ def test_a_mail_lease_shorter_than_an_smtp_exchange_is_refused():
     ],
 )
 def test_bad_release_and_timeout_settings_exit_with_one_line_naming_the_variable(changes, variable):
-    result = manage_check(**changes)
-    assert result.returncode != 0
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert variable in lines[0]
+    assert_check_fails_with_one_line_naming(variable, **changes)
 
 
 @pytest.mark.django_db
 def test_database_connections_have_the_statement_timeout_and_no_release_lock_timeout():
-    from django.db import connection
-
     with connection.cursor() as cursor:
         # pytest-django built this database with the release's migrate on this very connection:
         # its session settings must not outlive the command.

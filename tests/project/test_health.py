@@ -6,7 +6,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
-from tests.conftest import ALL_DATABASES
+from tests.support import ALL_DATABASES
 
 
 def test_health_touches_no_backing_service(client, settings):

@@ -28,6 +28,8 @@ def main() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _stop_before_start)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    # Imported once the signal rule above is in place, as Django's own manage.py template does:
+    # a SIGTERM that arrives while Django imports still ends the process with exit 0.
     from django.core.exceptions import ImproperlyConfigured
     from django.core.management import execute_from_command_line
 

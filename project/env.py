@@ -73,12 +73,11 @@ def env_int(name: str, default: int, *, minimum: int = 0, maximum: int | None = 
     Raise ImproperlyConfigured when the value is not an integer or lies outside the range.
     """
     value = os.environ.get(name, "")
-    if value.strip() == "":
-        return default
-    try:
-        int(value)
-    except ValueError:
-        raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
+    if value.strip() != "":
+        try:
+            int(value)
+        except ValueError:
+            raise ImproperlyConfigured(f"{name}={value!r} is not an integer") from None
     return int(env_number(name, default, minimum=minimum, maximum=maximum))
 
 

@@ -3,6 +3,7 @@
 import django_rq
 import pytest
 
+from project.queues import DEFAULT_QUEUE
 from tests import factories
 from tests.support import start_smtp
 
@@ -10,7 +11,7 @@ from tests.support import start_smtp
 @pytest.fixture(autouse=True)
 def clean_redis():
     """Empty the Redis database of REDIS_URL before each test (tests own that database)."""
-    django_rq.get_connection("default").flushdb()
+    django_rq.get_connection(DEFAULT_QUEUE).flushdb()
     yield
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import IO
 from urllib.parse import quote
 
 import psutil
@@ -15,6 +16,7 @@ from django.db import connection
 
 from project.procfile import READY_LINES, wait_for_health
 from project.procfile import process_commands as procfile
+from project.queues import DEFAULT_QUEUE
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -36,7 +38,7 @@ def process_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ)
     env.update(
         DATABASE_URL=formation_database_url(),
-        REDIS_URL=settings.RQ_QUEUES["default"]["URL"],
+        REDIS_URL=settings.RQ_QUEUES[DEFAULT_QUEUE]["URL"],
         SECRET_KEY=settings.SECRET_KEY,
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
         PYTHONUNBUFFERED="1",
@@ -46,6 +48,24 @@ def process_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def spawn(argv: list[str], env: dict[str, str], *, log_prefix: str, **popen_options) -> tuple[subprocess.Popen, IO]:
+    """Start ``argv`` in the repository root in a session of its own (as honcho and supervisors
+    do), stdin from /dev/null, stdout and stderr to a log file named ``log_prefix``*.log that is
+    kept after the process ends; return the Popen and the open log file."""
+    log = tempfile.NamedTemporaryFile(prefix=log_prefix, suffix=".log", delete=False)  # noqa: SIM115 - lives as long as the process
+    popen = subprocess.Popen(
+        argv,
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        **popen_options,
+    )
+    return popen, log
+
+
 class Process:
     """One process of a Procfile type, started as honcho would (``/bin/sh -c``, its own group)."""
 
@@ -53,16 +73,7 @@ class Process:
         self.kind = kind
         self.env = env
         self.command = command or procfile()[kind]
-        self.log = tempfile.NamedTemporaryFile(prefix=f"formation-{kind}-", suffix=".log", delete=False)  # noqa: SIM115 - lives as long as the process
-        self.popen = subprocess.Popen(
-            ["/bin/sh", "-c", self.command],
-            cwd=ROOT,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self.popen, self.log = spawn(["/bin/sh", "-c", self.command], env, log_prefix=f"formation-{kind}-")
 
     @property
     def pid(self) -> int:

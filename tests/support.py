@@ -18,6 +18,7 @@ from aiosmtpd.controller import Controller
 from django.core.management import call_command
 
 from embedded.servers import free_port
+from project.queues import DEFAULT_QUEUE
 
 # The database aliases: the shop's and the sandbox gateway's own connection (project.settings).
 ALL_DATABASES = ["default", "gateway"]
@@ -40,12 +41,12 @@ def wait_until(predicate, *, deadline: float, interval: float = 0.05, message: s
 
 def run_burst_worker() -> None:
     """Run a real RQ worker (it forks a work horse per job) until the queue is empty."""
-    call_command("rqworker", "default", "--burst", verbosity=0)
+    call_command("rqworker", DEFAULT_QUEUE, "--burst", verbosity=0)
 
 
 def queued_job_ids() -> list[str]:
     """Return the ids of the jobs waiting in the default queue."""
-    return django_rq.get_queue("default").get_job_ids()
+    return django_rq.get_queue(DEFAULT_QUEUE).get_job_ids()
 
 
 @dataclass

@@ -9,6 +9,8 @@ import jsonschema
 import pytest
 import yaml
 
+from project.queues import DEFAULT_QUEUE
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 K8S = ROOT / "deploy" / "kubernetes"
@@ -91,7 +93,7 @@ def test_keda_scaled_objects_validate_against_the_crd():
     for document in scaled.values():
         jsonschema.validate(document, schema)
     assert scaled["worker"]["spec"]["triggers"][0]["type"] == "redis"
-    assert scaled["worker"]["spec"]["triggers"][0]["metadata"]["listName"] == "rq:queue:default"
+    assert scaled["worker"]["spec"]["triggers"][0]["metadata"]["listName"] == f"rq:queue:{DEFAULT_QUEUE}"
     assert scaled["mailer"]["spec"]["triggers"][0]["type"] == "postgresql"
 
 

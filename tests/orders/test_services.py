@@ -10,6 +10,7 @@ from mailer.models import OutboxMessage
 from orders import services
 from orders.models import Charge, Order, OrderStatusChange, PaymentMethod, SandboxCharge
 from orders.services import InvalidStatusTransition, LineRequest, order_create, order_process, orders_sweep_pending
+from project.queues import DEFAULT_QUEUE
 from tests.support import ALL_DATABASES, queued_job_ids, run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
@@ -38,7 +39,7 @@ def test_process_twice_charges_once_and_emails_once(product):
 
 def test_duplicate_jobs_run_by_a_real_worker_charge_once(product):
     order = new_order(product)
-    queue = django_rq.get_queue("default")
+    queue = django_rq.get_queue(DEFAULT_QUEUE)
     queue.enqueue("orders.jobs.process_order", str(order.pk))  # a stray second job for the same order
     assert len(queued_job_ids()) == 2
     run_burst_worker()
@@ -96,7 +97,7 @@ def test_same_idempotency_key_returns_the_first_order(product):
 
 def test_checkout_while_redis_is_down_keeps_the_order_and_the_sweep_enqueues_it(product):
     closed = "redis://127.0.0.1:9/0?socket_connect_timeout=0.5"
-    with override_settings(RQ_QUEUES={"default": {"URL": closed, "DEFAULT_TIMEOUT": 60}}):
+    with override_settings(RQ_QUEUES={DEFAULT_QUEUE: {"URL": closed, "DEFAULT_TIMEOUT": 60}}):
         order = new_order(product)
     assert Order.objects.get().status == "pending"
     assert queued_job_ids() == []
@@ -110,7 +111,7 @@ def test_checkout_while_redis_is_down_keeps_the_order_and_the_sweep_enqueues_it(
 
 def test_sweep_replaces_a_failed_job(product):
     order = new_order(product)
-    queue = django_rq.get_queue("default")
+    queue = django_rq.get_queue(DEFAULT_QUEUE)
     job = queue.fetch_job(order.job_id)
     queue.remove(job)
     job.set_status("failed")  # as RQ records a job whose work horse was killed
@@ -120,7 +121,7 @@ def test_sweep_replaces_a_failed_job(product):
 
 def test_sweep_leaves_young_orders_alone(product):
     new_order(product)
-    django_rq.get_connection("default").flushdb()
+    django_rq.get_connection(DEFAULT_QUEUE).flushdb()
     assert orders_sweep_pending(older_than=3600) == 0
 
 
@@ -129,7 +130,7 @@ def test_sweep_replaces_a_job_whose_status_no_queue_or_registry_backs(product, s
     """A worker on several queues pops a job (rq's dequeue_any) and marks it started only in its
     work horse: killed in between, it leaves a job that says queued while no queue holds it."""
     order = new_order(product)
-    queue = django_rq.get_queue("default")
+    queue = django_rq.get_queue(DEFAULT_QUEUE)
     assert queue.connection.lpop(queue.key) == order.job_id.encode()  # what the worker's pop does
     queue.fetch_job(order.job_id).set_status(status)
     assert orders_sweep_pending(older_than=0) == 1

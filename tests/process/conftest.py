@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from embedded.servers import port_open, redis_server_command
+from project.queues import DEFAULT_QUEUE
 from tests.procfile import Process, process_env
 from tests.support import free_port, wait_until
 
@@ -90,7 +91,7 @@ def own_redis(tmp_path, settings, formation_env):
     """A Redis server of this test's own (so it can be restarted), used by the test and its processes."""
     server = RedisServer(tmp_path)
     server.start()
-    settings.RQ_QUEUES = {"default": {**settings.RQ_QUEUES["default"], "URL": server.url}}
+    settings.RQ_QUEUES = {DEFAULT_QUEUE: {**settings.RQ_QUEUES[DEFAULT_QUEUE], "URL": server.url}}
     formation_env["REDIS_URL"] = server.url
     yield server
     server.stop()

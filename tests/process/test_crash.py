@@ -22,6 +22,7 @@ from django.db import connection
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
 from orders.models import Order, SandboxCharge
+from project.queues import DEFAULT_QUEUE
 from tests import factories
 from tests.process.support import assert_exactly_once, order_status, place_order, work_horse
 from tests.support import ALL_DATABASES, Browser, checkout_data, hidden, wait_until
@@ -65,7 +66,7 @@ def test_worker_killed_between_taking_a_job_and_starting_it_loses_no_order(forma
     between (held open here by SIGSTOP) leaves a job that says queued while no queue holds it."""
     formation.start("mailer")
     worker = formation.start("worker")
-    redis = django_rq.get_connection("default")
+    redis = django_rq.get_connection(DEFAULT_QUEUE)
     # "Listening on" comes before the pop is sent: stop the worker only once Redis holds its BLPOP.
     wait_until(
         lambda: any(client.get("cmd") == "blpop" for client in redis.client_list()),
@@ -75,7 +76,7 @@ def test_worker_killed_between_taking_a_job_and_starting_it_loses_no_order(forma
     os.kill(worker.pid, signal.SIGSTOP)  # blocked in its pop, which Redis still answers
     try:
         order = place_order("popped@example.com")
-        queue = django_rq.get_queue("default")
+        queue = django_rq.get_queue(DEFAULT_QUEUE)
         wait_until(
             lambda: queue.get_job_position(order.job_id) is None, deadline=15, message="the worker's pop of the job"
         )

@@ -181,6 +181,18 @@ def test_shop_requests_wait_at_most_the_lock_timeout_behind_a_release_blocked_by
     assert release.output().count(f"pid {blocker.pid} ") >= 1, release.output()
 
 
+def one_error_line_naming(release, *, pid: int, application_name: str) -> str:
+    """Assert the release exited 1 with one stderr line naming the session (pid and
+    application_name) it waited for; return that line."""
+    print(release.stdout, release.stderr, sep="\n")
+    assert release.returncode == 1
+    lines = release.stderr.strip().splitlines()
+    assert len(lines) == 1, release.stderr
+    assert f"pid {pid} " in lines[0]
+    assert f"application_name '{application_name}'" in lines[0]
+    return lines[0]
+
+
 def test_a_release_blocked_past_its_retries_exits_with_one_line_naming_the_blocker(release_env, blocker):
     blocker.hold()
     env = {
@@ -190,14 +202,9 @@ def test_a_release_blocked_past_its_retries_exits_with_one_line_naming_the_block
         "MIGRATION_RETRY_DELAY": "0.2",
     }
     release = run_release(env, timeout=60)
-    print(release.stdout, release.stderr, sep="\n")
-    assert release.returncode == 1
-    lines = release.stderr.strip().splitlines()
-    assert len(lines) == 1, release.stderr
-    assert f"pid {blocker.pid} " in lines[0]
-    assert "application_name 'nightly-report'" in lines[0]
-    assert "idle in transaction" in lines[0]
-    assert "SELECT count(*) FROM orders_order" in lines[0]
+    line = one_error_line_naming(release, pid=blocker.pid, application_name="nightly-report")
+    assert "idle in transaction" in line
+    assert "SELECT count(*) FROM orders_order" in line
     # One line per retry on the log stream, each naming the blocker.
     retries = [line for line in release.stdout.splitlines() if "retry" in line]
     assert len(retries) == 2, release.stdout
@@ -231,12 +238,7 @@ def test_a_release_waiting_too_long_for_another_exits_with_one_line_naming_it(re
         other.execute("SELECT pg_advisory_lock(%s)", [RELEASE_LOCK_KEY])
         release = run_release({**release_env, "RELEASE_LOCK_WAIT": "1"}, timeout=60)
         pid = other.info.backend_pid
-    print(release.stdout, release.stderr, sep="\n")
-    assert release.returncode == 1
-    lines = release.stderr.strip().splitlines()
-    assert len(lines) == 1, release.stderr
-    assert f"pid {pid} " in lines[0]
-    assert "application_name 'release-in-progress'" in lines[0]
+    one_error_line_naming(release, pid=pid, application_name="release-in-progress")
     assert (column_count(), recorded()) == (0, 0)
 
 

@@ -13,16 +13,16 @@ import select
 import signal
 import subprocess
 import sys
-import tempfile
 import termios
-import urllib.request
 from pathlib import Path
 
 import psutil
 import pytest
 
 from orders.models import SandboxCharge
+from project.procfile import web_healthy
 from tests.process.support import place_order
+from tests.procfile import spawn
 from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [
@@ -51,17 +51,7 @@ class Launched:
     def __init__(self, argv: list[str], env: dict[str, str]):
         self.env = env
         self.formation: list[psutil.Process] = []  # every process seen under it, for clean-up
-        self.log = tempfile.NamedTemporaryFile(prefix="formation-runner-", suffix=".log", delete=False)  # noqa: SIM115 - lives as long as the process
-        self.popen = subprocess.Popen(
-            argv,
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            preexec_fn=ignore_sigint,
-        )
+        self.popen, self.log = spawn(argv, env, log_prefix="formation-runner-", preexec_fn=ignore_sigint)
 
     def output(self) -> str:
         return Path(self.log.name).read_text(errors="replace")
@@ -81,19 +71,13 @@ class Launched:
 
     def wait_until_up(self) -> None:
         """Wait until web answers /health and every process type has started."""
-        url = f"http://127.0.0.1:{self.env['PORT']}/health"
 
         def up():
             if self.popen.poll() is not None:
                 raise AssertionError(f"exited {self.popen.returncode} first:\n{self.output()}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    healthy = response.status == 200
-            except OSError:
-                return False
-            return healthy and all(f"{kind}.1 started" in self.output() for kind in PROCESS_TYPES)
+            return web_healthy(self.env["PORT"]) and all(f"{kind}.1 started" in self.output() for kind in PROCESS_TYPES)
 
-        wait_until(up, deadline=UP_WITHIN, interval=0.2, message=f"{url} and every process type")
+        wait_until(up, deadline=UP_WITHIN, interval=0.2, message="web /health and every process type")
 
     def wait(self, deadline: float = STOP_WITHIN) -> int:
         """Return the exit code; fail (after stopping everything) when it outlives ``deadline``."""
@@ -227,7 +211,6 @@ def test_the_runners_terminal_stops_the_formation_gracefully(runner_env, how):
     os.close(slave)
     output = bytearray()
     formation: list[psutil.Process] = []
-    url = f"http://127.0.0.1:{runner_env['PORT']}/health"
     try:
 
         def drain():
@@ -242,14 +225,11 @@ def test_the_runners_terminal_stops_the_formation_gracefully(runner_env, how):
             drain()
             if runner.poll() is not None:
                 raise AssertionError(f"exited {runner.returncode} first:\n{output.decode(errors='replace')}")
-            try:
-                with urllib.request.urlopen(url, timeout=1) as response:
-                    healthy = response.status == 200
-            except OSError:
-                return False
-            return healthy and all(f"{kind}.1 started".encode() in output for kind in PROCESS_TYPES)
+            return web_healthy(runner_env["PORT"]) and all(
+                f"{kind}.1 started".encode() in output for kind in PROCESS_TYPES
+            )
 
-        wait_until(up, deadline=UP_WITHIN, interval=0.2, message=f"{url} and every process type")
+        wait_until(up, deadline=UP_WITHIN, interval=0.2, message="web /health and every process type")
         root = psutil.Process(runner.pid)
         formation += [root, *root.children(recursive=True)]
         if how == "ctrl-c":

@@ -10,6 +10,7 @@ import django_rq
 import pytest
 from django.conf import settings
 
+from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [
@@ -26,7 +27,7 @@ LOCK_TTL = 1 + 10  # rq-scheduler: int(interval) + 10
 
 def sweep_enqueues() -> int:
     """Return how many times the sweep job was put on the queue (no worker takes them here)."""
-    return django_rq.get_connection("default").lrange("rq:queue:maintenance", 0, -1).count(SWEEP)
+    return django_rq.get_connection(DEFAULT_QUEUE).lrange(f"rq:queue:{MAINTENANCE_QUEUE}", 0, -1).count(SWEEP)
 
 
 def enqueue_times(count: int, deadline: float) -> list[float]:
@@ -64,7 +65,7 @@ def test_kill_9_of_the_lock_holder_lets_another_take_over_within_the_lock_ttl(fo
     enqueue_times(1, deadline=15)
     first.kill()
     # As if it died holding the lock mid-tick: the worst case for the standby.
-    django_rq.get_connection("default").set("rq:scheduler_lock", time.time(), ex=LOCK_TTL, nx=True)
+    django_rq.get_connection(DEFAULT_QUEUE).set("rq:scheduler_lock", time.time(), ex=LOCK_TTL, nx=True)
     killed = time.monotonic()
     [taken_over] = enqueue_times(1, deadline=LOCK_TTL + PERIOD + 5)
     print(f"standby took over {taken_over - killed:.1f}s after kill -9 (lock TTL {LOCK_TTL}s)")
@@ -80,14 +81,14 @@ def test_restarts_never_duplicate_a_periodic_job(formation, how):
             assert scheduler.wait() == 0
         else:
             scheduler.kill()
-    jobs = django_rq.get_scheduler("default").get_jobs()
+    jobs = django_rq.get_scheduler(DEFAULT_QUEUE).get_jobs()
     assert sorted(job.id for job in jobs) == sorted(entry["id"] for entry in settings.PERIODIC_JOBS)
 
 
 def test_periodic_jobs_come_back_after_redis_lost_them(formation):
     formation.start("scheduler", command=COMMAND)
-    scheduler = django_rq.get_scheduler("default")
-    django_rq.get_connection("default").flushdb()  # a Redis restart without persistence
+    scheduler = django_rq.get_scheduler(DEFAULT_QUEUE)
+    django_rq.get_connection(DEFAULT_QUEUE).flushdb()  # a Redis restart without persistence
     wait_until(
         lambda: sorted(job.id for job in scheduler.get_jobs()) == sorted(e["id"] for e in settings.PERIODIC_JOBS),
         deadline=10,

@@ -16,6 +16,7 @@ import pytest
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
 from orders.models import Order, OrderStatus, SandboxCharge
+from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 from tests.process.support import place_order, work_horse
 from tests.procfile import ROOT, Process
 from tests.support import ALL_DATABASES, wait_until
@@ -71,7 +72,7 @@ def test_worker_warm_shutdown_finishes_the_job_and_takes_no_new_one(formation, t
     assert worker.wait(deadline=30) == 0
     assert Order.objects.get(pk=first.pk).status == OrderStatus.PAID
     assert Order.objects.get(pk=second.pk).status == OrderStatus.PENDING
-    assert django_rq.get_queue("default").get_job_ids() == [second.job_id]
+    assert django_rq.get_queue(DEFAULT_QUEUE).get_job_ids() == [second.job_id]
     assert "warm shut down requested" in worker.output()
 
 
@@ -98,10 +99,10 @@ def test_scheduler_releases_its_lock_and_a_standby_takes_over(formation, group):
     standby = formation.start("scheduler", command="exec python manage.py rqscheduler --interval 1")
     first.send_signal(signal.SIGTERM, group=group)
     assert first.wait(deadline=15) == 0
-    connection = django_rq.get_connection("default")
-    connection.delete("rq:queue:maintenance")
+    connection = django_rq.get_connection(DEFAULT_QUEUE)
+    connection.delete(f"rq:queue:{MAINTENANCE_QUEUE}")
     wait_until(
-        lambda: b"orders-sweep-pending" in connection.lrange("rq:queue:maintenance", 0, -1),
+        lambda: b"orders-sweep-pending" in connection.lrange(f"rq:queue:{MAINTENANCE_QUEUE}", 0, -1),
         deadline=10,
         message="the standby scheduler to enqueue the sweep",
     )

@@ -10,6 +10,7 @@ import pytest
 from django.core import checks
 
 from project.checks import backing_service_problems, check_debug_off, check_procfile, procfile_problems
+from project.queues import DEFAULT_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,7 +42,7 @@ def test_database_without_connect_timeout(settings):
 
 
 def test_redis_without_connect_timeout(settings):
-    assert "formation.E010" in problems(settings, queues={"default": {"URL": "redis://127.0.0.1:6379/0"}})
+    assert "formation.E010" in problems(settings, queues={DEFAULT_QUEUE: {"URL": "redis://127.0.0.1:6379/0"}})
 
 
 def test_conn_health_checks_off(settings):
@@ -49,7 +50,7 @@ def test_conn_health_checks_off(settings):
 
 
 def test_queue_not_on_redis(settings):
-    assert "formation.E004" in problems(settings, queues={"default": {"URL": "amqp://127.0.0.1/"}})
+    assert "formation.E004" in problems(settings, queues={DEFAULT_QUEUE: {"URL": "amqp://127.0.0.1/"}})
 
 
 def test_email_not_smtp(settings):

@@ -6,6 +6,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
+from project.queues import DEFAULT_QUEUE
 from tests.support import ALL_DATABASES
 
 
@@ -19,7 +20,7 @@ def test_health_touches_no_backing_service(client, settings):
         listener.settimeout(0)
         port = listener.getsockname()[1]
         settings.RQ_QUEUES = {
-            "default": {"URL": f"redis://127.0.0.1:{port}/0?socket_connect_timeout=0.2&socket_timeout=0.5"}
+            DEFAULT_QUEUE: {"URL": f"redis://127.0.0.1:{port}/0?socket_connect_timeout=0.2&socket_timeout=0.5"}
         }
         response = client.get("/health")
         with pytest.raises(BlockingIOError):  # nothing connected
@@ -37,7 +38,7 @@ def test_ready_when_everything_answers(client):
 
 @pytest.mark.django_db
 def test_not_ready_without_redis_names_it(client, settings):
-    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:9/0?socket_connect_timeout=0.5"}}
+    settings.RQ_QUEUES = {DEFAULT_QUEUE: {"URL": "redis://127.0.0.1:9/0?socket_connect_timeout=0.5"}}
     response = client.get("/ready")
     assert response.status_code == 503
     body = response.json()
@@ -84,7 +85,7 @@ def test_ready_answers_whatever_the_host_header(client, settings, host):
     response = client.get("/ready", HTTP_HOST=host)
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
-    settings.RQ_QUEUES = {"default": {"URL": "redis://127.0.0.1:9/0?socket_connect_timeout=0.5"}}
+    settings.RQ_QUEUES = {DEFAULT_QUEUE: {"URL": "redis://127.0.0.1:9/0?socket_connect_timeout=0.5"}}
     response = client.get("/ready", HTTP_HOST=host)
     assert response.status_code == 503
     assert response.json()["checks"]["database"] == "ok"

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
+from project.queues import DEFAULT_QUEUE
+
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {
     "DATABASE_URL": "postgres://postgres@127.0.0.1:5/formation",
@@ -105,7 +107,7 @@ def test_connect_timeouts_and_health_checks_are_set(settings):
     database = settings.DATABASES["default"]
     assert database["OPTIONS"]["connect_timeout"] >= 1
     assert database["CONN_HEALTH_CHECKS"] is True
-    assert "socket_connect_timeout=" in settings.RQ_QUEUES["default"]["URL"]
+    assert "socket_connect_timeout=" in settings.RQ_QUEUES[DEFAULT_QUEUE]["URL"]
 
 
 def test_a_mail_lease_shorter_than_an_smtp_exchange_is_refused():

@@ -12,7 +12,16 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
-from orders.cart import CartLine, CartRefused, cart_add, cart_lines, cart_remove, cart_set_quantity, cart_total
+from orders.cart import (
+    CartLine,
+    CartRefused,
+    cart_add,
+    cart_contents,
+    cart_lines,
+    cart_remove,
+    cart_set_quantity,
+    cart_total,
+)
 from orders.checkout import (
     CheckoutConflict,
     CheckoutUnknown,
@@ -122,6 +131,9 @@ def cart_update(request: HttpRequest) -> HttpResponse:
             session=request.session, product=form.cleaned_data["product"], quantity=form.cleaned_data["quantity"]
         )
     except CartRefused as refusal:
+        if form.cleaned_data["product"].sku not in dict(cart_contents(session=request.session)):
+            # Removed meanwhile (another tab): there is no field to point at.
+            return _cart_page(request, errors=[("", refusal.message)], status=400)
         form.add_error("quantity", refusal.message)
         return _cart_page(request, errors=_form_errors(form), failed=form, status=400)
     return _see_other("cart")

@@ -113,3 +113,13 @@ def test_placing_the_order_empties_the_cart_and_a_changed_cart_makes_a_new_check
     }
     assert browser.post("/checkout/", form).status_code == 303
     assert element(browser.get("/cart/").content.decode(), "#cart-empty").text == "Your cart is empty."
+
+
+def test_updating_a_line_removed_in_another_tab_says_so(browser, product):
+    cart_fill(browser)
+    post(browser, "/cart/remove/", product="procfile-mug")
+    response = post(browser, "/cart/update/", product="procfile-mug", quantity="2")
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert element(html, "#error-summary .error-item").text == "Procfile mug is not in your cart any more."
+    assert element(html, "#cart-empty").text == "Your cart is empty."

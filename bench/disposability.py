@@ -82,6 +82,7 @@ def measure_floor(env: dict[str, str]) -> tuple[float, float]:
 
 def measure_recovery(env: dict[str, str]) -> float:
     product, _ = Product.objects.get_or_create(sku="bench-mug", defaults={"name": "Bench mug", "price": 100})
+    Product.objects.filter(pk=product.pk, stock=0).update(stock=100)  # each run's order takes one
     processes = [Process("scheduler", env), Process("worker", {**env, "PAYMENT_SANDBOX_LATENCY_MS": "1000"})]
     try:
         for process in processes:

@@ -29,7 +29,7 @@ class ProductAdminForm(forms.ModelForm):
 
     class Meta:
         model = Product
-        fields = ["sku", "name", "description", "price", "currency", "is_active"]
+        fields = ["sku", "name", "description", "price", "currency", "stock", "is_active"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -60,7 +60,7 @@ class ProductAdminForm(forms.ModelForm):
 @admin.register(Product)
 class ProductAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     form = ProductAdminForm
-    list_display = ["sku", "name", "price_display", "is_active"]
+    list_display = ["sku", "name", "price_display", "stock", "is_active"]
     list_filter = ["is_active", "currency"]
     search_fields = ["sku", "name"]
 

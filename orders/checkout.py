@@ -1,7 +1,10 @@
 """The checkout: one intent of one shopper, bound to their session, completed at most once.
 
 A checkout lives in the shopper's Django session (database-backed, so every web process sees
-it): a token (a UUID) and the lines it was opened with. The token is the idempotency key of
+it): a token (a UUID) and the cart's contents when the checkout page was shown (orders.cart).
+The token binds to those contents: when the cart changes, the next checkout page opens a new
+checkout, and a page showing the old one is out of date (CheckoutStale) rather than a way to
+order something other than the cart. Placing the order empties the cart. The token is the idempotency key of
 the order the checkout becomes (``Order.idempotency_key``); the checkout is *completed* when an
 order with that key exists. Every later view of a completed checkout (Back, reload, a second
 tab, a replayed POST) shows that order and can make no other; buying again opens a new
@@ -24,6 +27,7 @@ from importlib import import_module
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 
+from orders.cart import cart_clear, cart_contents
 from orders.models import Order, Product
 from orders.selectors import order_get_by_idempotency_key
 from orders.services import LineRequest, order_create
@@ -53,23 +57,29 @@ class CheckoutUnknown(ApplicationError):
     """The token is not one this session opened (expired, forged, another session's), or not its open one."""
 
 
+class CheckoutStale(CheckoutUnknown):
+    """The token is the session's open checkout, but the cart (or the lines sent) changed since it was shown."""
+
+
+# The contents a checkout binds to: ((sku, quantity), …) in cart order.
+Contents = tuple[tuple[str, int], ...]
+
+
 @dataclass(frozen=True)
 class Checkout:
-    """A shopper's checkout: its ``token`` and the SKUs of the lines it was opened with."""
+    """A shopper's checkout: its ``token`` and the cart ``lines`` ((sku, quantity), …) it was opened with."""
 
     token: uuid.UUID
-    skus: tuple[str, ...] = ()
+    lines: Contents = ()
 
 
-def checkout_start(*, session: SessionBase, sku: str | None = None) -> Checkout:
-    """Open a new checkout in ``session`` (replacing the one there), with ``sku`` as its first line.
+def checkout_start(*, session: SessionBase, lines: Contents = ()) -> Checkout:
+    """Open a new checkout in ``session`` (replacing the one there) for the cart contents ``lines``.
 
-    An unknown or withdrawn ``sku`` opens an empty checkout (old ``?product=`` links keep working).
     Return the new checkout.
     """
-    skus = (sku,) if sku and Product.objects.filter(sku=sku, is_active=True).exists() else ()
-    checkout = Checkout(token=uuid.uuid4(), skus=skus)
-    session[SESSION_KEY] = {"token": str(checkout.token), "skus": list(checkout.skus)}
+    checkout = Checkout(token=uuid.uuid4(), lines=tuple((sku, int(quantity)) for sku, quantity in lines))
+    session[SESSION_KEY] = {"token": str(checkout.token), "lines": [list(line) for line in checkout.lines]}
     return checkout
 
 
@@ -77,9 +87,20 @@ def checkout_current(*, session: SessionBase) -> Checkout | None:
     """Return the checkout stored in ``session`` (open or completed), or None when there is none."""
     stored = session.get(SESSION_KEY)
     try:
-        return Checkout(token=uuid.UUID(stored["token"]), skus=tuple(stored["skus"]))
-    except (TypeError, KeyError, ValueError):
+        lines = tuple((str(sku), int(quantity)) for sku, quantity in stored.get("lines", ()))
+        return Checkout(token=uuid.UUID(stored["token"]), lines=lines)
+    except (AttributeError, TypeError, KeyError, ValueError):
         return None
+
+
+def checkout_for_cart(*, session: SessionBase) -> Checkout:
+    """Return the checkout for the cart as it is now: the session's open one when it was opened
+    with these contents, else a new one (the cart changed, or the current one was placed)."""
+    contents = cart_contents(session=session)
+    current = checkout_current(session=session)
+    if current is not None and current.lines == contents and checkout_order(token=current.token) is None:
+        return current
+    return checkout_start(session=session, lines=contents)
 
 
 def checkout_order(*, token: uuid.UUID) -> Order | None:
@@ -100,8 +121,10 @@ def checkout_complete(
     - a completed checkout, other ``email``, ``payment_method`` or ``lines``: raise
       CheckoutConflict carrying that order; nothing is created;
     - the session's open checkout: the order is created (``order_create``; two concurrent
-      submissions still make one order, the second gets the first's), and the session
-      remembers the token.
+      submissions still make one order, the second gets the first's) with the lines the
+      checkout was opened with, the session remembers the token and the cart is emptied. When
+      ``lines`` or the cart are no longer what the checkout was opened with, raise CheckoutStale
+      and create nothing.
 
     Any other token, including another session's completed checkout, raises CheckoutUnknown
     and reveals nothing of an order; nothing is created. Raise what ``order_create`` raises for
@@ -115,13 +138,27 @@ def checkout_complete(
     if order is None:
         if not is_current:  # remembered but without an order: only the open checkout may create one
             raise CheckoutUnknown(f"checkout {token} is not open in this session")
+        sent = sorted((line.product_id, line.quantity) for line in lines)
+        if sent != _product_ids(current.lines) or cart_contents(session=session) != current.lines:
+            raise CheckoutStale(f"checkout {token} was opened for other cart contents")
         order, created = order_create(email=email, lines=lines, idempotency_key=token, payment_method=payment_method)
         _remember_completed(session, token)
         if created:
+            cart_clear(session=session)
             return order, True
     if not _same_contents(order, email=email, payment_method=payment_method, lines=lines):
         raise CheckoutConflict(order)
+    if is_current and cart_contents(session=session) == current.lines:
+        # A concurrent duplicate (double click) saves its session after the first request's:
+        # it must empty the cart too, or it would write the placed cart back.
+        cart_clear(session=session)
     return order, False
+
+
+def _product_ids(contents: Contents) -> list[tuple[int, int]]:
+    """Return sorted ``(product id, quantity)`` of ``contents`` (unknown SKUs are left out)."""
+    ids = dict(Product.objects.filter(sku__in=[sku for sku, _ in contents]).values_list("sku", "pk"))
+    return sorted((ids[sku], quantity) for sku, quantity in contents if sku in ids)
 
 
 def _completed_tokens(session: SessionBase) -> list[str]:

@@ -1,34 +1,65 @@
-"""Checkout forms: the order header and a formset of product lines (prefix ``lines``)."""
+"""Shop forms: the checkout (email, payment, the cart's lines as sent back), the cart's changes.
+
+Every message is written for the shopper and names the field in their words; BoundField adds
+``aria-invalid`` to a field with errors and ShopperForm links the field to its error text with
+``aria-describedby`` (the templates render the error as ``<… id="<field id>-error">``).
+"""
 
 from django import forms
 
 from mailer.validators import validate_deliverable_address
-from orders.models import MAX_LINE_QUANTITY, PaymentMethod, Product
-from orders.money import format_money
-
-MAX_LINES = 20
+from orders.models import MAX_LINE_QUANTITY, MAX_LINES, PaymentMethod, Product
 
 
-class CheckoutForm(forms.Form):
-    """Email, payment method and the one-time ``token`` that is the order's idempotency key."""
+class ShopperForm(forms.Form):
+    """A form showing one message per field (the first: EmailField's own and the deliverability
+    validator both refuse "not-an-email"), each field pointing at it with ``aria-describedby``."""
 
-    email = forms.EmailField(max_length=254, validators=[validate_deliverable_address])
-    payment_method = forms.ChoiceField(choices=PaymentMethod.choices, initial=PaymentMethod.VISA)
+    def full_clean(self):
+        super().full_clean()
+        for name, errors in self.errors.items():
+            if name in self.fields:
+                self._errors[name] = self.error_class(errors[:1], renderer=self.renderer)
+                self.fields[name].widget.attrs["aria-describedby"] = f"{self[name].auto_id}-error"
+
+
+class CheckoutForm(ShopperForm):
+    """Email, payment method and the one-time ``token`` that is the order's idempotency key.
+
+    An invalid or missing ``token`` is not the shopper's mistake: the view answers it with the
+    "out of date" notice, never as a field error.
+    """
+
+    email = forms.EmailField(
+        label="Email",
+        max_length=254,
+        validators=[validate_deliverable_address],
+        error_messages={
+            "required": "Enter your email address, so we can send your confirmation.",
+            "invalid": "Enter an email address like name@example.com.",
+            "max_length": "Enter an email address of at most 254 characters.",
+        },
+    )
+    payment_method = forms.ChoiceField(
+        label="Payment",
+        choices=PaymentMethod.choices,
+        initial=PaymentMethod.VISA,
+        error_messages={"required": "Choose how to pay.", "invalid_choice": "Choose how to pay from the list."},
+    )
     token = forms.UUIDField(widget=forms.HiddenInput)
 
-
-class ProductChoiceField(forms.ModelChoiceField):
-    def label_from_instance(self, obj: Product) -> str:
-        return f"{obj.name} — {format_money(obj.price, obj.currency)}"
+    def shopper_errors(self) -> dict:
+        """Return the errors of the shopper's fields (``token`` left out)."""
+        return {name: errors for name, errors in self.errors.items() if name != "token"}
 
 
 class LineForm(forms.Form):
-    """One line: a product (by SKU) and a quantity from 1 to 99. A blank extra line is skipped."""
+    """One line of the cart as the checkout page sends it back (hidden fields): a SKU and a quantity."""
 
-    product = ProductChoiceField(
-        queryset=Product.objects.filter(is_active=True), to_field_name="sku", empty_label="— choose a product —"
+    product = forms.ModelChoiceField(
+        queryset=Product.objects.filter(is_active=True), to_field_name="sku", widget=forms.HiddenInput
     )
-    quantity = forms.IntegerField(min_value=1, max_value=MAX_LINE_QUANTITY)
+    quantity = forms.IntegerField(min_value=1, max_value=MAX_LINE_QUANTITY, widget=forms.HiddenInput)
 
 
 class BaseLineFormSet(forms.BaseFormSet):
@@ -37,7 +68,7 @@ class BaseLineFormSet(forms.BaseFormSet):
             return
         skus = [form.cleaned_data["product"].sku for form in self.forms if form.cleaned_data]
         if len(skus) != len(set(skus)):
-            raise forms.ValidationError("Each product may appear on one line only; change its quantity instead.")
+            raise forms.ValidationError("Each product may appear on one line only.")
 
 
 # absolute_max bounds the forms built from a client's ``lines-TOTAL_FORMS``: Django's default is
@@ -46,7 +77,7 @@ class BaseLineFormSet(forms.BaseFormSet):
 LineFormSet = forms.formset_factory(
     LineForm,
     formset=BaseLineFormSet,
-    extra=2,
+    extra=0,
     min_num=1,
     validate_min=True,
     max_num=MAX_LINES,
@@ -55,7 +86,58 @@ LineFormSet = forms.formset_factory(
 )
 
 
-class StartForm(forms.Form):
-    """The catalogue's *Buy* button: the SKU of an active product to open a new checkout with."""
+class ProductField(forms.ModelChoiceField):
+    """An active product by SKU, refused in the shopper's words."""
 
-    product = forms.ModelChoiceField(queryset=Product.objects.filter(is_active=True), to_field_name="sku")
+    def __init__(self, **kwargs):
+        super().__init__(
+            queryset=Product.objects.filter(is_active=True),
+            to_field_name="sku",
+            widget=forms.HiddenInput,
+            error_messages={
+                "required": "Choose a product from the catalogue.",
+                "invalid_choice": "That product is not on sale any more.",
+            },
+            **kwargs,
+        )
+
+
+class CartAddForm(ShopperForm):
+    """The catalogue's *Add to cart*: an active product and how many (1 when not sent)."""
+
+    product = ProductField()
+    quantity = forms.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_LINE_QUANTITY,
+        error_messages={
+            "invalid": f"Enter a quantity from 1 to {MAX_LINE_QUANTITY}.",
+            "min_value": f"Enter a quantity from 1 to {MAX_LINE_QUANTITY}.",
+            "max_value": f"Enter a quantity from 1 to {MAX_LINE_QUANTITY}.",
+        },
+    )
+
+    def clean_quantity(self) -> int:
+        return self.cleaned_data["quantity"] or 1
+
+
+class CartLineForm(ShopperForm):
+    """One cart line's *Update* (a quantity from 0 to 99; 0 removes it) or *Remove*."""
+
+    product = ProductField()
+    quantity = forms.IntegerField(
+        min_value=0,
+        max_value=MAX_LINE_QUANTITY,
+        error_messages={
+            "required": f"Enter a quantity from 0 to {MAX_LINE_QUANTITY} (0 removes the product).",
+            "invalid": f"Enter a whole number from 0 to {MAX_LINE_QUANTITY} (0 removes the product).",
+            "min_value": f"Enter a whole number from 0 to {MAX_LINE_QUANTITY} (0 removes the product).",
+            "max_value": f"You can order at most {MAX_LINE_QUANTITY} of one product.",
+        },
+    )
+
+
+class CartRemoveForm(ShopperForm):
+    """One cart line's *Remove*: the product to take out."""
+
+    product = ProductField()

@@ -18,6 +18,10 @@ from orders.money import CURRENCY_CHOICES, SUPPORTED_CURRENCIES
 MINOR_UNITS_HELP = "Minor units of the currency (ISO 4217 exponent)."
 # The most of one product an order line may hold (the checkout form and a database constraint).
 MAX_LINE_QUANTITY = 99
+# The most lines (products) one cart, and so one order, may hold.
+MAX_LINES = 20
+# What a product is created with when nobody says otherwise (existing rows got it in migration 0005).
+DEFAULT_STOCK = 100
 
 
 def order_job_id(order_id: uuid.UUID | str) -> str:
@@ -37,6 +41,9 @@ class Product(models.Model):
     price = models.PositiveIntegerField(help_text=MINOR_UNITS_HELP)
     currency = models.CharField(max_length=3, choices=CURRENCY_CHOICES, default="EUR")
     is_active = models.BooleanField(default=True)
+    # Units on hand: taken when an order is placed, given back when its payment is declined
+    # (orders.services.order_stock_take / order_stock_return). PostgreSQL checks it is >= 0.
+    stock = models.PositiveIntegerField(default=DEFAULT_STOCK, help_text="Units on hand.")
 
     class Meta:
         ordering = ["name"]

@@ -13,6 +13,7 @@ from datetime import timedelta
 import django_rq
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.template.loader import render_to_string
 from django.utils import timezone
 from redis.exceptions import RedisError
@@ -66,8 +67,10 @@ def order_create(
 
     ``idempotency_key`` is the checkout form's one-time token: a second call with the same key
     returns the first order and creates nothing. Return ``(order, created)``.
-    Raise OrderRefused (an ApplicationError) when ``lines`` is empty, names a product twice, or a product is inactive or
-    has another currency; Product.DoesNotExist for an unknown product.
+    Stock is taken in the same transaction (order_stock_take): when a product has too few
+    units left, nothing is created and nothing is charged.
+    Raise OrderRefused (an ApplicationError) when ``lines`` is empty, names a product twice, or a product is inactive,
+    has another currency or too little stock; Product.DoesNotExist for an unknown product.
     """
     existing = order_get_by_idempotency_key(key=idempotency_key)
     if existing is not None:
@@ -105,6 +108,9 @@ def order_create(
                 )
                 for line in lines
             )
+            # After the order row: a concurrent duplicate of this key waits on its unique index
+            # and gets this order, instead of racing it for the stock and being told "sold out".
+            order_stock_take(order=order)
             transaction.on_commit(lambda: order_enqueue(order_id=order.pk))
     except IntegrityError:
         # A concurrent submission of the same token committed first: that order is the answer.
@@ -116,6 +122,41 @@ def order_create(
         "order %s created: %d line(s), total %s", order.pk, len(lines), format_money(order.total, order.currency)
     )
     return order, True
+
+
+def order_stock_take(*, order: Order) -> None:
+    """Take each line's quantity of ``order`` from its product's stock; all lines or none.
+
+    Each product is decremented with one conditional ``UPDATE … SET stock = stock - q WHERE
+    stock >= q``, in product primary-key order so that concurrent orders never deadlock: under
+    PostgreSQL's READ COMMITTED, a concurrent taker waits for the row and re-checks the condition
+    against the committed stock, so two shoppers can never both take the last unit. Call inside
+    ``transaction.atomic()``; on refusal, roll that transaction back (the units already taken
+    for earlier lines are returned by the rollback).
+    Raise OrderRefused naming the product ("Only 1 Procfile mug left.", "Procfile mug is sold out.").
+    """
+    for line in order.lines.select_related("product").order_by("product_id"):
+        taken = Product.objects.filter(pk=line.product_id, stock__gte=line.quantity).update(
+            stock=F("stock") - line.quantity
+        )
+        if not taken:
+            left = Product.objects.values_list("stock", flat=True).get(pk=line.product_id)
+            name = line.product.name
+            message = f"{name} is sold out." if left == 0 else f"Only {left} {name} left."
+            raise OrderRefused(
+                f"{message} Change your cart and place the order again.", extra={"product": line.product}
+            )
+
+
+def order_stock_return(*, order: Order) -> None:
+    """Give each line's quantity of ``order`` back to its product's stock (a declined payment).
+
+    Updates products in primary-key order (as order_stock_take). Call inside the transaction that
+    moves ``order`` out of the state that held the stock, with the order locked, so that it runs
+    once per taking.
+    """
+    for product_id, quantity in order.lines.order_by("product_id").values_list("product_id", "quantity"):
+        Product.objects.filter(pk=product_id).update(stock=F("stock") + quantity)
 
 
 def order_enqueue(*, order_id: uuid.UUID | str, at_front: bool = False) -> bool:
@@ -162,7 +203,8 @@ def order_process(*, order_id: uuid.UUID | str) -> Order:
     All in one transaction with the order locked. An order that is no longer pending is
     returned untouched; the gateway is charged with the order's idempotency key, so a rerun
     after a crash between charge and commit gets the same charge back instead of a second one.
-    A declined payment moves the order to failed with the decline code as reason.
+    A declined payment moves the order to failed with the decline code as reason and gives its
+    stock back (order_stock_return), in the same transaction.
     Raise Order.DoesNotExist for an unknown id; gateway errors other than a decline propagate
     (the job fails and the sweep retries it).
     """
@@ -180,6 +222,7 @@ def order_process(*, order_id: uuid.UUID | str) -> Order:
             )
         except PaymentDeclined as exc:
             order_set_status(order=order, status=OrderStatus.FAILED, reason=f"payment declined ({exc.code})")
+            order_stock_return(order=order)
             _confirmation_create(order=order)
             logger.info("order %s failed: payment declined (%s)", order.pk, exc.code)
             return order

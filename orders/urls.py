@@ -4,6 +4,10 @@ from orders import views
 
 urlpatterns = [
     path("", views.product_list, name="product-list"),
+    path("cart/", views.cart, name="cart"),
+    path("cart/add/", views.cart_add_view, name="cart-add"),
+    path("cart/update/", views.cart_update, name="cart-update"),
+    path("cart/remove/", views.cart_remove_view, name="cart-remove"),
     path("checkout/", views.checkout, name="checkout"),
     path("checkout/start/", views.checkout_start_view, name="checkout-start"),
     path("orders/<uuid:order_id>/", views.order_detail, name="order-detail"),

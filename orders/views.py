@@ -1,4 +1,9 @@
-"""Shop pages: product list, checkout, order status. Views parse input and call services."""
+"""Shop pages: catalogue, cart, checkout, order status. Views parse input and call services.
+
+Errors are shown as the GOV.UK Design System does it: a summary at the top (focused on load
+through ``autofocus``, no script) whose items link to the fields, and each message next to its
+field. ``errors`` in a template context is a list of ``(anchor id or "", message)``.
+"""
 
 import uuid
 
@@ -7,22 +12,34 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
+from orders.cart import (
+    CartLine,
+    CartRefused,
+    cart_add,
+    cart_contents,
+    cart_lines,
+    cart_remove,
+    cart_set_quantity,
+    cart_total,
+)
 from orders.checkout import (
     CheckoutConflict,
     CheckoutUnknown,
     checkout_complete,
     checkout_current,
+    checkout_for_cart,
     checkout_order,
-    checkout_start,
 )
-from orders.forms import CheckoutForm, LineFormSet, StartForm
+from orders.forms import CartAddForm, CartLineForm, CartRemoveForm, CheckoutForm, LineFormSet
 from orders.models import Order, OrderStatus, Product
 from orders.selectors import order_confirmation, orders_with_lines, products_on_sale
 from orders.services import LineRequest, OrderRefused
 
+STALE_NOTICE = "This checkout page is out of date; your cart is unchanged — review it and place the order again."
+
 
 def product_list(request: HttpRequest) -> HttpResponse:
-    """Render the active products, each with a *Buy* button that opens a new checkout."""
+    """Render the active products: each name links to its entry, each has an *Add to cart* POST button."""
     return render(request, "orders/product_list.html", _catalogue())
 
 
@@ -30,110 +47,197 @@ def _catalogue() -> dict:
     return {"products": products_on_sale()}
 
 
-def _field_errors(form: CheckoutForm, formset) -> list[tuple[str, str, str]]:
-    """Return ``(label, field name as posted, message)`` triples.
+def _form_errors(form) -> list[tuple[str, str]]:
+    """Return ``(field id, message)`` of ``form``'s errors, fields in form order.
 
-    E.g. ``("Line 1 quantity", "lines-0-quantity", "Ensure this value is greater than or equal to 1.")``.
+    A hidden field (a product's SKU) is nothing the shopper can go to: its message has no link.
     """
-    labels = {"email": "Email", "payment_method": "Payment", "token": "Form token (reload the page)"}
-    errors = [(labels.get(name, name), name, message) for name, messages in form.errors.items() for message in messages]
-    for index, (form_errors, line_form) in enumerate(zip(formset.errors, formset.forms, strict=False), start=1):
-        for name, messages in form_errors.items():
-            errors.extend((f"Line {index} {name}", line_form.add_prefix(name), message) for message in messages)
-    errors.extend(("Products", "lines", message) for message in formset.non_form_errors())
-    return errors
+    return [
+        ("" if form.fields[name].widget.is_hidden else form[name].auto_id, message)
+        for name in form.fields
+        if name in form.errors
+        for message in form.errors[name]
+    ]
+
+
+def _catalogue_refused(request: HttpRequest, errors: list[tuple[str, str]]) -> HttpResponse:
+    return render(request, "orders/product_list.html", {**_catalogue(), "errors": errors}, status=400)
+
+
+def _add(request: HttpRequest) -> HttpResponse | None:
+    """Add the POSTed product to the cart; return the catalogue's 400 page when refused, else None."""
+    form = CartAddForm(request.POST)
+    if not form.is_valid():
+        sku = request.POST.get("product", "")
+        anchor = f"product-{sku}" if Product.objects.filter(sku=sku[:40], is_active=True).exists() else ""
+        return _catalogue_refused(request, [(anchor, message) for _, message in _form_errors(form)])
+    product = form.cleaned_data["product"]
+    try:
+        cart_add(session=request.session, product=product, quantity=form.cleaned_data["quantity"])
+    except CartRefused as refusal:
+        return _catalogue_refused(request, [(f"product-{product.sku}", refusal.message)])
+    return None
+
+
+@require_http_methods(["POST"])
+def cart_add_view(request: HttpRequest) -> HttpResponse:
+    """POST ``product`` (a SKU) and optional ``quantity`` (1–99): add to the cart, 303 to /cart/.
+
+    A refused addition (unknown product, sold out, too many) is a 400 catalogue page saying why.
+    """
+    return _add(request) or _see_other("cart")
 
 
 @require_http_methods(["POST"])
 def checkout_start_view(request: HttpRequest) -> HttpResponse:
-    """POST ``product`` (a SKU): open a new checkout in the session with it, then 303 to /checkout/.
+    """POST ``product`` (a SKU): *Buy now*, i.e. add one to the cart and 303 to /checkout/.
 
-    The catalogue's *Buy* buttons post here: buying again always starts a new checkout, while
-    every GET of /checkout/ (Back, reload, a second tab) shows the session's current one.
-    An unknown or withdrawn product is a 400 naming the field.
+    Kept for links and forms made before the cart; refusals as cart_add_view.
     """
-    form = StartForm(request.POST)
+    return _add(request) or _see_other("checkout")
+
+
+@require_http_methods(["GET", "HEAD"])
+@never_cache  # a cart page restored by Back must not offer quantities the cart no longer has
+def cart(request: HttpRequest) -> HttpResponse:
+    """The cart: one row per line with its quantity form, *Update* and *Remove*, the running total."""
+    return _cart_page(request)
+
+
+def _cart_page(request: HttpRequest, *, errors=(), failed: CartLineForm | None = None, status: int = 200):
+    lines = cart_lines(session=request.session)
+    total, currency = cart_total(lines=lines)
+    rows = []
+    for line in lines:
+        sku = line.product.sku
+        if failed is not None and failed.data.get("product") == sku:
+            form = failed  # the shopper's input, with its error
+        else:
+            form = CartLineForm(initial={"product": sku, "quantity": line.quantity}, auto_id=f"cart-%s-{sku}")
+        rows.append({"line": line, "form": form})
+    context = {"rows": rows, "total": total, "currency": currency, "errors": errors}
+    return render(request, "orders/cart.html", context, status=status)
+
+
+@require_http_methods(["POST"])
+def cart_update(request: HttpRequest) -> HttpResponse:
+    """POST ``product`` and ``quantity`` (0–99; 0 removes the line): 303 to /cart/, or a 400 cart page."""
+    sku = request.POST.get("product", "")[:40]
+    form = CartLineForm(request.POST, auto_id=f"cart-%s-{sku}")
     if not form.is_valid():
-        errors = [("Product", name, message) for name, messages in form.errors.items() for message in messages]
-        return render(request, "orders/product_list.html", {**_catalogue(), "errors": errors}, status=400)
-    checkout_start(session=request.session, sku=form.cleaned_data["product"].sku)
-    return _see_other("checkout")
+        return _cart_page(request, errors=_form_errors(form), failed=form, status=400)
+    try:
+        cart_set_quantity(
+            session=request.session, product=form.cleaned_data["product"], quantity=form.cleaned_data["quantity"]
+        )
+    except CartRefused as refusal:
+        if form.cleaned_data["product"].sku not in dict(cart_contents(session=request.session)):
+            # Removed meanwhile (another tab): there is no field to point at.
+            return _cart_page(request, errors=[("", refusal.message)], status=400)
+        form.add_error("quantity", refusal.message)
+        return _cart_page(request, errors=_form_errors(form), failed=form, status=400)
+    return _see_other("cart")
+
+
+@require_http_methods(["POST"])
+def cart_remove_view(request: HttpRequest) -> HttpResponse:
+    """POST ``product``: remove its line, 303 to /cart/ (removing a line that is gone does nothing)."""
+    form = CartRemoveForm(request.POST)
+    if form.is_valid():
+        cart_remove(session=request.session, product=form.cleaned_data["product"])
+    return _see_other("cart")
 
 
 @require_http_methods(["GET", "HEAD", "POST"])
 @never_cache  # Back and reload must ask for the checkout's current state, never show a stored form
 def checkout(request: HttpRequest) -> HttpResponse:
-    """GET: the session's checkout (opened here if there is none). POST: place its order.
+    """GET: the checkout of the cart as it is now. POST: place its order.
 
-    GET of a completed checkout shows the order it became (link ``id="order-link"``), never a
-    form that could make a second one. A valid POST redirects (303) to the order's page, also
-    when it repeats a completed checkout with the same contents; with other contents it is a
-    409 linking to the order (orders.checkout.checkout_complete). A token that this session did
-    not open (expired session, forged, another session's, completed or not) is a 400 that keeps
-    the shopper's input under the session's current token and links to no other session's order.
-    An invalid POST re-renders the form with status 400 and each error next to the field it
-    names. Nothing is created by any 4xx.
+    GET shows email and payment fields and the cart's lines read-only, under a checkout token
+    bound to those lines (orders.checkout.checkout_for_cart); with an empty cart after an order,
+    it shows that order (link ``id="order-link"``), never a form that could make a second one.
+    A valid POST redirects (303) to the order's page and empties the cart, also when it repeats a
+    completed checkout with the same contents; with other contents it is a 409 linking to the
+    order (orders.checkout.checkout_complete). A token that this session did not open, or whose
+    cart changed since the page was shown, is a 400 with a plain "out of date" notice that keeps
+    the shopper's email and payment under the current cart's checkout. Invalid fields re-render
+    the form with status 400, a linked error summary and each error next to its field; a refusal
+    (sold out, withdrawn product) is a 400 saying so. Nothing is created by any 4xx.
     """
     if request.method != "POST":
-        current = checkout_current(session=request.session) or checkout_start(
-            session=request.session, sku=request.GET.get("product")
-        )
-        order = checkout_order(token=current.token)
-        if order is not None:
-            return _placed(request, order, status=200)
+        lines = cart_lines(session=request.session)
+        if not lines:
+            current = checkout_current(session=request.session)
+            order = checkout_order(token=current.token) if current is not None else None
+            if order is not None:
+                return _placed(request, order, status=200)
+            return render(request, "orders/checkout.html", {"lines": []})
+        current = checkout_for_cart(session=request.session)
         form = CheckoutForm(initial={"token": current.token})
-        initial = [{"product": sku, "quantity": 1} for sku in current.skus] or [{"quantity": 1}]
-        return _checkout_form(request, form, LineFormSet(prefix="lines", initial=initial), status=200)
+        return _checkout_form(request, form, _formset_of(lines), lines, status=200)
 
-    refused: list[tuple[str, str, str]] = []
     form = CheckoutForm(request.POST)
     formset = LineFormSet(request.POST, prefix="lines")
-    if form.is_valid() and formset.is_valid():
-        lines = [
-            LineRequest(product_id=line["product"].pk, quantity=line["quantity"])
-            for line in formset.cleaned_data
-            if line
-        ]
-        try:
-            order, _ = checkout_complete(
-                session=request.session,
-                token=form.cleaned_data["token"],
-                email=form.cleaned_data["email"],
-                lines=lines,
-                payment_method=form.cleaned_data["payment_method"],
-            )
-        except CheckoutConflict as conflict:
-            return _placed(request, conflict.order, status=409, conflict=True)
-        except CheckoutUnknown:
-            return _checkout_expired(request)
-        except OrderRefused as refusal:
-            # Rules across lines (one currency per order; a product withdrawn meanwhile).
-            refused.append(("Products", "lines", refusal.message))
-        except Product.DoesNotExist:
-            refused.append(("Products", "lines", "A product is no longer on sale."))
-        else:
-            return _see_other("order-detail", order_id=order.pk)
-    return _checkout_form(request, form, formset, errors=_field_errors(form, formset) + refused, status=400)
+    form_valid, lines_valid = form.is_valid(), formset.is_valid()
+    if "token" in form.errors or not lines_valid:
+        return _checkout_expired(request, form)
+    posted = [line for line in formset.cleaned_data if line]
+    shown = [CartLine(product=line["product"], quantity=line["quantity"]) for line in posted]
+    if not form_valid:
+        return _checkout_form(request, form, formset, shown, errors=_form_errors(form), status=400)
+    try:
+        order, _ = checkout_complete(
+            session=request.session,
+            token=form.cleaned_data["token"],
+            email=form.cleaned_data["email"],
+            lines=[LineRequest(product_id=line["product"].pk, quantity=line["quantity"]) for line in posted],
+            payment_method=form.cleaned_data["payment_method"],
+        )
+    except CheckoutConflict as conflict:
+        return _placed(request, conflict.order, status=409, conflict=True)
+    except CheckoutUnknown:
+        return _checkout_expired(request, form)
+    except OrderRefused as refusal:
+        # Rules across lines: stock, one currency per order, a product withdrawn meanwhile.
+        refused = [("checkout-lines", refusal.message)]
+    except Product.DoesNotExist:
+        refused = [("checkout-lines", "A product in your cart is no longer on sale.")]
+    else:
+        return _see_other("order-detail", order_id=order.pk)
+    return _checkout_form(request, form, formset, shown, errors=refused, status=400)
 
 
-def _checkout_expired(request: HttpRequest) -> HttpResponse:
-    """400 for a token that is not this session's checkout: keep the input, use the session's token."""
+def _formset_of(lines: list[CartLine]):
+    initial = [{"product": line.product.sku, "quantity": line.quantity} for line in lines]
+    return LineFormSet(prefix="lines", initial=initial)
+
+
+def _checkout_expired(request: HttpRequest, posted: CheckoutForm) -> HttpResponse:
+    """400 for a token that is not this session's open checkout of its cart: keep the shopper's
+    email and payment, show the cart as it is under its current checkout."""
     current = checkout_current(session=request.session)
     order = checkout_order(token=current.token) if current is not None else None
-    if order is not None:
+    lines = cart_lines(session=request.session)
+    if order is not None and not lines:
         # This session's checkout is completed already: buying again starts from the catalogue.
         return _placed(request, order, status=400, stale=True)
-    if current is None:
-        current = checkout_start(session=request.session)
-    data = request.POST.copy()
-    data["token"] = str(current.token)
-    notice = "This checkout form had expired. Nothing was ordered: check your order and place it again."
-    form, formset = CheckoutForm(data), LineFormSet(data, prefix="lines")
-    return _checkout_form(request, form, formset, notice=notice, status=400)
+    current = checkout_for_cart(session=request.session)
+    kept = {name: posted.data.get(name, "") for name in ("email", "payment_method")}
+    form = CheckoutForm(initial={**kept, "token": current.token})
+    return _checkout_form(request, form, _formset_of(lines), lines, notice=STALE_NOTICE, status=400)
 
 
-def _checkout_form(request, form, formset, *, status: int, errors=(), notice: str = "") -> HttpResponse:
-    context = {"form": form, "formset": formset, "errors": errors, "notice": notice}
+def _checkout_form(request, form, formset, lines, *, status: int, errors=(), notice: str = "") -> HttpResponse:
+    total, currency = cart_total(lines=lines)
+    context = {
+        "form": form,
+        "formset": formset,
+        "lines": lines,
+        "total": total,
+        "currency": currency,
+        "errors": errors,
+        "notice": notice,
+    }
     return render(request, "orders/checkout.html", context, status=status)
 
 

@@ -105,8 +105,20 @@ UNDELIVERABLE = {
 }
 
 
+def cart_fill(client, lines=(("procfile-mug", 1),)) -> None:
+    """Press *Add to cart* for each ``(sku, quantity)`` of ``lines`` with Django's test ``client``."""
+    token = hidden("csrfmiddlewaretoken", client.get("/").content.decode())
+    for sku, quantity in lines:
+        response = client.post("/cart/add/", {"product": sku, "quantity": quantity, "csrfmiddlewaretoken": token})
+        assert response.status_code == 303, response.content.decode()
+
+
 def checkout_data(*, token, email="shopper@example.com", lines=(("procfile-mug", 1),), extra_rows=0, **overrides):
-    """Return the POST fields of the checkout form: management form, header fields and lines."""
+    """Return the POST fields of the checkout form: management form, header fields and lines.
+
+    The checkout page sends the cart's lines back as hidden fields: ``lines`` must be what the
+    checkout page of ``token`` showed (page_lines), or the POST is refused as out of date.
+    """
     rows = list(lines) + [("", "")] * extra_rows
     data = {
         "token": str(token),
@@ -144,6 +156,14 @@ class Browser:
         self.cookies = http.cookiejar.CookieJar()
         self.opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(self.cookies), self._NoRedirect)
 
+    def add_to_cart(self, sku: str = "procfile-mug", quantity: int = 1) -> None:
+        """Press the catalogue's *Add to cart* for ``quantity`` of ``sku``, as a shopper does."""
+        token = hidden("csrfmiddlewaretoken", self.request("/")[2])
+        status, _, page = self.request(
+            "/cart/add/", {"product": sku, "quantity": quantity, "csrfmiddlewaretoken": token}
+        )
+        assert status == 303, page
+
     def request(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
         body = urllib.parse.urlencode(data).encode() if data is not None else None
         request = urllib.request.Request(self.base + path, data=body, headers={"Referer": self.base + path})
@@ -152,6 +172,13 @@ class Browser:
                 return response.status, dict(response.headers), response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read().decode()
+
+
+def page_lines(page: str) -> list[tuple[str, int]]:
+    """Return the ``(sku, quantity)`` lines that a checkout page's form sends back (its hidden fields)."""
+    products = dict(re.findall(r'name="lines-(\d+)-product" value="([^"]*)"', page))
+    quantities = dict(re.findall(r'name="lines-(\d+)-quantity" value="([^"]*)"', page))
+    return [(products[index], int(quantities[index])) for index in sorted(products, key=int)]
 
 
 def hidden(name: str, page: str) -> str:

@@ -66,7 +66,7 @@ def test_every_amount_in_the_admin_is_shown_formatted_in_its_currency(staff):
 
 
 def product_form(**overrides) -> dict:
-    return {"sku": "admin-mug", "name": "Admin mug", "description": "", "is_active": "on", **overrides}
+    return {"sku": "admin-mug", "name": "Admin mug", "description": "", "stock": "7", "is_active": "on", **overrides}
 
 
 @pytest.mark.parametrize(
@@ -77,6 +77,15 @@ def test_the_admin_takes_a_price_in_major_units_and_stores_minor_units(staff, pr
     response = staff.post("/admin/orders/product/add/", product_form(price=price, currency=currency))
     assert response.status_code == 302, element_text(response.content.decode(), ".errornote")
     assert Product.objects.values_list("price", "currency").get(sku="admin-mug") == (stored, currency)
+
+
+def test_the_admin_sets_a_products_stock_and_lists_it(staff):
+    assert staff.post("/admin/orders/product/add/", product_form(price="9.50", currency="EUR")).status_code == 302
+    assert Product.objects.get(sku="admin-mug").stock == 7
+    assert element_text(staff.get("/admin/orders/product/").content.decode(), ".field-stock") == "7"
+    refused = staff.post("/admin/orders/product/add/", product_form(sku="other", price="1", stock="-1"))
+    assert refused.status_code == 200
+    assert not Product.objects.filter(sku="other").exists()
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,7 @@
 """Checkout over HTTP (Django's test client, CSRF enforced): validation, one intent one order.
 
-Each test takes the checkout's token from the page, as a browser does: the token is the
-session's checkout (orders.checkout), not a number the client may choose.
+Each test takes the checkout's token and lines from the page, as a browser does: the token is
+the session's checkout of its cart (orders.checkout), not a number the client may choose.
 """
 
 import re
@@ -19,11 +19,19 @@ from django.utils import timezone
 
 from mailer.models import OutboxMessage
 from orders.checkout import COMPLETED_REMEMBERED
-from orders.forms import MAX_LINES
 from orders.jobs import clear_expired_sessions
-from orders.models import Charge, Order, OrderLine, SandboxCharge
+from orders.models import MAX_LINES, Charge, Order, OrderLine, SandboxCharge
 from tests import factories
-from tests.support import ALL_DATABASES, checkout_data, element, hidden, queued_job_ids, run_burst_worker
+from tests.support import (
+    ALL_DATABASES,
+    cart_fill,
+    checkout_data,
+    element,
+    hidden,
+    page_lines,
+    queued_job_ids,
+    run_burst_worker,
+)
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -33,12 +41,18 @@ def browser():
     return Client(enforce_csrf_checks=True)
 
 
-def checkout_form(browser, path="/checkout/", **kwargs):
-    """GET the checkout page; return the POST fields of its form (token and CSRF from the page)."""
+def checkout_form(browser, path="/checkout/", cart=None, **kwargs):
+    """GET the checkout page; return the POST fields of its form (token, lines and CSRF from the page).
+
+    With ``cart`` (``(sku, quantity)`` pairs), or when the cart is empty, fill the cart first.
+    ``kwargs`` override checkout_data's fields (``lines`` replaces what the page shows).
+    """
+    if cart is not None or 'name="token"' not in browser.get(path).content.decode():
+        cart_fill(browser, cart or (("procfile-mug", 1),))
     page = browser.get(path)
     assert page.status_code == 200
     html = page.content.decode()
-    data = checkout_data(**{"token": hidden("token", html), **kwargs})
+    data = checkout_data(**{"token": hidden("token", html), "lines": page_lines(html), **kwargs})
     data["csrfmiddlewaretoken"] = hidden("csrfmiddlewaretoken", html)
     return data
 
@@ -48,7 +62,7 @@ def post_checkout(browser, **kwargs):
 
 
 def buy(browser, sku="procfile-mug"):
-    """Press the catalogue's Buy button of ``sku`` (a POST form); return the response."""
+    """POST ``sku`` to /checkout/start/ ("buy now": add one to the cart, go to checkout); return the response."""
     catalogue = browser.get("/").content.decode()
     return browser.post(
         "/checkout/start/", {"product": sku, "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", catalogue)}
@@ -61,10 +75,18 @@ def page_token(response) -> str:
 
 def test_pages_render(browser, product):
     catalogue = browser.get("/").content.decode()
-    assert element(catalogue, "#buy-procfile-mug").attrs["aria-label"] == "Buy Procfile mug"
-    page = browser.get("/checkout/?product=procfile-mug")
+    assert element(catalogue, "#add-procfile-mug").text == "Add to cart: Procfile mug"
+    assert element(catalogue, "#name-procfile-mug").text == "Procfile mug"
+    assert element(browser.get("/checkout/").content.decode(), "#cart-empty").text.startswith("Your cart is empty")
+    cart_fill(browser)
+    page = browser.get("/checkout/")
     assert page.status_code == 200
     assert uuid.UUID(page_token(page))
+
+
+# The shopper's fields get a message next to them, linked from the summary; the lines and the
+# token are hidden fields the page wrote, so a bad one means the page is out of date (or forged).
+NOT_THE_PAGES = "notice"
 
 
 @pytest.mark.parametrize(
@@ -72,25 +94,54 @@ def test_pages_render(browser, product):
     [
         ({"email": ""}, "email"),
         ({"email": "not-an-email"}, "email"),
-        ({"lines": (("procfile-mug", 0),)}, "lines-0-quantity"),
-        ({"lines": (("procfile-mug", -1),)}, "lines-0-quantity"),
-        ({"lines": (("procfile-mug", 100),)}, "lines-0-quantity"),
-        ({"lines": (("procfile-mug", 10**12),)}, "lines-0-quantity"),
-        ({"lines": (("procfile-mug", "9" * 5000),)}, "lines-0-quantity"),
-        ({"lines": (("procfile-mug", "two"),)}, "lines-0-quantity"),
-        ({"lines": (("no-such-product", 1),)}, "lines-0-product"),
-        ({"lines": (), "extra_rows": 1}, "lines-0-product"),
-        ({"lines": (("procfile-mug", 1), ("procfile-mug", 2))}, "lines"),
-        ({"token": "not-a-uuid"}, "token"),
+        ({"lines": (("procfile-mug", 0),)}, NOT_THE_PAGES),
+        ({"lines": (("procfile-mug", -1),)}, NOT_THE_PAGES),
+        ({"lines": (("procfile-mug", 100),)}, NOT_THE_PAGES),
+        ({"lines": (("procfile-mug", 10**12),)}, NOT_THE_PAGES),
+        ({"lines": (("procfile-mug", "9" * 5000),)}, NOT_THE_PAGES),
+        ({"lines": (("procfile-mug", "two"),)}, NOT_THE_PAGES),
+        ({"lines": (("no-such-product", 1),)}, NOT_THE_PAGES),
+        ({"lines": (), "extra_rows": 1}, NOT_THE_PAGES),
+        ({"lines": (("procfile-mug", 1), ("procfile-mug", 2))}, NOT_THE_PAGES),
+        ({"lines": (("procfile-mug", 2),)}, NOT_THE_PAGES),  # not what the cart holds
+        ({"token": "not-a-uuid"}, NOT_THE_PAGES),
         ({"payment_method": "pm_card_stolen"}, "payment_method"),
     ],
 )
 def test_bad_input_is_a_400_naming_the_field_and_creates_nothing(browser, product, overrides, field):
     response = post_checkout(browser, **overrides)
     assert response.status_code == 400
-    assert f"({field}):" in element(response.content.decode(), "#checkout-errors").text
+    html = response.content.decode()
+    if field == NOT_THE_PAGES:
+        assert element(html, "#checkout-notice").text == (
+            "This checkout page is out of date; your cart is unchanged — review it and place the order again."
+        )
+        assert 'id="error-summary"' not in html
+    else:
+        summary = element(html, "#error-summary")
+        assert summary.attrs["tabindex"] == "-1" and "autofocus" in summary.attrs
+        link = element(html, "#error-summary .error-link")
+        assert link.attrs["href"] == f"#id_{field}"
+        message = element(html, f"#id_{field}-error").text
+        assert message.removeprefix("Error: ") == link.text
+        assert element(html, f"#id_{field}").attrs["aria-invalid"] == "true"
+        assert element(html, f"#id_{field}").attrs["aria-describedby"] == f"id_{field}-error"
+        for internal in ("lines-0", "payment_method", "UUID", "token", "("):
+            assert internal not in summary.text
     assert Order.objects.count() == 0
     assert OrderLine.objects.count() == 0
+
+
+def test_the_shoppers_words_for_each_field(browser, product):
+    empty = post_checkout(browser, email="").content.decode()
+    assert (
+        element(empty, "#id_email-error").text == "Error: Enter your email address, so we can send your confirmation."
+    )
+    bad = post_checkout(browser, email="not-an-email", payment_method="pm_card_stolen").content.decode()
+    assert element(bad, "#error-summary-title").text == "There are 2 problems"
+    assert element(bad, "#id_email-error").text == "Error: Enter an email address like name@example.com."
+    assert element(bad, "#id_payment_method-error").text == "Error: Choose how to pay from the list."
+    assert element(bad, "#id_email").attrs["value"] == "not-an-email"  # the input is kept
 
 
 def test_no_management_form_is_a_400(browser, product):
@@ -113,7 +164,7 @@ def test_missing_csrf_token_is_refused(product):
 
 
 def test_checkout_creates_a_pending_order_and_enqueues_it_after_commit(browser, product):
-    response = post_checkout(browser, lines=(("procfile-mug", 3),))
+    response = post_checkout(browser, cart=(("procfile-mug", 3),))
     assert response.status_code == 303
     order = Order.objects.get()
     assert response["Location"] == f"/orders/{order.pk}/"
@@ -125,7 +176,7 @@ def test_checkout_creates_a_pending_order_and_enqueues_it_after_commit(browser, 
 
 
 def test_same_checkout_twice_gives_one_order_one_job_one_charge_one_email(browser, product, smtp):
-    form = checkout_form(browser, lines=(("procfile-mug", 2),))
+    form = checkout_form(browser, cart=(("procfile-mug", 2),))
     first = browser.post("/checkout/", form)
     second = browser.post("/checkout/", form)
     assert first.status_code == second.status_code == 303
@@ -147,13 +198,13 @@ def test_same_checkout_twice_gives_one_order_one_job_one_charge_one_email(browse
 
 
 def test_a_form_post_in_another_charset_is_a_400_not_a_500(browser, product):
-    page = browser.get("/checkout/")
+    checkout_form(browser)
     response = browser.generic(
         "POST",
         "/checkout/",
         "email=a".encode("utf-16"),
         content_type="application/x-www-form-urlencoded; charset=utf-16",
-        HTTP_X_CSRFTOKEN=page.cookies["csrftoken"].value,
+        HTTP_X_CSRFTOKEN=browser.cookies["csrftoken"].value,
     )
     assert response.status_code == 400
     assert Order.objects.count() == 0
@@ -164,15 +215,20 @@ def test_head_of_the_checkout_page(browser, product):
 
 
 def test_products_in_two_currencies_are_a_400_naming_the_lines(browser, product):
+    """An order has one currency: the cart refuses a product in another (and order_create would too)."""
     factories.product(sku="dollar-mug", name="Dollar mug", price=1000, currency="USD")
-    response = post_checkout(browser, lines=(("procfile-mug", 1), ("dollar-mug", 1)))
+    cart_fill(browser)
+    token = hidden("csrfmiddlewaretoken", browser.get("/").content.decode())
+    response = browser.post("/cart/add/", {"product": "dollar-mug", "csrfmiddlewaretoken": token})
     assert response.status_code == 400
-    errors = element(response.content.decode(), "#checkout-errors").text
-    assert "(lines): All products of an order must share one currency." in errors
+    item = element(response.content.decode(), "#error-summary .error-link")
+    assert item.text == "Dollar mug is priced in USD and your cart in EUR: order it separately."
+    assert item.attrs["href"] == "#product-dollar-mug"
+    assert [row[0] for row in page_lines(browser.get("/checkout/").content.decode())] == ["procfile-mug"]
     assert Order.objects.count() == 0
 
 
-# Starting: the catalogue's Buy is a POST that opens a new checkout.
+# Starting: the catalogue's Add to cart is a POST; /checkout/start/ ("buy now") adds and goes to checkout.
 
 
 def test_buy_opens_a_new_checkout_with_the_product_and_redirects_to_it(browser, product):
@@ -180,28 +236,33 @@ def test_buy_opens_a_new_checkout_with_the_product_and_redirects_to_it(browser, 
     assert response.status_code == 303
     assert response["Location"] == "/checkout/"
     page = browser.get("/checkout/").content.decode()
-    select = re.search(r'<select name="lines-0-product".*?</select>', page, re.DOTALL).group(0)
-    assert re.findall(r'<option value="([^"]*)" selected>', select) == ["procfile-mug"]
+    assert page_lines(page) == [("procfile-mug", 1)]
+    assert element(page, "#checkout-qty-procfile-mug").text == "1"
     first_token = hidden("token", page)
     assert hidden("token", browser.get("/checkout/").content.decode()) == first_token  # reload: same checkout
-    buy(browser)
-    assert hidden("token", browser.get("/checkout/").content.decode()) != first_token  # buying again: a new one
+    buy(browser)  # the cart changed: a new checkout, bound to the new contents
+    page = browser.get("/checkout/").content.decode()
+    assert hidden("token", page) != first_token
+    assert page_lines(page) == [("procfile-mug", 2)]
 
 
 def test_buy_is_a_post_form(browser, product):
     catalogue = browser.get("/").content.decode()
-    button = element(catalogue, "#buy-procfile-mug")
+    button = element(catalogue, "#add-procfile-mug")
     assert button.tag == "button" and button.attrs["name"] == "product" and button.attrs["value"] == "procfile-mug"
-    assert re.search(r'<form method="post" action="/checkout/start/">', catalogue)
-    assert browser.get("/checkout/start/?product=procfile-mug").status_code == 405
+    assert re.search(r'<form method="post" action="/cart/add/">', catalogue)
+    for path in ("/cart/add/", "/cart/update/", "/cart/remove/", "/checkout/start/"):
+        assert browser.get(f"{path}?product=procfile-mug").status_code == 405
+    assert "cart" not in browser.session
 
 
 @pytest.mark.parametrize("sku", ["no-such-product", "", "x" * 5000])
 def test_buy_of_an_unknown_product_is_a_400_naming_the_field(browser, product, sku):
     response = buy(browser, sku)
     assert response.status_code == 400
-    assert "(product):" in element(response.content.decode(), "#catalogue-errors").text
-    assert "checkout" not in browser.session
+    expected = "Choose a product from the catalogue." if not sku else "That product is not on sale any more."
+    assert element(response.content.decode(), "#error-summary .error-item").text == expected
+    assert "checkout" not in browser.session and "cart" not in browser.session
 
 
 # One intent, one order: a completed checkout shows the order it became.
@@ -258,12 +319,12 @@ def test_a_completed_checkout_posted_with_other_contents_is_a_409_linking_to_the
 
 
 def test_a_token_that_is_not_this_sessions_checkout_is_a_400_keeping_the_input(browser, product):
-    form = checkout_form(browser, email="keep@example.com", lines=(("procfile-mug", 4),))
+    form = checkout_form(browser, email="keep@example.com", cart=(("procfile-mug", 4),))
     session_token = form["token"]
     response = browser.post("/checkout/", {**form, "token": str(uuid.uuid4())})
     assert response.status_code == 400
     html = response.content.decode()
-    assert element(html, "#checkout-notice").text.startswith("This checkout form had expired")
+    assert element(html, "#checkout-notice").text.startswith("This checkout page is out of date")
     assert hidden("token", html) == session_token
     assert element(html, "#id_email").attrs["value"] == "keep@example.com"
     assert element(html, "#id_lines-0-quantity").attrs["value"] == "4"
@@ -326,7 +387,7 @@ def test_concurrent_double_submit_makes_one_order(browser, product):
 
 def test_concurrent_submits_with_other_contents_make_one_order_and_a_409(browser, product):
     form = checkout_form(browser)
-    changed = {**form, "lines-0-quantity": "2"}
+    changed = {**form, "email": "other@example.com"}
     responses = _post_concurrently(browser.cookies, [form, changed])
     assert sorted(response.status_code for response in responses) == [303, 409]
     assert Order.objects.count() == 1
@@ -357,10 +418,19 @@ def test_a_huge_form_count_builds_at_most_the_shops_limit(browser, product, clai
 
 def test_more_lines_than_the_shop_takes_are_refused(browser, product):
     skus = [factories.product(sku=f"mug-{n}", name=f"Mug {n}", price=100).sku for n in range(MAX_LINES + 1)]
-    response = post_checkout(browser, lines=[(sku, 1) for sku in skus])
-    assert response.status_code == 400
+    cart_fill(browser, [(sku, 99) for sku in skus[:MAX_LINES]])
+    token = hidden("csrfmiddlewaretoken", browser.get("/").content.decode())
+    refused = browser.post("/cart/add/", {"product": skus[-1], "csrfmiddlewaretoken": token})
+    assert refused.status_code == 400
+    assert element(refused.content.decode(), "#error-summary .error-item").text == (
+        f"Your cart holds at most {MAX_LINES} different products: place this order first."
+    )
+    form = checkout_form(browser)
+    posted = browser.post("/checkout/", {**form, **checkout_data(token=form["token"], lines=[(s, 1) for s in skus])})
+    assert posted.status_code == 400
     assert Order.objects.count() == 0
-    assert post_checkout(browser, lines=[(sku, 99) for sku in skus[:MAX_LINES]]).status_code == 303
+    assert browser.post("/checkout/", form).status_code == 303
+    assert Order.objects.get().lines.count() == MAX_LINES
 
 
 def test_expired_sessions_and_their_checkouts_are_deleted_by_the_periodic_job(browser, product):
@@ -382,7 +452,7 @@ def test_expired_sessions_and_their_checkouts_are_deleted_by_the_periodic_job(br
 @pytest.mark.parametrize("contents", ["same", "other"])
 def test_another_sessions_completed_checkout_token_is_a_400_that_shows_nothing_of_its_order(product, contents):
     shopper = Client(enforce_csrf_checks=True)
-    form = checkout_form(shopper, email="first@example.com", lines=(("procfile-mug", 2),))
+    form = checkout_form(shopper, email="first@example.com", cart=(("procfile-mug", 2),))
     placed = shopper.post("/checkout/", form)
     assert placed.status_code == 303
     other = Client(enforce_csrf_checks=True)
@@ -392,7 +462,7 @@ def test_another_sessions_completed_checkout_token_is_a_400_that_shows_nothing_o
     response = other.post("/checkout/", replay)
     assert response.status_code == 400
     html = response.content.decode()
-    assert element(html, "#checkout-notice").text.startswith("This checkout form had expired")
+    assert element(html, "#checkout-notice").text.startswith("This checkout page is out of date")
     assert hidden("token", html) == other_form["token"]  # their own checkout, not the first shopper's
     assert 'id="order-link"' not in html and placed["Location"] not in html
     order = Order.objects.get()

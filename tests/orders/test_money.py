@@ -10,12 +10,11 @@ from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.template import Context, Template
 
-from orders.forms import LineForm
 from orders.models import Charge, Product
 from orders.money import CURRENCY_NAMES, SUPPORTED_CURRENCIES, format_money, minor_unit_exponent, to_major, to_minor
 from orders.services import LineRequest, order_create
 from tests import factories
-from tests.support import ALL_DATABASES, element_text, run_burst_worker
+from tests.support import ALL_DATABASES, cart_fill, element_text, run_burst_worker
 
 NBSP = "\u00a0"  # CLDR's currencySpacing puts a no-break space between a letter code and a digit
 
@@ -140,7 +139,10 @@ def test_a_yen_product_is_shown_as_charged_in_catalogue_checkout_order_page_emai
     product = factories.product(sku="yen-mug", name="Yen mug", price=500, currency="JPY")
 
     assert element_text(client.get("/").content.decode(), "#price-yen-mug") == "¥500"
-    assert LineForm().fields["product"].label_from_instance(product) == "Yen mug — ¥500"  # checkout's choice
+    cart_fill(client, [("yen-mug", 2)])
+    cart = client.get("/cart/").content.decode()
+    assert (element_text(cart, "#unit-price-yen-mug"), element_text(cart, "#cart-total")) == ("¥500", "¥1,000")
+    assert element_text(client.get("/checkout/").content.decode(), "#checkout-total") == "¥1,000"
 
     with caplog.at_level(logging.INFO, logger="orders.services"):
         order, _ = order_create(

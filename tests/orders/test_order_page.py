@@ -9,7 +9,7 @@ from django.test import Client
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order, PaymentMethod
 from orders.services import LineRequest, order_create, order_process
-from tests.support import ALL_DATABASES, checkout_data, element, hidden
+from tests.support import ALL_DATABASES, cart_fill, checkout_data, element, hidden
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -71,6 +71,7 @@ def test_declined_order_says_nothing_was_charged_and_where_the_notice_stands(pro
 def test_an_international_address_is_shown_as_typed_never_as_punycode(product, smtp):
     """The shopper typed zoe@bücher.example: pages and the email body show that, not xn--bcher-kva."""
     browser = Client(enforce_csrf_checks=True)
+    cart_fill(browser)
     page = browser.get("/checkout/").content.decode()
     form = {
         **checkout_data(token=hidden("token", page), email="zoe@bücher.example"),

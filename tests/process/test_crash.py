@@ -192,6 +192,7 @@ def test_web_killed_mid_request_writes_nothing_and_the_retry_creates_one_order(f
     web = formation.start("web")
     port = int(web.env["PORT"])
     browser = Browser(f"http://127.0.0.1:{port}")
+    browser.add_to_cart()
     page = browser.request("/checkout/")[2]
     form = {**checkout_data(token=hidden("token", page)), "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", page)}
     body = urlencode(form).encode()

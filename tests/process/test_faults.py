@@ -118,6 +118,7 @@ def test_redis_down_during_checkout_the_order_is_accepted_and_processed_once_bac
     own_redis.stop()
 
     browser = Browser(f"http://127.0.0.1:{web.env['PORT']}")
+    browser.add_to_cart()
     page = browser.request("/checkout/")[2]
     form = {**checkout_data(token=hidden("token", page)), "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", page)}
     status, headers, _ = browser.request("/checkout/", form)

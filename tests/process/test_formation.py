@@ -35,17 +35,17 @@ def test_order_placed_over_http_is_paid_and_confirmed_by_smtp(formation, smtp):
         process.wait_ready(30)
     browser = Browser(f"http://127.0.0.1:{formation.env['PORT']}")
 
-    # As a shopper: the catalogue's Buy (a POST form) opens a checkout, which the page shows.
+    # As a shopper: the catalogue's Add to cart (a POST form) twice, then the cart's Checkout.
     catalogue = browser.request("/")[2]
-    buy = {"product": "procfile-mug", "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", catalogue)}
-    status, headers, _ = browser.request("/checkout/start/", buy)
-    assert (status, headers["Location"]) == (303, "/checkout/")
+    add = {"product": "procfile-mug", "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", catalogue)}
+    for _ in range(2):
+        status, headers, _ = browser.request("/cart/add/", add)
+        assert (status, headers["Location"]) == (303, "/cart/")
+    assert element(browser.request("/cart/")[2], "#cart-quantity-procfile-mug").attrs["value"] == "2"
     status, _, page = browser.request("/checkout/")
     assert status == 200
     form = {
-        **checkout_data(
-            token=hidden("token", page), email="e2e@example.com", lines=(("procfile-mug", 2),), extra_rows=2
-        ),
+        **checkout_data(token=hidden("token", page), email="e2e@example.com", lines=(("procfile-mug", 2),)),
         "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", page),
         "lines-INITIAL_FORMS": hidden("lines-INITIAL_FORMS", page),
     }

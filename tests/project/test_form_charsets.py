@@ -15,7 +15,7 @@ import pytest
 from django.test import Client
 
 from orders.models import Order
-from tests.support import ALL_DATABASES, checkout_data, hidden
+from tests.support import ALL_DATABASES, cart_fill, checkout_data, hidden
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -49,6 +49,7 @@ def _start(client, token):
 
 
 def _checkout(client, token):
+    cart_fill(client)
     page = client.get("/checkout/").content.decode()
     data = checkout_data(token=hidden("token", page), csrfmiddlewaretoken=hidden("csrfmiddlewaretoken", page))
     return "/checkout/", data, 303

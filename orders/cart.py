@@ -1,0 +1,128 @@
+"""The shopper's cart: products and quantities kept in their session until the checkout places them.
+
+The session (database-backed, so every web process sees it) holds ``[[sku, quantity], …]`` in
+the order the products were added; prices are never stored there, they are read from the
+catalogue each time. A cart holds at most MAX_LINES products, each 1–MAX_LINE_QUANTITY times,
+all in one currency (an order has one currency). Services change the cart and raise CartRefused
+with a sentence for the shopper; selectors read it. Stock is checked when a product is added or
+its quantity raised, as a courtesy: the order takes the stock (orders.services.order_stock_take).
+"""
+
+from dataclasses import dataclass
+
+from django.contrib.sessions.backends.base import SessionBase
+
+from orders.models import MAX_LINE_QUANTITY, MAX_LINES, Product
+from project.errors import ApplicationError
+
+SESSION_KEY = "cart"
+
+
+class CartRefused(ApplicationError):
+    """A change the cart does not take; ``message`` is a sentence for the shopper."""
+
+
+@dataclass(frozen=True)
+class CartLine:
+    """One line of the cart: an active ``product``, a ``quantity`` and its ``amount`` (minor units)."""
+
+    product: Product
+    quantity: int
+
+    @property
+    def amount(self) -> int:
+        """Return quantity times the product's current price, in minor units."""
+        return self.quantity * self.product.price
+
+
+def _stored(session: SessionBase) -> list[tuple[str, int]]:
+    """Return the session's ``(sku, quantity)`` pairs, skipping anything malformed."""
+    stored = session.get(SESSION_KEY)
+    if not isinstance(stored, list):
+        return []
+    pairs = []
+    for entry in stored:
+        if isinstance(entry, list) and len(entry) == 2 and isinstance(entry[0], str) and isinstance(entry[1], int):
+            pairs.append((entry[0], entry[1]))
+    return pairs
+
+
+def _store(session: SessionBase, pairs: list[tuple[str, int]]) -> None:
+    session[SESSION_KEY] = [[sku, quantity] for sku, quantity in pairs]
+
+
+def cart_lines(*, session: SessionBase) -> list[CartLine]:
+    """Return the cart's lines in the order they were added, for products that are still on sale."""
+    pairs = _stored(session)
+    products = Product.objects.filter(is_active=True).in_bulk([sku for sku, _ in pairs], field_name="sku")
+    return [CartLine(product=products[sku], quantity=quantity) for sku, quantity in pairs if sku in products]
+
+
+def cart_contents(*, session: SessionBase) -> tuple[tuple[str, int], ...]:
+    """Return the cart as ``((sku, quantity), …)``: what a checkout binds to (orders.checkout)."""
+    return tuple((line.product.sku, line.quantity) for line in cart_lines(session=session))
+
+
+def cart_total(*, lines: list[CartLine]) -> tuple[int, str | None]:
+    """Return ``(total in minor units, currency)`` of ``lines``; the currency is None for no lines."""
+    return sum(line.amount for line in lines), (lines[0].product.currency if lines else None)
+
+
+def _check_stock(product: Product, quantity: int) -> None:
+    if product.stock == 0:
+        raise CartRefused(f"{product.name} is sold out.")
+    if quantity > product.stock:
+        raise CartRefused(f"Only {product.stock} {product.name} left.")
+
+
+def cart_add(*, session: SessionBase, product: Product, quantity: int = 1) -> int:
+    """Add ``quantity`` (1–MAX_LINE_QUANTITY) of an active ``product``; return the line's new quantity.
+
+    Raise CartRefused when the line would exceed MAX_LINE_QUANTITY or the stock, when the cart
+    holds MAX_LINES other products already, or when the product's currency is not the cart's.
+    """
+    pairs = _stored(session)
+    lines = cart_lines(session=session)
+    current = dict(pairs).get(product.sku, 0)
+    new = current + quantity
+    if new > MAX_LINE_QUANTITY:
+        raise CartRefused(f"You can order at most {MAX_LINE_QUANTITY} of {product.name}.")
+    if not current and len(lines) >= MAX_LINES:
+        raise CartRefused(f"Your cart holds at most {MAX_LINES} different products: place this order first.")
+    if lines and lines[0].product.currency != product.currency:
+        raise CartRefused(
+            f"{product.name} is priced in {product.currency} and your cart in {lines[0].product.currency}: "
+            "order it separately."
+        )
+    _check_stock(product, new)
+    if current:
+        pairs = [(sku, new if sku == product.sku else q) for sku, q in pairs]
+    else:
+        pairs.append((product.sku, new))
+    _store(session, pairs)
+    return new
+
+
+def cart_set_quantity(*, session: SessionBase, product: Product, quantity: int) -> None:
+    """Set the cart line of ``product`` to ``quantity`` (1–MAX_LINE_QUANTITY); 0 removes it.
+
+    Raise CartRefused when the product is not in the cart or the stock is smaller.
+    """
+    pairs = _stored(session)
+    if product.sku not in dict(pairs):
+        raise CartRefused(f"{product.name} is not in your cart any more.")
+    if quantity == 0:
+        cart_remove(session=session, product=product)
+        return
+    _check_stock(product, quantity)
+    _store(session, [(sku, quantity if sku == product.sku else q) for sku, q in pairs])
+
+
+def cart_remove(*, session: SessionBase, product: Product) -> None:
+    """Remove the line of ``product`` from the cart; removing what is not there does nothing."""
+    _store(session, [(sku, q) for sku, q in _stored(session) if sku != product.sku])
+
+
+def cart_clear(*, session: SessionBase) -> None:
+    """Empty the cart (its order was placed)."""
+    session.pop(SESSION_KEY, None)

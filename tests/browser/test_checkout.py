@@ -79,8 +79,8 @@ def test_back_after_placing_the_order_shows_it_and_places_no_second_one(shop, co
 
 
 def test_a_second_tab_with_another_quantity_after_the_first_placed_the_order_is_a_409(shop, context):
-    """Quantities are changed in the cart, which gives the checkout a new token; what a second tab
-    showing the same checkout page can still change is the email: the same rule, other contents."""
+    """A second tab showing the same checkout page, its lines carrying another quantity (as a page
+    restored from an earlier cart would) and another email: the same token, other contents."""
     first_tab = context.new_page()
     buy(first_tab, shop)
     second_tab = context.new_page()
@@ -88,11 +88,13 @@ def test_a_second_tab_with_another_quantity_after_the_first_placed_the_order_is_
 
     assert place_order(first_tab, shop).status == 303
     first_tab.wait_for_url(shop + "/orders/*/")
+    second_tab.locator("input[name='lines-0-quantity']").evaluate("input => { input.value = '2'; }")
     response = place_order(second_tab, shop, email="other@example.com")
     assert response.status == 409
     assert second_tab.locator("#order-link").get_attribute("href") == urlsplit(first_tab.url).path
     assert Order.objects.count() == 1
-    assert Order.objects.get().email == "shopper@example.com"
+    order = Order.objects.get()
+    assert (order.email, [line.quantity for line in order.lines.all()]) == ("shopper@example.com", [1])
 
 
 def test_reloading_a_completed_checkout_shows_the_order_and_buying_again_starts_anew(shop, context):

@@ -12,21 +12,25 @@ from mailer.models import OutboxMessage
 from mailer.services import outbox_message_retry
 from project.admin import BoundedChangeListMixin
 
-# Characters of a key or an error shown in the list; the whole text is in the cell's tooltip and on the row's page.
-LIST_TEXT_CHARS = 40
+# Characters of a key or an error shown in the list (the list fits a 1280 px window next to the
+# admin's sidebar); the whole text is in the cell's tooltip and on the message's page.
+KEY_CHARS = 24
+ERROR_CHARS = 40
 
 
-def _shortened(text: str) -> str:
-    """Return ``text`` cut to LIST_TEXT_CHARS characters with the whole of it as the tooltip."""
+def _shortened(text: str, chars: int) -> str:
+    """Return ``text`` cut to ``chars`` characters with the whole of it as the tooltip."""
     if not text:
         return "—"
-    return format_html('<span class="shortened" title="{}">{}</span>', text, Truncator(text).chars(LIST_TEXT_CHARS))
+    return format_html('<span class="shortened" title="{}">{}</span>', text, Truncator(text).chars(chars))
 
 
 @admin.register(OutboxMessage)
 class OutboxMessageAdmin(BoundedChangeListMixin, admin.ModelAdmin):
-    # Few, short columns: the list reads at 1280 px (keys and errors are cut, with a tooltip).
-    list_display = ["id", "key_display", "to_email", "status", "attempts", "error_display", "due_at"]
+    # Few, short columns: the list reads at 1280 px (keys and errors are cut, with a tooltip; the
+    # id, times and Message-ID are on the message's page).
+    list_display = ["key_display", "to_email", "status", "attempts", "error_display"]
+    list_display_links = ["key_display"]
     list_filter = ["status", "gave_up"]
     search_fields = ["key", "to_email", "message_uuid"]
     readonly_fields = [
@@ -51,11 +55,11 @@ class OutboxMessageAdmin(BoundedChangeListMixin, admin.ModelAdmin):
 
     @admin.display(description="key", ordering="key")
     def key_display(self, obj: OutboxMessage) -> str:
-        return _shortened(obj.key)
+        return _shortened(obj.key, KEY_CHARS)
 
     @admin.display(description="last error")
     def error_display(self, obj: OutboxMessage) -> str:
-        return _shortened(obj.last_error)
+        return _shortened(obj.last_error, ERROR_CHARS)
 
     def has_add_permission(self, request):
         return False

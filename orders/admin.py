@@ -25,6 +25,7 @@ from orders.money import InvalidAmount, format_money, to_major, to_minor
 from orders.operations import ConfirmationNotSent, order_confirmation_resend, order_rerun
 from orders.payments import GATEWAY_DB
 from project.admin import BoundedChangeListMixin, ReadOnlyAuditMixin
+from project.errors import ApplicationError
 
 
 class ProductAdminForm(forms.ModelForm):
@@ -258,7 +259,11 @@ class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     @admin.action(description="Re-run processing (stuck or failed orders)", permissions=["operate"])
     def rerun_processing(self, request, queryset):
         for order in queryset.only("pk"):
-            outcome = order_rerun(order_id=order.pk, actor=request.user.get_username())
+            try:
+                outcome = order_rerun(order_id=order.pk, actor=request.user.get_username())
+            except ApplicationError as exc:  # a business rule refused it (e.g. no stock left to take again)
+                self.message_user(request, f"Order {order.pk} was not re-run: {exc.message}", messages.ERROR)
+                continue
             level = messages.INFO if outcome.name == "PAID" else messages.SUCCESS
             self.message_user(request, f"Order {order.pk} {outcome}.", level)
 

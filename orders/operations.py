@@ -42,6 +42,10 @@ def order_rerun(*, order_id: uuid.UUID | str, actor: str) -> Rerun:
       (orders.services.order_payment_key): the declined attempts took no money.
     - paid: nothing (no row, no job); the caller tells staff so.
 
+    A failed order whose stock cannot be taken again stays failed (the business rule's
+    ApplicationError propagates and nothing is written). When Redis is unreachable the change
+    still commits and the scheduler's sweep enqueues the pending order later.
+
     Twice in a row is harmless: the second finds the order pending (a note; its live job is left
     alone) or paid. The charge itself is idempotent per attempt key and a processed order is
     never processed again (orders.services.order_process), so no order is charged twice.
@@ -64,7 +68,8 @@ def order_rerun(*, order_id: uuid.UUID | str, actor: str) -> Rerun:
             outcome = Rerun.REQUEUED
         # A started job with a heartbeat younger than this is alive: the sweep's own rule.
         cutoff = timezone.now() - timedelta(seconds=settings.ORDER_STUCK_AFTER)
-        transaction.on_commit(lambda: order_requeue(order_id=order.pk, cutoff=cutoff))
+        # robust: with Redis down the change stands and the sweep enqueues the pending order later.
+        transaction.on_commit(lambda: order_requeue(order_id=order.pk, cutoff=cutoff), robust=True)
     logger.info("order %s: re-run by %s: %s", order.pk, actor, outcome.name.lower())
     return outcome
 

@@ -210,7 +210,7 @@ def test_the_outbox_list_shows_status_attempts_and_a_shortened_last_error(staff)
     cell = element(page, "#result_list .field-error_display .shortened")
     assert cell.attrs["title"] == error
     assert len(element_text(page, "#result_list .field-error_display")) <= 40
-    assert len(element_text(page, "#result_list .field-key_display")) <= 40
+    assert len(element_text(page, "#result_list .field-key_display")) <= 24
 
 
 def test_the_django_rq_dashboard_is_linked_from_the_admin_index_and_loads(staff, client):

@@ -43,6 +43,9 @@ class OutboxMessage(models.Model):
     gave_up = models.BooleanField(
         default=False, help_text="Failed because the mailer gave up delivering it, not because it was refused."
     )
+    requeued_at = models.DateTimeField(
+        null=True, blank=True, help_text="When staff last retried it; the give-up time counts from here."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -92,6 +92,31 @@ def outbox_message_create(*, key: str, to: str, subject: str, body: str) -> Outb
     return message
 
 
+def outbox_message_retry(*, message_id: int) -> bool:
+    """Put the failed outbox message ``message_id`` back in the queue, due now; return whether it was.
+
+    The staff's "retry email". The mailer's counters start again as for a new message:
+    ``attempts`` (the backoff: 2 s, 4 s, …), ``unsettled_attempts`` and ``gave_up``, and the give-up
+    time (settings.MAILER_GIVE_UP_AFTER) counts from now (``requeued_at``). ``last_error`` stays
+    until the next attempt's outcome replaces it. The same Message-ID is kept: it is the same
+    message. A message that is not failed (pending, being sent, sent) is left alone: False, so a
+    second click, or a retry of a message another mailer is sending, changes nothing.
+    Raise OutboxMessage.DoesNotExist for an unknown id.
+    """
+    with transaction.atomic():
+        message = OutboxMessage.objects.select_for_update().get(pk=message_id)
+        if message.status != OutboxStatus.FAILED:
+            return False
+        now = timezone.now()
+        message.status = OutboxStatus.PENDING
+        message.due_at = message.requeued_at = now
+        message.attempts = message.unsettled_attempts = 0
+        message.gave_up = False
+        message.save(update_fields=["status", "due_at", "requeued_at", "attempts", "unsettled_attempts", "gave_up"])
+    logger.info("outbox %s: retried by staff, due now", message_id)
+    return True
+
+
 def outbox_message_claim(*, lease_seconds: int | None = None) -> OutboxMessage | None:
     """Lease the oldest due message for ``lease_seconds`` (default settings.MAILER_LEASE_SECONDS).
 
@@ -179,7 +204,8 @@ def outbox_message_release(*, message: OutboxMessage, error: str, permanent: boo
     """Give a leased ``message`` back after a failed attempt: due again after a backoff, or failed.
 
     ``permanent``: True (no retry can succeed: fail now), False (transient: retry until the
-    message is older than settings.MAILER_GIVE_UP_AFTER seconds, then fail with a reason
+    message is older than settings.MAILER_GIVE_UP_AFTER seconds (counted from its last retry by
+    staff, if any), then fail with a reason
     marked ``gave_up``), None (unknown outcome: retry, fail after settings.MAILER_MAX_ATTEMPTS such
     attempts in a row, marked ``gave_up``). Return what the caller logs:
     ``"failed for good: <reason>"`` or ``"will retry in N s: <reason>"``.
@@ -192,7 +218,8 @@ def outbox_message_release(*, message: OutboxMessage, error: str, permanent: boo
         final = gave_up = _unsettled_attempt(message=message, detail=error)
         error, unsettled = message.last_error, message.unsettled_attempts
     else:
-        age = (timezone.now() - message.created_at).total_seconds()
+        # A message staff retried (outbox_message_retry) gets the whole give-up time again.
+        age = (timezone.now() - (message.requeued_at or message.created_at)).total_seconds()
         final = gave_up = age >= settings.MAILER_GIVE_UP_AFTER
         if final:
             error = (

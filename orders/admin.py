@@ -1,16 +1,31 @@
 """Admin for the catalogue and orders (staff only, Django admin's own permission checks).
 
+Orders are read-only; staff act on them through two actions that call orders.operations
+("Re-run processing", "Resend confirmation"), which need the change permission on orders.
+Charges, the sandbox gateway's ledger and the status history are an audit trail: nobody, not
+even a superuser, adds, changes or deletes them here.
+
 Every amount is shown formatted in its currency and prices are typed in major units ("9.50" EUR,
 "500" JPY); ``orders.money`` converts to and from the minor units that are stored.
 """
 
-from django import forms
-from django.contrib import admin
-from django.db import connection
+import uuid
 
-from orders.models import Charge, Order, OrderLine, OrderStatusChange, Product, SandboxCharge
+from django import forms
+from django.contrib import admin, messages
+from django.db import connection
+from django.db.models import Q
+from django.template.response import TemplateResponse
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from mailer.models import OutboxMessage
+from orders.models import Charge, Order, OrderLine, OrderStatus, OrderStatusChange, Product, SandboxCharge
 from orders.money import InvalidAmount, format_money, to_major, to_minor
-from project.admin import BoundedChangeListMixin
+from orders.operations import ConfirmationNotSent, order_confirmation_resend, order_rerun
+from orders.payments import GATEWAY_DB
+from project.admin import BoundedChangeListMixin, ReadOnlyAuditMixin
+from project.errors import ApplicationError
 
 
 class ProductAdminForm(forms.ModelForm):
@@ -84,7 +99,7 @@ class OrderLineInline(admin.TabularInline):
         return format_money(obj.amount, obj.order.currency)
 
 
-class ChargeInline(admin.StackedInline):
+class ChargeInline(ReadOnlyAuditMixin, admin.StackedInline):
     model = Charge
     extra = 0
     can_delete = False
@@ -95,23 +110,71 @@ class ChargeInline(admin.StackedInline):
         return format_money(obj.amount, obj.currency)
 
 
-class OrderStatusChangeInline(admin.TabularInline):
+class OrderStatusChangeInline(ReadOnlyAuditMixin, admin.TabularInline):
     model = OrderStatusChange
     extra = 0
     can_delete = False
-    readonly_fields = ["from_status", "to_status", "reason", "created_at"]
+    verbose_name_plural = "status history"
+    fields = readonly_fields = ["created_at", "from_status", "to_status", "reason", "actor"]
+
+
+def order_payment_attempts(order: Order):
+    """Return the sandbox gateway's records of every payment attempt of ``order``, oldest first.
+
+    Read from the gateway's own ledger (declined attempts leave no Charge): the order's
+    idempotency key and each re-run's key, which starts with it (orders.services.order_payment_key).
+    """
+    key = str(order.idempotency_key)
+    return (
+        SandboxCharge.objects.using(GATEWAY_DB)
+        .filter(Q(idempotency_key=key) | Q(idempotency_key__startswith=f"{key}:"))
+        .order_by("created_at", "id")
+    )
+
+
+def order_emails(order: Order):
+    """Return the outbox messages about ``order``: its confirmation (paid or failed) and every resend."""
+    keys = [f"order-{status}-{order.pk}" for status in (OrderStatus.PAID, OrderStatus.FAILED)]
+    query = Q(key__in=keys)
+    for key in keys:
+        query |= Q(key__startswith=f"{key}:")
+    return OutboxMessage.objects.filter(query).order_by("created_at", "id")
+
+
+def _table(columns: list[tuple[str, str]], rows: list[tuple[str, tuple]], empty: str) -> str:
+    """Render a small read-only HTML table: ``columns`` are (class, heading), ``rows`` (row id, values).
+
+    Each cell carries its column's class and each row its id, so a page (and a test) can point at one value.
+    """
+    if not rows:
+        return empty
+    head = format_html_join("", "<th scope='col'>{}</th>", ((heading,) for _, heading in columns))
+    body = format_html_join(
+        "",
+        '<tr id="{}">{}</tr>',
+        (
+            (row_id, format_html_join("", '<td class="{}">{}</td>', zip([c for c, _ in columns], values, strict=True)))
+            for row_id, values in rows
+        ),
+    )
+    return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
 
 
 @admin.register(Order)
 class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
-    """Orders are read-only here: status changes go through orders.services, never a form."""
+    """Orders are read-only here: status changes go through orders.services, never a form.
+
+    The actions need the change permission on orders (``operate``): the admin shows orders
+    read-only to everybody, so has_change_permission cannot be what grants them.
+    """
 
     list_display = ["id", "email", "status", "total_display", "created_at"]
-    list_filter = ["status", "currency", "created_at"]
+    list_filter = ["status", "currency", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["id", "email"]
     # No change permission: Django shows every field read-only, so no readonly_fields.
     fields = [
         "id",
+        "shopper_link",
         "idempotency_key",
         "email",
         "status",
@@ -121,12 +184,64 @@ class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
         "failure_reason",
         "created_at",
         "updated_at",
+        "payment_attempts",
+        "emails",
     ]
     inlines = [OrderLineInline, ChargeInline, OrderStatusChangeInline]
+    actions = ["rerun_processing", "resend_confirmation"]
 
     @admin.display(description="total", ordering="total")
     def total_display(self, obj: Order) -> str:
         return format_money(obj.total, obj.currency)
+
+    @admin.display(description="shopper's page")
+    def shopper_link(self, obj: Order) -> str:
+        url = reverse("order-detail", args=[obj.pk])
+        return format_html('<a id="shopper-link" href="{}">View as shopper</a>', url)
+
+    @admin.display(description="payment attempts (the gateway's ledger)")
+    def payment_attempts(self, obj: Order) -> str:
+        rows = [
+            (
+                f"attempt-{a.charge_id}",
+                (
+                    a.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    a.charge_id,
+                    format_money(a.amount, a.currency) if a.currency == obj.currency else f"{a.amount} {a.currency}",
+                    a.get_outcome_display(),
+                    a.decline_code or "—",
+                ),
+            )
+            for a in order_payment_attempts(obj)
+        ]
+        columns = [("when", "when"), ("charge", "gateway charge"), ("amount", "amount"), ("outcome", "outcome")]
+        columns.append(("decline-code", "decline code"))
+        table = _table(columns, rows, "No payment attempt yet.")
+        return format_html('<div id="payment-attempts">{}</div>', table)
+
+    @admin.display(description="emails")
+    def emails(self, obj: Order) -> str:
+        rows = [
+            (
+                f"email-{m.pk}",
+                (
+                    format_html(
+                        '<a href="{}">{}</a>',
+                        reverse("admin:mailer_outboxmessage_change", args=[m.pk]),
+                        "resend" if ":resend:" in m.key else "confirmation",
+                    ),
+                    m.get_status_display(),
+                    m.attempts,
+                    m.sent_at.strftime("%Y-%m-%d %H:%M:%S") if m.sent_at else "—",
+                    m.message_id,
+                ),
+            )
+            for m in order_emails(obj)
+        ]
+        columns = [("kind", "email"), ("status", "status"), ("attempts", "attempts"), ("sent", "sent")]
+        columns.append(("message-id", "Message-ID"))
+        table = _table(columns, rows, "No email yet.")
+        return format_html('<div id="order-emails">{}</div>', table)
 
     def has_add_permission(self, request):
         return False
@@ -137,9 +252,66 @@ class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_operate_permission(self, request) -> bool:
+        """Whether the user may run the order actions: Django's change permission on orders."""
+        return request.user.has_perm("orders.change_order")
+
+    @admin.action(description="Re-run processing (stuck or failed orders)", permissions=["operate"])
+    def rerun_processing(self, request, queryset):
+        for order in queryset.only("pk"):
+            try:
+                outcome = order_rerun(order_id=order.pk, actor=request.user.get_username())
+            except ApplicationError as exc:  # a business rule refused it (e.g. no stock left to take again)
+                self.message_user(request, f"Order {order.pk} was not re-run: {exc.message}", messages.ERROR)
+                continue
+            level = messages.INFO if outcome.name == "PAID" else messages.SUCCESS
+            self.message_user(request, f"Order {order.pk} {outcome}.", level)
+
+    @admin.action(description="Resend confirmation (paid or failed orders)", permissions=["operate"])
+    def resend_confirmation(self, request, queryset):
+        """Ask first (a page with a fresh token); the confirmed POST resends once per token."""
+        if request.POST.get("confirm") != "yes":
+            return TemplateResponse(
+                request,
+                "admin/orders/order/resend_confirmation.html",
+                {
+                    **self.admin_site.each_context(request),
+                    "title": "Resend the confirmation?",
+                    "opts": self.model._meta,
+                    "orders": queryset,
+                    "token": uuid.uuid4().hex,
+                    "action_checkbox_name": admin.helpers.ACTION_CHECKBOX_NAME,
+                },
+            )
+        token = request.POST.get("token", "")
+        for order in queryset.only("pk"):
+            try:
+                message, created = order_confirmation_resend(
+                    order_id=order.pk, actor=request.user.get_username(), token=token
+                )
+            except ConfirmationNotSent:
+                self.message_user(
+                    request,
+                    f"Order {order.pk} is pending: its confirmation goes out once it is processed.",
+                    messages.WARNING,
+                )
+                continue
+            except ValueError:
+                self.message_user(request, "The form was incomplete: nothing was sent. Try again.", messages.ERROR)
+                return None
+            if created:
+                self.message_user(
+                    request, f"Order {order.pk}: confirmation queued again as {message.message_id}.", messages.SUCCESS
+                )
+            else:
+                self.message_user(
+                    request, f"Order {order.pk}: this resend was queued already ({message.message_id}).", messages.INFO
+                )
+        return None
+
 
 @admin.register(SandboxCharge)
-class SandboxChargeAdmin(BoundedChangeListMixin, admin.ModelAdmin):
+class SandboxChargeAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
     list_display = ["charge_id", "idempotency_key", "amount_display", "currency", "outcome", "created_at"]
     list_filter = ["outcome"]
     search_fields = ["charge_id", "idempotency_key"]
@@ -157,9 +329,3 @@ class SandboxChargeAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     @admin.display(description="amount", ordering="amount")
     def amount_display(self, obj: SandboxCharge) -> str:
         return format_money(obj.amount, obj.currency)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False

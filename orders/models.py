@@ -62,12 +62,15 @@ class OrderStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-# Allowed next states per state (django-oscar's pipeline); paid and failed are final.
+# Allowed next states per state (django-oscar's pipeline); paid is final. failed -> pending is
+# the staff's "re-run processing" (orders.operations.order_rerun) and nothing else: it is one of
+# ORDER_STATUS_BY_STAFF_ONLY, which order_set_status allows only with a named actor.
 ORDER_STATUS_PIPELINE: dict[str, frozenset[str]] = {
     OrderStatus.PENDING: frozenset({OrderStatus.PAID, OrderStatus.FAILED}),
     OrderStatus.PAID: frozenset(),
-    OrderStatus.FAILED: frozenset(),
+    OrderStatus.FAILED: frozenset({OrderStatus.PENDING}),
 }
+ORDER_STATUS_BY_STAFF_ONLY: frozenset[tuple[str, str]] = frozenset({(OrderStatus.FAILED, OrderStatus.PENDING)})
 
 
 class PaymentMethod(models.TextChoices):
@@ -142,12 +145,19 @@ class OrderLine(models.Model):
 
 
 class OrderStatusChange(models.Model):
-    """Audit row written by every status transition."""
+    """Audit row written by every status transition and by every staff operation on the order.
+
+    A row whose ``from_status`` equals its ``to_status`` is a note: an operation that changed no
+    status (a re-run of a pending order, a resent confirmation). ``actor`` is the staff user's
+    username (a copy, not a key: the history outlives the account); empty for the shop's own
+    processes. Rows are only ever added: the admin can neither change nor delete them.
+    """
 
     order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="status_changes")
     from_status = models.CharField(max_length=16, choices=OrderStatus.choices)
     to_status = models.CharField(max_length=16, choices=OrderStatus.choices)
     reason = models.TextField(blank=True)
+    actor = models.CharField(max_length=150, blank=True, help_text="The staff user who did it; empty for the shop.")
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

@@ -22,9 +22,11 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 
+from mailer.models import OutboxMessage
 from mailer.services import outbox_message_create
 from orders.locks import order_lock
 from orders.models import (
+    ORDER_STATUS_BY_STAFF_ONLY,
     ORDER_STATUS_PIPELINE,
     Charge,
     Order,
@@ -181,18 +183,28 @@ def order_enqueue(*, order_id: uuid.UUID | str, at_front: bool = False) -> bool:
     return True
 
 
-def order_set_status(*, order: Order, status: str, reason: str = "") -> Order:
+def order_set_status(*, order: Order, status: str, reason: str = "", actor: str = "") -> Order:
     """Move a locked ``order`` to ``status`` and write the audit row; same status is a no-op.
 
-    Raise InvalidStatusTransition for a move the pipeline does not allow.
+    ``actor`` is the staff user's username when staff asked for the move (empty for the shop's
+    own processes). Back to pending, the failure reason is cleared (the history keeps it).
+    Raise InvalidStatusTransition for a move the pipeline does not allow, and for a move of
+    ORDER_STATUS_BY_STAFF_ONLY without an ``actor``.
     """
     if order.status == status:
         return order
-    if status not in ORDER_STATUS_PIPELINE[order.status]:
+    if status not in ORDER_STATUS_PIPELINE[order.status] or (
+        (order.status, status) in ORDER_STATUS_BY_STAFF_ONLY and not actor
+    ):
         raise InvalidStatusTransition(f"order {order.pk}: {order.status} -> {status} is not allowed")
-    OrderStatusChange.objects.create(order=order, from_status=order.status, to_status=status, reason=reason)
+    OrderStatusChange.objects.create(
+        order=order, from_status=order.status, to_status=status, reason=reason, actor=actor
+    )
     order.status = status
-    order.failure_reason = reason if status == OrderStatus.FAILED else order.failure_reason
+    if status == OrderStatus.FAILED:
+        order.failure_reason = reason
+    elif status == OrderStatus.PENDING:
+        order.failure_reason = ""
     order.save(update_fields=["status", "failure_reason", "updated_at"])
     return order
 
@@ -217,7 +229,7 @@ def order_process(*, order_id: uuid.UUID | str) -> Order:
             charge_id = get_gateway().charge(
                 amount=order.total,
                 currency=order.currency,
-                idempotency_key=str(order.idempotency_key),
+                idempotency_key=order_payment_key(order=order),
                 payment_method=order.payment_method,
             )
         except PaymentDeclined as exc:
@@ -233,13 +245,31 @@ def order_process(*, order_id: uuid.UUID | str) -> Order:
     return order
 
 
-def _confirmation_create(*, order: Order) -> None:
-    """Put the email telling the shopper how a processed (paid or failed) ``order`` ended in the outbox."""
+def order_payment_key(*, order: Order) -> str:
+    """Return the idempotency key ``order`` is charged with now (a string for the gateway).
+
+    The order's own ``idempotency_key`` until staff re-run a failed order; each such re-run
+    (a failed -> pending change in its history) is a new attempt with the key
+    ``"<idempotency_key>:rerun-<n>"``. A provider answers a key it has seen with the first
+    outcome again (a decline stays a decline), so a new attempt needs a new key; and only a
+    declined attempt (which took no money) is ever followed by another, so an order is charged
+    at most once. Every attempt's key starts with the order's ``idempotency_key``.
+    """
+    reruns = order.status_changes.filter(from_status=OrderStatus.FAILED, to_status=OrderStatus.PENDING).count()
+    return str(order.idempotency_key) if not reruns else f"{order.idempotency_key}:rerun-{reruns}"
+
+
+def _confirmation_create(*, order: Order, key: str | None = None) -> OutboxMessage:
+    """Put the email telling the shopper how a processed (paid or failed) ``order`` ended in the outbox.
+
+    ``key`` is the outbox key (default ``order.confirmation_key``: one per order and outcome).
+    Return the outbox row (the existing one when ``key`` was used before).
+    """
     context = {"order": order, "paid": order.status == OrderStatus.PAID, "lines": order.lines.select_related("product")}
     # A subject is one line (as Django's password-reset email does it).
     subject = "".join(render_to_string("orders/email/confirmation_subject.txt", context).splitlines())
     body = render_to_string("orders/email/confirmation.txt", context)
-    outbox_message_create(key=order.confirmation_key, to=order.email, subject=subject, body=body)
+    return outbox_message_create(key=key or order.confirmation_key, to=order.email, subject=subject, body=body)
 
 
 def orders_sweep_pending(*, older_than: float | None = None) -> int:
@@ -256,22 +286,36 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
     """
     older_than = settings.ORDER_STUCK_AFTER if older_than is None else older_than
     cutoff = timezone.now() - timedelta(seconds=older_than)
-    connection = django_rq.get_connection(DEFAULT_QUEUE)
     enqueued = 0
     for order in Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=cutoff).only("id").iterator():
-        try:
-            job = Job.fetch(order.job_id, connection=connection)
-        except NoSuchJobError:
-            job = None
-        if job is not None:
-            status = job.get_status(refresh=False)
-            if _job_is_live(job, cutoff=cutoff):
-                continue
-            job.delete()
-        if order_enqueue(order_id=order.pk, at_front=True):
-            logger.info("sweep: order %s re-enqueued (job was %s)", order.pk, "missing" if job is None else status)
+        if order_requeue(order_id=order.pk, cutoff=cutoff):
             enqueued += 1
     return enqueued
+
+
+def order_requeue(*, order_id: uuid.UUID | str, cutoff) -> bool:
+    """Enqueue the order's processing job at the front unless Redis still runs the one it has.
+
+    ``cutoff`` (an aware datetime): a started job whose last heartbeat is older is dead. A job
+    that is not live (see orders_sweep_pending) is deleted first, since its fixed id would make
+    the new enqueue a no-op. Return True when a job was enqueued; False when a live job exists
+    or Redis is unreachable (the sweep enqueues the order later). Raise RedisError only from the
+    job lookup (the caller decides: the sweep fails its run, staff see a message).
+    """
+    job_id = order_job_id(order_id)
+    try:
+        job = Job.fetch(job_id, connection=django_rq.get_connection(DEFAULT_QUEUE))
+    except NoSuchJobError:
+        job = None
+    if job is not None:
+        status = job.get_status(refresh=False)
+        if _job_is_live(job, cutoff=cutoff):
+            return False
+        job.delete()
+    if not order_enqueue(order_id=order_id, at_front=True):
+        return False
+    logger.info("order %s re-enqueued (job was %s)", order_id, "missing" if job is None else status)
+    return True
 
 
 def _job_is_live(job, *, cutoff) -> bool:

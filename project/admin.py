@@ -1,7 +1,8 @@
-"""What every ModelAdmin of the shop shares: work bounded by the shop, not by the URL."""
+"""What the shop's admin shares: bounded changelists, read-only audit rows, the client's address."""
 
 from itertools import islice
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.db import DataError
@@ -42,3 +43,38 @@ class BoundedChangeListMixin:
             messages.warning(request, f"Search with at most {MAX_SEARCH_TERMS} words.")
             return queryset.none(), False
         return super().get_search_results(request, queryset, search_term)
+
+
+class ReadOnlyAuditMixin:
+    """Rows of an audit trail (a ModelAdmin or an inline; put it first): nobody adds, changes or deletes them.
+
+    Not even a superuser: these return False whatever the user's permissions, so Django's admin
+    offers no form, no save button, no delete link and no "delete selected" action. Viewing
+    needs the model's view permission as usual.
+    """
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+def client_ip_address(request) -> str | None:
+    """Return the address of the client that sent ``request`` (django-axes' AXES_CLIENT_IP_CALLABLE).
+
+    Behind the shop's TLS proxy (settings.CLIENT_IP_FROM_X_FORWARDED_FOR, set with BEHIND_TLS_PROXY)
+    it is the last address of ``X-Forwarded-For``, the one the proxy in front of the web process
+    appended; the addresses before it are whatever the client sent, so they are never trusted
+    (a client that sets the header itself would otherwise choose the address it is locked out by).
+    Otherwise it is the peer's address (``REMOTE_ADDR``) and the header is ignored. None when
+    neither is known.
+    """
+    if settings.CLIENT_IP_FROM_X_FORWARDED_FOR:
+        forwarded = [part.strip() for part in request.META.get("HTTP_X_FORWARDED_FOR", "").split(",")]
+        if forwarded[-1]:
+            return forwarded[-1]
+    return request.META.get("REMOTE_ADDR") or None

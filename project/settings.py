@@ -56,6 +56,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_rq",
+    "axes",  # admin login lockout (see "Admin logins" below)
 ]
 
 MIDDLEWARE = [
@@ -71,7 +72,29 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires (https://django-axes.readthedocs.io/en/latest/2_installation.html).
+    "axes.middleware.AxesMiddleware",
 ]
+
+# Admin logins: django-axes records every failed login (its tables, its admin pages) and locks out
+# a username from one address after AXES_FAILURE_LIMIT failures for AXES_COOLOFF_TIME hours;
+# staff clear a lockout in the admin ("Axes" > access attempts) or with `manage.py axes_reset`
+# (https://django-axes.readthedocs.io/en/latest/4_configuration.html). Per username *and* address,
+# so a stranger guessing cannot lock staff out from their own desks.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",  # first: refuses a locked-out login before the password check
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
+AXES_COOLOFF_TIME = env_number("AXES_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours, as axes reads a number
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_VERBOSE = False  # no start-up banner in every process's output; lockouts are still logged
+# The client's address: behind the TLS proxy the one it appended to X-Forwarded-For, else the peer.
+CLIENT_IP_FROM_X_FORWARDED_FOR = SECURE_PROXY_SSL_HEADER is not None
+AXES_CLIENT_IP_CALLABLE = "project.admin.client_ip_address"
+# django-rq's dashboard as an entry of the admin index (/admin/django_rq/dashboard/), staff only.
+RQ_SHOW_ADMIN_LINK = True
 
 ROOT_URLCONF = "project.urls"
 WSGI_APPLICATION = "project.wsgi.application"

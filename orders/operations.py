@@ -1,0 +1,111 @@
+"""Staff operations on orders (the admin's actions call these; they hold no logic of their own).
+
+Each is safe to run twice and leaves a row in the order's status history (OrderStatusChange,
+with the staff user as ``actor``): a status change, or a note (same status before and after)
+when no status changed. Like every order mutation, each runs in one transaction with the order
+locked (orders.locks.order_lock) and decides from the state it finds under the lock.
+"""
+
+import enum
+import logging
+import uuid
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from mailer.models import OutboxMessage
+from mailer.selectors import outbox_message_get
+from orders.locks import order_lock
+from orders.models import OrderStatus, OrderStatusChange
+from orders.services import _confirmation_create, order_requeue, order_set_status
+
+logger = logging.getLogger(__name__)
+
+
+class Rerun(enum.StrEnum):
+    """What order_rerun did: the value is the sentence staff read after the order's id."""
+
+    RESTARTED = "was failed: back to pending, processing enqueued (a new payment attempt)"
+    REQUEUED = "is pending: processing enqueued again"
+    PAID = "is paid already: nothing to do (it is never charged twice)"
+
+
+def order_rerun(*, order_id: uuid.UUID | str, actor: str) -> Rerun:
+    """Run the processing of the order ``order_id`` again ("re-run processing"); return what was done.
+
+    - pending (stuck): a note in the history, and the processing job enqueued at the front unless
+      Redis still runs one (orders.services.order_requeue, after commit).
+    - failed (payment declined): back to pending (failed -> pending, a move only staff make,
+      recorded with ``actor``), then enqueued. The next attempt charges with a new idempotency key
+      (orders.services.order_payment_key): the declined attempts took no money.
+    - paid: nothing (no row, no job); the caller tells staff so.
+
+    A failed order whose stock cannot be taken again stays failed (the business rule's
+    ApplicationError propagates and nothing is written). When Redis is unreachable the change
+    still commits and the scheduler's sweep enqueues the pending order later.
+
+    Twice in a row is harmless: the second finds the order pending (a note; its live job is left
+    alone) or paid. The charge itself is idempotent per attempt key and a processed order is
+    never processed again (orders.services.order_process), so no order is charged twice.
+    ``actor`` is the staff user's username (non-empty). Raise Order.DoesNotExist for an unknown id.
+    """
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id=order_id)
+        if order.status == OrderStatus.PAID:
+            return Rerun.PAID
+        if order.status == OrderStatus.FAILED:
+            # stock: take it again (order_stock_take) — added at merge
+            order_set_status(
+                order=order, status=OrderStatus.PENDING, reason="re-run processing (a new payment attempt)", actor=actor
+            )
+            outcome = Rerun.RESTARTED
+        else:
+            OrderStatusChange.objects.create(
+                order=order, from_status=order.status, to_status=order.status, reason="re-run processing", actor=actor
+            )
+            outcome = Rerun.REQUEUED
+        # A started job with a heartbeat younger than this is alive: the sweep's own rule.
+        cutoff = timezone.now() - timedelta(seconds=settings.ORDER_STUCK_AFTER)
+        # robust: with Redis down the change stands and the sweep enqueues the pending order later.
+        transaction.on_commit(lambda: order_requeue(order_id=order.pk, cutoff=cutoff), robust=True)
+    logger.info("order %s: re-run by %s: %s", order.pk, actor, outcome.name.lower())
+    return outcome
+
+
+class ConfirmationNotSent(Exception):
+    """The order has no confirmation to resend yet (it is still pending)."""
+
+
+def order_confirmation_resend(*, order_id: uuid.UUID | str, actor: str, token: str) -> tuple[OutboxMessage, bool]:
+    """Put a new copy of the paid or failed order's confirmation in the outbox ("resend confirmation").
+
+    A resend is a new message, with its own outbox row and so its own Message-ID (a receiver
+    that dropped the first as a repeat keeps this one). ``token`` names one request of staff
+    (the admin's confirmation form carries a fresh one, 32 hex digits): the outbox key is
+    ``"<confirmation_key>:resend:<token>"``, so the same form submitted twice (a double click, a
+    retried POST) puts one message in the outbox, and each new request another. Return
+    ``(message, created)``; a new message is noted in the history with ``actor``.
+    Raise ConfirmationNotSent for a pending order, ValueError for a token that is not 32 hex
+    digits, Order.DoesNotExist for an unknown id.
+    """
+    token = uuid.UUID(hex=token).hex  # ValueError unless a UUID: the key's length stays bounded
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id=order_id)
+        if order.status == OrderStatus.PENDING:
+            raise ConfirmationNotSent(f"order {order.pk} is pending: its confirmation is sent once it is processed")
+        key = f"{order.confirmation_key}:resend:{token}"
+        existing = outbox_message_get(key=key)
+        if existing is not None:
+            return existing, False
+        message = _confirmation_create(order=order, key=key)
+        OrderStatusChange.objects.create(
+            order=order,
+            from_status=order.status,
+            to_status=order.status,
+            reason=f"confirmation resent: outbox message {message.pk}, Message-ID {message.message_id}",
+            actor=actor,
+        )
+    logger.info("order %s: confirmation resent by %s as outbox %s", order.pk, actor, message.pk)
+    return message, True

@@ -1,0 +1,106 @@
+"""The admin in a real browser (Debian's Chromium through Playwright) against the real formation.
+
+A staff user logs in through the login page, finds an order by its shopper's email, re-runs its
+processing and resends its confirmation: web, worker and mailer run as the Procfile starts them,
+with the test SMTP recorder; the order keeps its one charge and the shopper gets a second email
+with a new Message-ID. django-rq's dashboard opens from the admin index.
+"""
+
+import re
+import uuid
+
+import pytest
+from django.contrib.auth import get_user_model
+from playwright.sync_api import expect
+
+from mailer.models import OutboxMessage, OutboxStatus
+from orders.models import Charge, Order, OrderStatus, SandboxCharge
+from orders.services import LineRequest, order_create
+from tests import factories
+from tests.browser.support import screenshot
+from tests.support import ALL_DATABASES, wait_until
+
+pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
+
+PASSWORD = "pw-staff-123456789"
+
+
+@pytest.fixture
+def shop(formation):
+    """Start web, worker and mailer; return the shop's base URL."""
+    web = formation.start("web")
+    formation.start("worker")
+    formation.start("mailer")
+    return f"http://127.0.0.1:{web.env['PORT']}"
+
+
+def all_sent() -> bool:
+    return not OutboxMessage.objects.exclude(status=OutboxStatus.SENT).exists()
+
+
+def run_action(page, order: Order, label: str) -> None:
+    """Tick ``order`` in the order list shown on ``page``, pick the action ``label`` and press Go."""
+    page.locator(f"input[name=_selected_action][value='{order.pk}']").check()
+    page.get_by_role("combobox", name="Action").select_option(label=label)
+    page.get_by_role("button", name="Go").click()
+    page.wait_for_load_state()
+
+
+def test_staff_find_an_order_rerun_it_and_resend_its_confirmation_with_one_charge(shop, context, smtp):
+    get_user_model().objects.create_superuser("staff", "staff@example.com", PASSWORD)
+    product = factories.product()
+    order, _ = order_create(
+        email="shopper@example.com", lines=[LineRequest(product.pk, 2)], idempotency_key=uuid.uuid4()
+    )
+    wait_until(lambda: Order.objects.get(pk=order.pk).status == OrderStatus.PAID, deadline=60, message="paid")
+    wait_until(lambda: OutboxMessage.objects.exists() and all_sent(), deadline=60, message="the confirmation sent")
+
+    page = context.new_page()
+    page.goto(shop + "/admin/")
+    expect(page).to_have_url(re.compile(r"/admin/login/"))
+    page.get_by_label("Username").fill("staff")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#site-name")).to_have_text("Formation admin")
+
+    page.locator("#orders-order").get_by_role("link", name="Orders").click()
+    page.locator("#searchbar").fill("shopper@example.com")
+    page.locator("#searchbar").press("Enter")
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+
+    run_action(page, order, "Re-run processing (stuck or failed orders)")
+    expect(page.locator(".messagelist")).to_contain_text(f"Order {order.pk} is paid already: nothing to do")
+
+    run_action(page, order, "Resend confirmation (paid or failed orders)")
+    expect(page.locator("#resend-orders")).to_contain_text("shopper@example.com")
+    page.get_by_role("button", name="Yes, resend").click()
+    expect(page.locator(".messagelist")).to_contain_text(f"Order {order.pk}: confirmation queued again")
+
+    wait_until(lambda: OutboxMessage.objects.count() == 2 and all_sent(), deadline=60, message="the resend sent")
+    assert (Charge.objects.count(), SandboxCharge.objects.count()) == (1, 1)
+    ids = smtp.message_ids()
+    assert len(ids) == 2 and len(set(ids)) == 2
+
+    page.goto(f"{shop}/admin/orders/order/{order.pk}/change/")
+    expect(page.locator(f"#attempt-{order.charge.gateway_charge_id} .outcome")).to_have_text("Succeeded")
+    resend = OutboxMessage.objects.get(key__contains=":resend:")
+    expect(page.locator(f"#email-{resend.pk} .status")).to_have_text("Sent")
+    expect(page.locator("#status_changes-group")).to_contain_text("confirmation resent")
+    screenshot(page, "admin-order")
+    with page.expect_navigation():
+        page.get_by_role("link", name="View as shopper").click()
+    assert page.url == f"{shop}/orders/{order.pk}/"
+
+    # The outbox list fits a 1280 px wide window: no sideways scrolling, long errors cut.
+    OutboxMessage.objects.filter(pk=resend.pk).update(last_error="SMTP 451: " + "the server is busy, " * 40)
+    page.set_viewport_size({"width": 1280, "height": 800})
+    page.goto(shop + "/admin/mailer/outboxmessage/")
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1280
+    results = page.locator("#changelist .results")  # Django's admin scrolls a wide table inside this box
+    assert results.evaluate("box => box.scrollWidth <= box.clientWidth")
+    screenshot(page, "admin-outbox")
+
+    page.goto(shop + "/admin/")
+    page.get_by_role("link", name="Django-RQ", exact=True).click()
+    expect(page).to_have_url(f"{shop}/admin/django_rq/dashboard/")
+    expect(page.locator("#content")).to_contain_text("default")

@@ -1,0 +1,55 @@
+"""Staff operations on orders (orders.operations) below the admin: the rules the actions rely on."""
+
+import uuid
+
+import pytest
+from django.db import transaction
+
+from orders.locks import order_lock
+from orders.models import PaymentMethod
+from orders.operations import ConfirmationNotSent, Rerun, order_confirmation_resend, order_rerun
+from orders.services import InvalidStatusTransition, LineRequest, order_create, order_process, order_set_status
+from tests.support import ALL_DATABASES
+
+pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
+
+
+def declined(product):
+    order, _ = order_create(
+        email="a@example.com",
+        lines=[LineRequest(product.pk, 1)],
+        idempotency_key=uuid.uuid4(),
+        payment_method=PaymentMethod.DECLINED,
+    )
+    return order_process(order_id=order.pk)
+
+
+def test_failed_goes_back_to_pending_only_when_staff_ask(product):
+    order = declined(product)
+    with pytest.raises(InvalidStatusTransition), transaction.atomic():
+        order_set_status(order=order_lock(order_id=order.pk), status="pending", reason="retry")
+    order.refresh_from_db()
+    assert order.status == "failed"
+
+    assert order_rerun(order_id=order.pk, actor="admin") is Rerun.RESTARTED
+    order.refresh_from_db()
+    assert order.status == "pending"
+
+
+def test_paid_orders_never_go_back_to_pending(product):
+    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    order_process(order_id=order.pk)
+    with pytest.raises(InvalidStatusTransition), transaction.atomic():
+        order_set_status(order=order_lock(order_id=order.pk), status="pending", actor="admin")
+    assert order_rerun(order_id=order.pk, actor="admin") is Rerun.PAID
+
+
+def test_a_resend_needs_a_processed_order_and_a_well_formed_token(product):
+    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    with pytest.raises(ConfirmationNotSent):
+        order_confirmation_resend(order_id=order.pk, actor="admin", token=uuid.uuid4().hex)
+    order_process(order_id=order.pk)
+    with pytest.raises(ValueError):
+        order_confirmation_resend(order_id=order.pk, actor="admin", token="x" * 500)
+    message, created = order_confirmation_resend(order_id=order.pk, actor="admin", token=uuid.uuid4().hex)
+    assert created and message.key.startswith(f"order-paid-{order.pk}:resend:")

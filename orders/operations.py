@@ -19,7 +19,7 @@ from mailer.models import OutboxMessage
 from mailer.selectors import outbox_message_get
 from orders.locks import order_lock
 from orders.models import OrderStatus, OrderStatusChange
-from orders.services import _confirmation_create, order_requeue, order_set_status
+from orders.services import order_confirmation_create, order_requeue, order_set_status, order_stock_take
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,9 @@ def order_rerun(*, order_id: uuid.UUID | str, actor: str) -> Rerun:
         if order.status == OrderStatus.PAID:
             return Rerun.PAID
         if order.status == OrderStatus.FAILED:
-            # stock: take it again (order_stock_take) — added at merge
+            # Its decline gave the stock back: take it again, or refuse the re-run (OrderRefused
+            # rolls the whole change back and staff see its message).
+            order_stock_take(order=order)
             order_set_status(
                 order=order, status=OrderStatus.PENDING, reason="re-run processing (a new payment attempt)", actor=actor
             )
@@ -99,7 +101,7 @@ def order_confirmation_resend(*, order_id: uuid.UUID | str, actor: str, token: s
         existing = outbox_message_get(key=key)
         if existing is not None:
             return existing, False
-        message = _confirmation_create(order=order, key=key)
+        message = order_confirmation_create(order=order, key=key)
         OrderStatusChange.objects.create(
             order=order,
             from_status=order.status,

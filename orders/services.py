@@ -235,12 +235,12 @@ def order_process(*, order_id: uuid.UUID | str) -> Order:
         except PaymentDeclined as exc:
             order_set_status(order=order, status=OrderStatus.FAILED, reason=f"payment declined ({exc.code})")
             order_stock_return(order=order)
-            _confirmation_create(order=order)
+            order_confirmation_create(order=order)
             logger.info("order %s failed: payment declined (%s)", order.pk, exc.code)
             return order
         Charge.objects.create(order=order, gateway_charge_id=charge_id, amount=order.total, currency=order.currency)
         order_set_status(order=order, status=OrderStatus.PAID)
-        _confirmation_create(order=order)
+        order_confirmation_create(order=order)
     logger.info("order %s paid %s, charge %s", order.pk, format_money(order.total, order.currency), charge_id)
     return order
 
@@ -259,7 +259,7 @@ def order_payment_key(*, order: Order) -> str:
     return str(order.idempotency_key) if not reruns else f"{order.idempotency_key}:rerun-{reruns}"
 
 
-def _confirmation_create(*, order: Order, key: str | None = None) -> OutboxMessage:
+def order_confirmation_create(*, order: Order, key: str | None = None) -> OutboxMessage:
     """Put the email telling the shopper how a processed (paid or failed) ``order`` ended in the outbox.
 
     ``key`` is the outbox key (default ``order.confirmation_key``: one per order and outcome).

@@ -6,9 +6,16 @@ import pytest
 from django.db import transaction
 
 from orders.locks import order_lock
-from orders.models import PaymentMethod
+from orders.models import PaymentMethod, Product
 from orders.operations import ConfirmationNotSent, Rerun, order_confirmation_resend, order_rerun
-from orders.services import InvalidStatusTransition, LineRequest, order_create, order_process, order_set_status
+from orders.services import (
+    InvalidStatusTransition,
+    LineRequest,
+    OrderRefused,
+    order_create,
+    order_process,
+    order_set_status,
+)
 from tests.support import ALL_DATABASES
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
@@ -53,3 +60,20 @@ def test_a_resend_needs_a_processed_order_and_a_well_formed_token(product):
         order_confirmation_resend(order_id=order.pk, actor="admin", token="x" * 500)
     message, created = order_confirmation_resend(order_id=order.pk, actor="admin", token=uuid.uuid4().hex)
     assert created and message.key.startswith(f"order-paid-{order.pk}:resend:")
+
+
+def test_a_rerun_of_a_failed_order_takes_its_stock_again_or_is_refused_when_it_is_gone(product):
+    order = declined(product)
+    product.refresh_from_db()
+    in_stock = product.stock  # the decline gave its item back
+
+    Product.objects.filter(pk=product.pk).update(stock=0)  # sold to someone else meanwhile
+    with pytest.raises(OrderRefused):
+        order_rerun(order_id=order.pk, actor="admin")
+    order.refresh_from_db()
+    assert order.status == "failed"
+
+    Product.objects.filter(pk=product.pk).update(stock=in_stock)
+    assert order_rerun(order_id=order.pk, actor="admin") is Rerun.RESTARTED
+    product.refresh_from_db()
+    assert product.stock == in_stock - 1

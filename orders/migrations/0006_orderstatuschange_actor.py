@@ -5,7 +5,7 @@ from django.db import migrations, models
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("orders", "0004_order_email_deliverable"),
+        ("orders", "0005_product_stock"),
     ]
 
     operations = [

@@ -1,12 +1,23 @@
 """URL configuration: the shop, health probes and the admin."""
 
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.templatetags.static import static
 from django.urls import include, path
 
 from project import health
 
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Redirect (302) ``/favicon.ico``, which browsers and crawlers ask for unprompted, to the
+    favicon's current hashed static URL; temporary, since that URL changes with its content."""
+    return redirect(static("favicon.svg"))
+
+
 urlpatterns = [
     path("health", health.liveness, name="health"),
+    path("favicon.ico", favicon, name="favicon"),
     path("ready", health.readiness, name="ready"),
     path("admin/", admin.site.urls),
     path("", include("orders.urls")),

@@ -80,6 +80,24 @@ def test_without_javascript_the_order_page_refreshes_until_paid(formation, conte
         no_script.close()
 
 
+def test_the_order_page_stops_polling_after_the_wait_and_says_it_takes_longer(formation, context):
+    web = formation.start("web", ORDER_PAGE_WAIT_SECONDS="4")  # no worker: the order stays pending
+    order = place()
+    page = context.new_page()
+    polls = []
+    page.on("request", lambda request: polls.append(request.url) if "status.json" in request.url else None)
+    page.goto(f"{base_url(web)}/orders/{order.pk}/")
+    expect(page.locator("#order-slow")).to_be_hidden()
+    expect(page.locator("#order-slow")).to_be_visible(timeout=10_000)
+    expect(page.locator("#order-slow")).to_contain_text("This is taking longer than usual.")
+    assert polls, "the page never asked for its order's status"
+    asked = len(polls)
+    # Two more poll intervals (2 s each) pass without a request: it stopped. Nothing to wait for but time.
+    page.wait_for_timeout(4_500)
+    assert len(polls) == asked
+    expect(page.locator("#order-status")).to_have_text("pending")
+
+
 def test_a_declined_order_shows_the_reason_in_the_shoppers_words(formation, context):
     web = formation.start("web")
     formation.start("worker")
@@ -94,6 +112,7 @@ def test_a_declined_order_shows_the_reason_in_the_shoppers_words(formation, cont
     )
     assert "card_declined" not in page.content()
     assert_accessible(page)
+    screenshot(page, "order-failed")
 
 
 def test_the_storefront_is_usable_on_a_phone(formation, context):

@@ -182,7 +182,6 @@ def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
     context = {
         "order": order,
         "progress": progress,
-        "in_progress": not progress.done,
         "follow": remaining > 0,
         "follow_seconds": int(remaining),
         "slow": slow,

@@ -11,6 +11,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.urls import reverse
 
 from mailer.validators import validate_deliverable_address
 from orders.money import CURRENCY_CHOICES, SUPPORTED_CURRENCIES
@@ -106,6 +107,10 @@ class Order(models.Model):
 
     def __str__(self) -> str:
         return f"Order {self.id} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        """Return the path of the shopper's page of this order (``/orders/<uuid>/``)."""
+        return reverse("order-detail", kwargs={"order_id": self.pk})
 
     @property
     def job_id(self) -> str:

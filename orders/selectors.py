@@ -1,5 +1,6 @@
 """Reads of the catalogue and orders (HackSoft's selectors: queries, no side effects)."""
 
+import re
 import uuid
 from dataclasses import dataclass
 
@@ -7,7 +8,7 @@ from django.db.models import QuerySet
 
 from mailer.models import OutboxStatus
 from mailer.selectors import outbox_message_gave_up, outbox_message_get
-from orders.models import Order, Product
+from orders.models import Order, OrderStatus, Product
 
 
 def products_on_sale() -> QuerySet[Product]:
@@ -50,3 +51,104 @@ def order_confirmation(*, order: Order) -> ConfirmationState:
     if message.status == OutboxStatus.FAILED:
         return ConfirmationState("failed", gave_up=outbox_message_gave_up(message=message))
     return ConfirmationState("queued")
+
+
+# What a shopper reads for a gateway's decline code (Stripe's codes and its advice to show a
+# generic message for lost or stolen cards: https://docs.stripe.com/declines/codes).
+DECLINE_MESSAGES = {
+    "card_declined": "Your card was declined.",
+    "generic_decline": "Your card was declined.",
+    "lost_card": "Your card was declined.",
+    "stolen_card": "Your card was declined.",
+    "insufficient_funds": "Your card has insufficient funds.",
+    "expired_card": "Your card has expired.",
+    "incorrect_cvc": "Your card's security code is incorrect.",
+    "processing_error": "An error occurred while processing your card. Please try again.",
+}
+# How orders.services.order_process records a decline in Order.failure_reason (the audit keeps the code).
+_DECLINE_REASON = re.compile(r"^payment declined \((?P<code>[\w-]+)\)$")
+
+
+def order_failure_message(*, reason: str) -> str:
+    """Return the sentence a shopper reads for a failed order's stored ``reason``.
+
+    A decline ("payment declined (card_declined)") becomes its message in DECLINE_MESSAGES ("Your
+    card was declined."), an unknown decline code "Your payment was declined."; any other reason
+    is already written for the shopper and is returned as it is.
+    """
+    match = _DECLINE_REASON.match(reason.strip())
+    if match is None:
+        return reason.strip()
+    return DECLINE_MESSAGES.get(match["code"], "Your payment was declined.")
+
+
+# The steps an order's page shows, in order; a failed order stops after "received".
+ORDER_STEPS = (("received", "Order received"), ("paid", "Paid"), ("confirmation_sent", "Confirmation sent"))
+
+
+@dataclass(frozen=True)
+class OrderProgress:
+    """Where an order stands, as its page and its status endpoint show it.
+
+    ``step`` is the last step reached: ``received``, ``paid``, ``confirmation_sent`` or ``failed``;
+    ``label`` is a sentence for the shopper (for ``failed``, the reason in their words);
+    ``done`` is True once nothing more will happen by itself (the shopper stops waiting);
+    ``confirmation_sent`` is True once the order's confirmation (or failure notice) was accepted by
+    the SMTP server; ``confirmation`` is the email's full state.
+    """
+
+    status: str
+    step: str
+    label: str
+    done: bool
+    confirmation_sent: bool
+    confirmation: ConfirmationState
+
+    def as_json(self) -> dict:
+        """Return the status endpoint's body: status, step, label, done and confirmation_sent."""
+        return {
+            "status": self.status,
+            "step": self.step,
+            "label": self.label,
+            "done": self.done,
+            "confirmation_sent": self.confirmation_sent,
+        }
+
+    def steps(self) -> list[dict]:
+        """Return ``{"key", "title", "state"}`` per step of ORDER_STEPS, ``state`` being ``done``,
+        ``current`` (the step being worked on), ``failed`` or ``todo``."""
+        if self.step == "failed":
+            return [
+                {"key": "received", "title": "Order received", "state": "done"},
+                {"key": "failed", "title": "Payment failed", "state": "failed"},
+            ]
+        reached = [key for key, _ in ORDER_STEPS].index(self.step)
+        states = []
+        for index, (key, title) in enumerate(ORDER_STEPS):
+            if index <= reached:
+                state = "done"
+            elif index == reached + 1 and not self.done:
+                state = "current"
+            else:
+                state = "todo"
+            states.append({"key": key, "title": title, "state": state})
+        return states
+
+
+def order_progress(*, order: Order) -> OrderProgress:
+    """Return ``order``'s progress: its status and the state of its confirmation email (one outbox read)."""
+    confirmation = order_confirmation(order=order)
+    sent = confirmation.state == "sent"
+    waiting_for_mail = confirmation.state in ("waiting", "queued")
+    if order.status == OrderStatus.FAILED:
+        label = f"Payment failed: {order_failure_message(reason=order.failure_reason)}"
+        return OrderProgress(order.status, "failed", label, not waiting_for_mail, sent, confirmation)
+    if order.status == OrderStatus.PENDING:
+        return OrderProgress(order.status, "received", "Order received: taking payment…", False, False, confirmation)
+    if sent:
+        label = "Paid. Your confirmation email was sent."
+        return OrderProgress(order.status, "confirmation_sent", label, True, True, confirmation)
+    if confirmation.state == "failed":
+        label = "Paid. We could not send your confirmation email."
+        return OrderProgress(order.status, "paid", label, True, False, confirmation)
+    return OrderProgress(order.status, "paid", "Paid: sending your confirmation email…", False, False, confirmation)

@@ -39,7 +39,7 @@ from orders.models import (
 )
 from orders.money import format_money
 from orders.payments import PaymentDeclined, get_gateway
-from orders.selectors import order_get_by_idempotency_key
+from orders.selectors import order_failure_message, order_get_by_idempotency_key
 from project.errors import ApplicationError
 from project.queues import DEFAULT_QUEUE
 
@@ -265,7 +265,14 @@ def order_confirmation_create(*, order: Order, key: str | None = None) -> Outbox
     ``key`` is the outbox key (default ``order.confirmation_key``: one per order and outcome).
     Return the outbox row (the existing one when ``key`` was used before).
     """
-    context = {"order": order, "paid": order.status == OrderStatus.PAID, "lines": order.lines.select_related("product")}
+    context = {
+        "order": order,
+        "paid": order.status == OrderStatus.PAID,
+        "lines": order.lines.select_related("product"),
+        "reason": order_failure_message(reason=order.failure_reason),
+        # Absolute: the shopper's mail client has no page to resolve a path against.
+        "order_url": settings.SITE_URL + order.get_absolute_url(),
+    }
     # A subject is one line (as Django's password-reset email does it).
     subject = "".join(render_to_string("orders/email/confirmation_subject.txt", context).splitlines())
     body = render_to_string("orders/email/confirmation.txt", context)

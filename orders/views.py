@@ -6,9 +6,14 @@ field. ``errors`` in a template context is a list of ``(anchor id or "", message
 """
 
 import uuid
+from html import unescape
 
-from django.http import HttpRequest, HttpResponse
+from django.conf import settings
+from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.utils import timezone
+from django.utils.html import strip_tags
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_http_methods
 
@@ -31,8 +36,8 @@ from orders.checkout import (
     checkout_order,
 )
 from orders.forms import CartAddForm, CartLineForm, CartRemoveForm, CheckoutForm, LineFormSet
-from orders.models import Order, OrderStatus, Product
-from orders.selectors import order_confirmation, orders_with_lines, products_on_sale
+from orders.models import Order, Product
+from orders.selectors import OrderProgress, order_progress, orders_with_lines, products_on_sale
 from orders.services import LineRequest, OrderRefused
 
 STALE_NOTICE = "This checkout page is out of date; your cart is unchanged — review it and place the order again."
@@ -253,14 +258,60 @@ def _see_other(to: str, **kwargs) -> HttpResponse:
     return response
 
 
+def _order_wait(order: Order, progress: OrderProgress) -> tuple[float, bool]:
+    """Return ``(seconds the page may still update itself, whether it is taking longer than usual)``.
+
+    An order in progress is followed for ORDER_PAGE_WAIT_SECONDS after it was placed; after that
+    the page stops updating and says so, whether it polls or refreshes.
+    """
+    if progress.done:
+        return 0.0, False
+    remaining = settings.ORDER_PAGE_WAIT_SECONDS - (timezone.now() - order.created_at).total_seconds()
+    return max(remaining, 0.0), remaining <= 0
+
+
+@never_cache  # the status changes while the shopper looks at it: Back and reload must ask again
 def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
-    """Render an order's status, lines, total and confirmation; the page refreshes itself while the
-    order is pending or its confirmation is not sent yet (what the shopper waits for is both)."""
+    """Render an order's lines, total and progress (received, paid, confirmation sent, or failed
+    with the reason in the shopper's words); 404 for an unknown id.
+
+    While the order is in progress (pending, or its email not sent yet) static/orders/order-status.js
+    polls order_status and updates the page in place, and without JavaScript a ``<noscript>``
+    refresh reloads it; both only for ORDER_PAGE_WAIT_SECONDS after the order was placed, then the
+    page says that it takes longer than usual.
+    """
     order = get_object_or_404(orders_with_lines(), pk=order_id)
-    confirmation = order_confirmation(order=order)
+    progress = order_progress(order=order)
+    remaining, slow = _order_wait(order, progress)
     context = {
         "order": order,
-        "in_progress": order.status == OrderStatus.PENDING or confirmation.state in ("waiting", "queued"),
-        "confirmation": confirmation,
+        "progress": progress,
+        "follow": remaining > 0,
+        "follow_seconds": int(remaining),
+        "slow": slow,
+        "confirmation": progress.confirmation,
     }
     return render(request, "orders/order_detail.html", context)
+
+
+@never_cache  # Cache-Control: no-store, so no proxy or browser cache answers a poll
+def order_status(request: HttpRequest, order_id: uuid.UUID) -> JsonResponse:
+    """Return an order's progress as JSON for its page's script; 404 for an unknown id.
+
+    Body: ``{"status": "pending"|"paid"|"failed", "step": "received"|"paid"|"confirmation_sent"|"failed",
+    "label": sentence for the shopper, "done": bool, "confirmation_sent": bool, "steps": [{"key",
+    "title", "state"}…], "confirmation": {"state", "text"}}`` (orders.selectors.OrderProgress; the
+    confirmation's text is the page's sentence about the email, as plain text).
+    """
+    order = get_object_or_404(Order, pk=order_id)
+    progress = order_progress(order=order)
+    sentence = render_to_string(
+        "orders/order_confirmation_sentence.html", {"order": order, "confirmation": progress.confirmation}
+    )
+    text = " ".join(unescape(strip_tags(sentence)).split())
+    body = {
+        **progress.as_json(),
+        "steps": progress.steps(),
+        "confirmation": {"state": progress.confirmation.state, "text": text},
+    }
+    return JsonResponse(body)

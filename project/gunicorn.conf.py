@@ -40,6 +40,9 @@ control_socket_disable = True
 def on_starting(server):
     """Load the settings once in the arbiter, so a configuration error is one line and exit 1.
 
+    Static files not collected (DEBUG off and no manifest in STATIC_ROOT) are such an error too:
+    every page links its stylesheet through the manifest, so web would answer 500 to every page.
+
     Unreachable backing services do not stop web: it starts, answers /health, and /ready says
     503 naming the service until it is back (orchestrators route no traffic meanwhile). One
     warning line per unreachable service says so at start; each check is bounded by the
@@ -58,6 +61,11 @@ def on_starting(server):
     import django
 
     django.setup(set_prefix=False)
+    from project.staticfiles import manifest_problem
+
+    if problem := manifest_problem():
+        sys.stderr.write(f"configuration error: {problem}\n")
+        sys.exit(1)
     from project.preflight import service_checks
 
     for name, check in service_checks().items():

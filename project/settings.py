@@ -7,6 +7,7 @@ gunicorn config turn that into one line on stderr and a non-zero exit.
 
 import hashlib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -42,6 +43,22 @@ SECURE_REDIRECT_EXEMPT = [r"^health$", r"^ready$"]
 SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", False)
 SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+# Sent by SecurityMiddleware with X-Content-Type-Options: nosniff (SECURE_CONTENT_TYPE_NOSNIFF, on by
+# default): other sites see our origin, never an order page's unguessable path.
+SECURE_REFERRER_POLICY = "same-origin"
+# Content-Security-Policy (django-csp 4, https://django-csp.readthedocs.io/en/latest/configuration.html):
+# scripts and styles only from our own static files, no 'unsafe-inline'. The admin of Django 5.2
+# runs under it unchanged (its scripts are files; tests/browser/test_security.py proves it).
+CONTENT_SECURITY_POLICY = {
+    "DIRECTIVES": {
+        "default-src": ["'self'"],
+        "img-src": ["'self'", "data:"],
+        "frame-ancestors": ["'none'"],
+        "form-action": ["'self'"],
+        "base-uri": ["'none'"],
+        "object-src": ["'none'"],
+    },
+}
 
 INSTALLED_APPS = [
     # project first: its rqworker and rqscheduler commands must win over django_rq's
@@ -56,6 +73,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "django_rq",
+    "csp",
     "axes",  # admin login lockout (see "Admin logins" below)
 ]
 
@@ -72,6 +90,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "csp.middleware.CSPMiddleware",
     # Last, as django-axes requires (https://django-axes.readthedocs.io/en/latest/2_installation.html).
     "axes.middleware.AxesMiddleware",
 ]
@@ -204,15 +223,23 @@ MAILER_GIVE_UP_AFTER = env_int("MAILER_GIVE_UP_AFTER", 5 * 24 * 3600, minimum=60
 # Payments: the sandbox gateway's artificial latency, for crash tests and demos.
 PAYMENT_SANDBOX_LATENCY_MS = env_int("PAYMENT_SANDBOX_LATENCY_MS", 0, minimum=0, maximum=600_000)
 
-# Static files, served by WhiteNoise. Without STATIC_ROOT they come straight from the app
-# directories (finders), so no process type runs collectstatic at start; the container image
-# sets STATIC_ROOT and runs collectstatic at build time.
+# Static files, served by WhiteNoise (https://whitenoise.readthedocs.io/en/stable/django.html).
+# With DEBUG off they are served from STATIC_ROOT under content-hashed names (cached for a year),
+# which `manage.py collectstatic` writes: the image's build step runs it, and so does
+# `python -m embedded` (make run, make test, make manage) into .formation/<profile>/static.
+# web refuses to start without the manifest (project/gunicorn.conf.py) rather than answer 500.
+# With DEBUG on they come straight from the app and static/ folders, unhashed.
 STATIC_URL = "static/"
-STATIC_ROOT = env_str("STATIC_ROOT")
-WHITENOISE_USE_FINDERS = True
+STATIC_ROOT = env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles"))
+STATICFILES_DIRS = [BASE_DIR / "static"]
+WHITENOISE_USE_FINDERS = DEBUG
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
-    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    "staticfiles": {
+        "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+        if DEBUG
+        else "whitenoise.storage.CompressedManifestStaticFilesStorage"
+    },
 }
 
 LANGUAGE_CODE = "en-us"
@@ -232,6 +259,17 @@ LOGGING = {
     "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "INFO"}},
 }
+
+# The shop's public address, for links in emails (no trailing slash). `make run` sets it to the
+# address it serves on: honcho gives each process type its own PORT, and the worker writes the emails.
+SITE_URL = env_str("SITE_URL", f"http://127.0.0.1:{env_str('PORT', '8000')}").rstrip("/")
+if urlsplit(SITE_URL).scheme not in {"http", "https"} or not urlsplit(SITE_URL).hostname:
+    raise ImproperlyConfigured(
+        f"SITE_URL={SITE_URL!r} is not an http:// or https:// address, e.g. https://shop.example.com"
+    )
+# Seconds the order page keeps updating itself (polling, or its no-script refresh) after the order
+# was placed; then it says that processing takes longer than usual and stops.
+ORDER_PAGE_WAIT_SECONDS = env_int("ORDER_PAGE_WAIT_SECONDS", 120, minimum=1)
 
 # Domain part of the fixed Message-ID of each outbox message.
 MESSAGE_ID_DOMAIN = env_str("MESSAGE_ID_DOMAIN", "formation.localhost")

@@ -1,6 +1,9 @@
 """URL configuration: the shop, health probes and the admin (django-rq's dashboard is inside it)."""
 
 from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.templatetags.static import static
 from django.urls import include, path
 
 from project import health
@@ -9,8 +12,16 @@ from project import health
 admin.site.site_header = admin.site.site_title = "Formation admin"
 admin.site.index_title = "Run the shop"
 
+
+def favicon(request: HttpRequest) -> HttpResponse:
+    """Redirect (302) ``/favicon.ico``, which browsers and crawlers ask for unprompted, to the
+    favicon's current hashed static URL; temporary, since that URL changes with its content."""
+    return redirect(static("favicon.svg"))
+
+
 urlpatterns = [
     path("health", health.liveness, name="health"),
+    path("favicon.ico", favicon, name="favicon"),
     path("ready", health.readiness, name="ready"),
     path("admin/", admin.site.urls),
     path("", include("orders.urls")),

@@ -7,6 +7,7 @@ shopper does with Back, reload and a second tab ends in exactly one order, one c
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import expect
 
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order, OrderStatus, SandboxCharge
@@ -65,8 +66,9 @@ def test_back_after_placing_the_order_shows_it_and_places_no_second_one(shop, co
     assert place_order(page, shop).status == 303
     page.wait_for_url(shop + "/orders/*/")
     first = urlsplit(page.url).path
-    # The shopper reads the order page until it says paid (it refreshes itself while pending).
-    page.wait_for_function("document.getElementById('order-status').textContent.trim() === 'paid'")
+    # The shopper reads the order page until it says paid (it updates itself while pending). Not
+    # wait_for_function: its string is evaluated in the page, which the Content-Security-Policy forbids.
+    expect(page.locator("#order-status")).to_have_text("paid")
     page.go_back()
     page.wait_for_load_state()
     after_back = page.locator("#order-link")

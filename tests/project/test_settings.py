@@ -72,6 +72,9 @@ def test_valid_configuration_passes_check():
         ({"WEB_CONCURRENCY": "abc"}, "WEB_CONCURRENCY"),
         ({"WEB_CONCURRENCY": "0"}, "WEB_CONCURRENCY"),
         ({"PORT": "abc"}, "PORT"),
+        ({"SITE_URL": "shop.example.com"}, "SITE_URL"),  # no scheme: email links would not be links
+        ({"SITE_URL": "ftp://shop.example.com"}, "SITE_URL"),
+        ({"ORDER_PAGE_WAIT_SECONDS": "0"}, "ORDER_PAGE_WAIT_SECONDS"),
     ],
 )
 def test_bad_configuration_exits_with_one_line_naming_the_variable(changes, variable):

@@ -1,0 +1,143 @@
+"""The order page in Chromium against the real formation: it follows the order without reloading,
+announces each change to screen readers, falls back to a refresh without JavaScript, says why a
+payment failed in the shopper's words, and passes axe; the storefront is usable on a phone."""
+
+import uuid
+
+import pytest
+from playwright.sync_api import expect
+
+from orders.models import Order, PaymentMethod
+from orders.services import LineRequest, order_create
+from tests import factories
+from tests.browser.support import assert_accessible, screenshot
+from tests.support import ALL_DATABASES
+
+pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
+
+# Milliseconds to wait for what a process does (start, pick up a job, send a message) to reach the page.
+PROCESS_DEADLINE = 30_000
+
+
+def place(*, payment_method: str = PaymentMethod.VISA) -> Order:
+    """Place an order of two mugs through the service layer (its job is enqueued on commit)."""
+    mug = factories.product()
+    order, _ = order_create(
+        email="shopper@example.com",
+        lines=[LineRequest(mug.pk, 2)],
+        idempotency_key=uuid.uuid4(),
+        payment_method=payment_method,
+    )
+    return order
+
+
+def base_url(web) -> str:
+    return f"http://127.0.0.1:{web.env['PORT']}"
+
+
+def test_the_order_page_follows_the_order_to_paid_and_sent_without_reloading(formation, context):
+    web = formation.start("web")
+    order = place()
+    page = context.new_page()
+    navigations = []
+    page.on("framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None)
+    page.goto(f"{base_url(web)}/orders/{order.pk}/")
+    expect(page.locator("#order-status")).to_have_text("pending")
+    expect(page.locator("#order-label")).to_have_text("Order received: taking payment…")
+    assert_accessible(page)
+    screenshot(page, "order-pending")
+    # A property of this document: a reload or a navigation would lose it.
+    page.evaluate("window.sameDocument = true")
+
+    formation.start("worker")
+    expect(page.locator("#order-status")).to_have_text("paid", timeout=PROCESS_DEADLINE)
+    expect(page.locator("#order-announcement")).to_have_text("Paid: sending your confirmation email…")
+    expect(page.locator("#order-steps [data-step=paid]")).to_have_class("done")
+    assert_accessible(page)
+    screenshot(page, "order-paid")
+
+    formation.start("mailer")
+    expect(page.locator("#order-steps [data-step=confirmation_sent]")).to_have_class("done", timeout=PROCESS_DEADLINE)
+    expect(page.locator("#order-announcement")).to_have_text("Paid. Your confirmation email was sent.")
+    expect(page.locator("#order-confirmation")).to_have_text("A confirmation was sent to shopper@example.com.")
+    expect(page.locator("#order-slow")).to_be_hidden()
+    assert page.evaluate("window.sameDocument") is True
+    assert len(navigations) == 1, navigations  # the first load only
+
+
+def test_without_javascript_the_order_page_refreshes_until_paid(formation, context):
+    web = formation.start("web")
+    order = place()
+    no_script = context.browser.new_context(java_script_enabled=False)
+    try:
+        page = no_script.new_page()
+        page.goto(f"{base_url(web)}/orders/{order.pk}/")
+        expect(page.locator("#order-status")).to_have_text("pending")
+        formation.start("worker")
+        expect(page.locator("#order-status")).to_have_text("paid", timeout=PROCESS_DEADLINE)
+        expect(page.locator("#order-label")).to_have_text("Paid: sending your confirmation email…")
+    finally:
+        no_script.close()
+
+
+def test_the_order_page_stops_polling_after_the_wait_and_says_it_takes_longer(formation, context):
+    web = formation.start("web", ORDER_PAGE_WAIT_SECONDS="4")  # no worker: the order stays pending
+    order = place()
+    page = context.new_page()
+    polls = []
+    page.on("request", lambda request: polls.append(request.url) if "status.json" in request.url else None)
+    page.goto(f"{base_url(web)}/orders/{order.pk}/")
+    expect(page.locator("#order-slow")).to_be_hidden()
+    expect(page.locator("#order-slow")).to_be_visible(timeout=10_000)
+    expect(page.locator("#order-slow")).to_contain_text("This is taking longer than usual.")
+    assert polls, "the page never asked for its order's status"
+    asked = len(polls)
+    # Two more poll intervals (2 s each) pass without a request: it stopped. Nothing to wait for but time.
+    page.wait_for_timeout(4_500)
+    assert len(polls) == asked
+    expect(page.locator("#order-status")).to_have_text("pending")
+
+
+def test_a_declined_order_shows_the_reason_in_the_shoppers_words(formation, context):
+    web = formation.start("web")
+    formation.start("worker")
+    formation.start("mailer")
+    order = place(payment_method=PaymentMethod.DECLINED)
+    page = context.new_page()
+    page.goto(f"{base_url(web)}/orders/{order.pk}/")
+    expect(page.locator("#order-status")).to_have_text("failed", timeout=PROCESS_DEADLINE)
+    expect(page.locator("#order-label")).to_have_text("Payment failed: Your card was declined.")
+    expect(page.locator("#order-confirmation")).to_have_text(
+        "Nothing was charged. A notice was sent to shopper@example.com.", timeout=PROCESS_DEADLINE
+    )
+    assert "card_declined" not in page.content()
+    assert_accessible(page)
+    screenshot(page, "order-failed")
+
+
+def test_the_storefront_is_usable_on_a_phone(formation, context):
+    factories.product()
+    web = formation.start("web")
+    phone = context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+    try:
+        page = phone.new_page()
+        page.goto(base_url(web) + "/")
+        expect(page.locator("header nav")).to_be_visible()
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390, "the page scrolls sideways"
+        targets = page.locator("header a, nav a, main a, button")
+        assert targets.count() > 0
+        for index in range(targets.count()):
+            box = targets.nth(index).bounding_box()
+            assert box["height"] >= 44, f"{targets.nth(index).inner_text()!r} is {box['height']} px tall"
+        prices = page.locator(".price")
+        assert prices.count() > 0
+        for index in range(prices.count()):
+            lines = prices.nth(index).evaluate(
+                "element => { const range = document.createRange(); range.selectNodeContents(element);"
+                " return new Set([...range.getClientRects()].map(rect => Math.round(rect.top))).size; }"
+            )
+            assert lines == 1, f"price {prices.nth(index).inner_text()!r} wraps onto {lines} lines"
+        assert_accessible(page)
+        screenshot(page, "storefront-phone")
+    finally:
+        phone.close()

@@ -1,0 +1,57 @@
+"""Static files as production serves them: web started as the Procfile starts it (DEBUG off) links
+content-hashed names that WhiteNoise serves with a long max-age, and refuses to start without them."""
+
+import re
+import urllib.request
+
+import pytest
+
+from tests import factories
+from tests.support import ALL_DATABASES, Browser, element
+
+pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
+
+# WhiteNoise's max-age for a file whose name carries its hash (WHITENOISE_MAX_AGE applies to the others).
+ONE_YEAR = 365 * 24 * 3600
+
+
+def fetch(url: str) -> tuple[int, dict[str, str], bytes]:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.status, dict(response.headers), response.read()
+
+
+def max_age(cache_control: str) -> int:
+    match = re.search(r"max-age=(\d+)", cache_control)
+    assert match, f"no max-age in {cache_control!r}"
+    return int(match.group(1))
+
+
+def test_pages_link_hashed_static_files_that_web_serves_with_a_long_max_age(formation):
+    factories.product()
+    web = formation.start("web")
+    base = f"http://127.0.0.1:{web.env['PORT']}"
+    status, _, page = Browser(base).request("/")
+    assert status == 200
+    stylesheet = element(page, "#shop-css").attrs["href"]
+    assert re.fullmatch(r"/static/css/shop\.[0-9a-f]{12}\.css", stylesheet), stylesheet
+
+    status, headers, body = fetch(base + stylesheet)
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/css")
+    assert max_age(headers["Cache-Control"]) >= ONE_YEAR
+    assert b".price" in body
+
+    # /favicon.ico, asked for unprompted by browsers, leads to the hashed favicon.
+    status, headers, _ = Browser(base).request("/favicon.ico")
+    assert status == 302
+    assert re.fullmatch(r"/static/favicon\.[0-9a-f]{12}\.svg", headers["Location"]), headers["Location"]
+    status, headers, _ = fetch(base + headers["Location"])
+    assert (status, headers["Content-Type"]) == (200, "image/svg+xml")
+
+
+def test_web_without_collected_static_files_refuses_to_start_with_one_line(formation, tmp_path):
+    web = formation.start("web", wait=False, STATIC_ROOT=str(tmp_path))
+    assert web.wait(deadline=30) == 1
+    errors = [line for line in web.output().splitlines() if line.startswith("configuration error:")]
+    assert len(errors) == 1, web.output()
+    assert "static files are not collected" in errors[0] and "collectstatic" in errors[0]

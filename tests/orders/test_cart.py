@@ -50,8 +50,8 @@ def test_each_control_is_named_after_its_product(browser, product):
     page = browser.get("/cart/").content.decode()
     label = element(page, "[for=cart-quantity-procfile-mug]")
     assert label.text == "Quantity of Procfile mug"
-    assert element(page, "#update-procfile-mug").text == "Update Procfile mug"
-    assert element(page, "#remove-procfile-mug").text == "Remove Procfile mug"
+    assert element(page, "#update-procfile-mug").attrs["aria-label"] == "Update Procfile mug"
+    assert element(page, "#remove-procfile-mug").attrs["aria-label"] == "Remove Procfile mug"
     assert element(page, "#checkout-link").attrs["href"] == "/checkout/"
 
 

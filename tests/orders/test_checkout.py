@@ -75,7 +75,7 @@ def page_token(response) -> str:
 
 def test_pages_render(browser, product):
     catalogue = browser.get("/").content.decode()
-    assert element(catalogue, "#add-procfile-mug").text == "Add to cart: Procfile mug"
+    assert element(catalogue, "#add-procfile-mug").attrs["aria-label"] == "Add to cart: Procfile mug"
     assert element(catalogue, "#name-procfile-mug").text == "Procfile mug"
     assert element(browser.get("/checkout/").content.decode(), "#cart-empty").text.startswith("Your cart is empty")
     cart_fill(browser)

@@ -168,6 +168,10 @@ class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     read-only to everybody, so has_change_permission cannot be what grants them.
     """
 
+    # Order.get_absolute_url would add Django's "View on site" button beside the "View as shopper"
+    # link the page already has (#shopper-link): one link to the shopper's page.
+    view_on_site = False
+
     list_display = ["id", "email", "status", "total_display", "created_at"]
     list_filter = ["status", "currency", ("created_at", admin.DateFieldListFilter)]
     search_fields = ["id", "email"]

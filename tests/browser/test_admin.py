@@ -17,7 +17,7 @@ from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Charge, Order, OrderStatus, SandboxCharge
 from orders.services import LineRequest, order_create
 from tests import factories
-from tests.browser.support import screenshot
+from tests.browser.support import assert_accessible, screenshot
 from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
@@ -58,6 +58,7 @@ def test_staff_find_an_order_rerun_it_and_resend_its_confirmation_with_one_charg
     page = context.new_page()
     page.goto(shop + "/admin/")
     expect(page).to_have_url(re.compile(r"/admin/login/"))
+    assert_accessible(page)
     page.get_by_label("Username").fill("staff")
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Log in").click()
@@ -67,12 +68,14 @@ def test_staff_find_an_order_rerun_it_and_resend_its_confirmation_with_one_charg
     page.locator("#searchbar").fill("shopper@example.com")
     page.locator("#searchbar").press("Enter")
     expect(page.locator("#result_list tbody tr")).to_have_count(1)
+    assert_accessible(page)
 
     run_action(page, order, "Re-run processing (stuck or failed orders)")
     expect(page.locator(".messagelist")).to_contain_text(f"Order {order.pk} is paid already: nothing to do")
 
     run_action(page, order, "Resend confirmation (paid or failed orders)")
     expect(page.locator("#resend-orders")).to_contain_text("shopper@example.com")
+    assert_accessible(page)
     page.get_by_role("button", name="Yes, resend").click()
     expect(page.locator(".messagelist")).to_contain_text(f"Order {order.pk}: confirmation queued again")
 
@@ -86,6 +89,7 @@ def test_staff_find_an_order_rerun_it_and_resend_its_confirmation_with_one_charg
     resend = OutboxMessage.objects.get(key__contains=":resend:")
     expect(page.locator(f"#email-{resend.pk} .status")).to_have_text("Sent")
     expect(page.locator("#status_changes-group")).to_contain_text("confirmation resent")
+    assert_accessible(page)
     screenshot(page, "admin-order")
     with page.expect_navigation():
         page.get_by_role("link", name="View as shopper").click()

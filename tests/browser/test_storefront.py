@@ -1,6 +1,6 @@
 """The storefront in Chromium against the real formation: cart, checkout, errors, the last item.
 
-web and worker run as the Procfile starts them. Each page the shopper sees is checked with
+web, worker and mailer run as the Procfile starts them. Each page the shopper sees is checked with
 axe-core (no serious or critical violation) and photographed into test-artifacts/screenshots/.
 """
 
@@ -21,11 +21,12 @@ SOLD_OUT = "Procfile mug is sold out. Change your cart and place the order again
 
 @pytest.fixture
 def shop(formation):
-    """Start web and worker with two products; return the shop's base URL."""
+    """Start web, worker and mailer with two products; return the shop's base URL."""
     factories.product()
     factories.product(sku="formation-shirt", name="Formation shirt", price=2550)
     web = formation.start("web")
     formation.start("worker")
+    formation.start("mailer")
     return f"http://127.0.0.1:{web.env['PORT']}"
 
 
@@ -77,6 +78,12 @@ def test_a_shopper_fills_the_cart_changes_it_and_places_the_order(shop, context)
     assert urlsplit(page.url).path == f"/orders/{order.pk}/"
     assert sorted(order.lines.values_list("product__sku", "quantity")) == [("formation-shirt", 1), ("procfile-mug", 3)]
     assert order.total == 6150
+    # The order page follows the order to paid and its confirmation sent, without a reload: a
+    # property of this document would not survive one.
+    page.evaluate("window.sameDocument = true")
+    expect(page.locator("#order-status")).to_have_text("paid", timeout=30_000)
+    expect(page.locator("#order-steps [data-step=confirmation_sent]")).to_have_class("done", timeout=30_000)
+    assert page.evaluate("window.sameDocument") is True
     page.goto(shop + "/cart/")
     expect(page.locator("#cart-empty")).to_have_text("Your cart is empty.")
     assert Product.objects.get(sku="procfile-mug").stock == 97

@@ -4,6 +4,7 @@ from orders import views
 
 urlpatterns = [
     path("", views.product_list, name="product-list"),
+    path("products/<slug:sku>/", views.product_detail, name="product-detail"),
     path("cart/", views.cart, name="cart"),
     path("cart/add/", views.cart_add_view, name="cart-add"),
     path("cart/update/", views.cart_update, name="cart-update"),

@@ -44,8 +44,15 @@ STALE_NOTICE = "This checkout page is out of date; your cart is unchanged — re
 
 
 def product_list(request: HttpRequest) -> HttpResponse:
-    """Render the active products: each name links to its entry, each has an *Add to cart* POST button."""
+    """Render the active products: each name links to its page, each has an *Add to cart* POST button."""
     return render(request, "orders/product_list.html", _catalogue())
+
+
+def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
+    """Render one product on sale (name, description, price, stock state, *Add to cart*);
+    404 for an unknown or inactive ``sku``."""
+    product = get_object_or_404(products_on_sale(), sku=sku)
+    return render(request, "orders/product_detail.html", {"product": product})
 
 
 def _catalogue() -> dict:

@@ -115,29 +115,52 @@ def test_a_declined_order_shows_the_reason_in_the_shoppers_words(formation, cont
     screenshot(page, "order-failed")
 
 
+def assert_fits_a_phone(page) -> None:
+    """No sideways scroll at the page's width, tap targets at least 44 px tall, prices on one line."""
+    width = page.viewport_size["width"]
+    assert page.evaluate("document.documentElement.scrollWidth") <= width, f"{page.url} scrolls sideways"
+    targets = page.locator("header a, nav a, main a, button")
+    assert targets.count() > 0
+    for index in range(targets.count()):
+        box = targets.nth(index).bounding_box()
+        assert box["height"] >= 44, f"{targets.nth(index).inner_text()!r} is {box['height']} px tall"
+    prices = page.locator(".price")
+    assert prices.count() > 0
+    for index in range(prices.count()):
+        lines = prices.nth(index).evaluate(
+            "element => { const range = document.createRange(); range.selectNodeContents(element);"
+            " return new Set([...range.getClientRects()].map(rect => Math.round(rect.top))).size; }"
+        )
+        assert lines == 1, f"price {prices.nth(index).inner_text()!r} wraps onto {lines} lines"
+    assert_accessible(page)
+
+
 def test_the_storefront_is_usable_on_a_phone(formation, context):
     factories.product()
+    factories.product(sku="formation-shirt", name="Formation shirt", price=2550)
     web = formation.start("web")
     phone = context.browser.new_context(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
     try:
         page = phone.new_page()
         page.goto(base_url(web) + "/")
         expect(page.locator("header nav")).to_be_visible()
-        assert page.evaluate("document.documentElement.scrollWidth") <= 390, "the page scrolls sideways"
-        targets = page.locator("header a, nav a, main a, button")
-        assert targets.count() > 0
-        for index in range(targets.count()):
-            box = targets.nth(index).bounding_box()
-            assert box["height"] >= 44, f"{targets.nth(index).inner_text()!r} is {box['height']} px tall"
-        prices = page.locator(".price")
-        assert prices.count() > 0
-        for index in range(prices.count()):
-            lines = prices.nth(index).evaluate(
-                "element => { const range = document.createRange(); range.selectNodeContents(element);"
-                " return new Set([...range.getClientRects()].map(rect => Math.round(rect.top))).size; }"
-            )
-            assert lines == 1, f"price {prices.nth(index).inner_text()!r} wraps onto {lines} lines"
-        assert_accessible(page)
+        assert_fits_a_phone(page)
         screenshot(page, "storefront-phone")
+
+        page.get_by_role("link", name="Procfile mug").click()
+        expect(page.locator("#product-name")).to_have_text("Procfile mug")
+        assert_fits_a_phone(page)
+        page.get_by_role("button", name="Add to cart: Procfile mug").click()
+        page.wait_for_url(base_url(web) + "/cart/")
+        page.goto(base_url(web) + "/products/formation-shirt/")
+        page.get_by_role("button", name="Add to cart: Formation shirt").click()
+        page.wait_for_url(base_url(web) + "/cart/")
+        expect(page.locator("#cart-total")).to_have_text("€37.50")
+        assert_fits_a_phone(page)
+        screenshot(page, "cart-phone")
+
+        page.get_by_role("link", name="Checkout").click()
+        page.wait_for_url(base_url(web) + "/checkout/")
+        assert_fits_a_phone(page)
     finally:
         phone.close()

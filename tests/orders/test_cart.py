@@ -3,7 +3,7 @@
 import pytest
 from django.test import Client
 
-from orders.models import MAX_LINE_QUANTITY
+from orders.models import MAX_LINE_QUANTITY, Product
 from tests import factories
 from tests.support import ALL_DATABASES, cart_fill, checkout_data, element, hidden, page_lines
 
@@ -123,3 +123,20 @@ def test_updating_a_line_removed_in_another_tab_says_so(browser, product):
     html = response.content.decode()
     assert element(html, "#error-summary .error-item").text == "Procfile mug is not in your cart any more."
     assert element(html, "#cart-empty").text == "Your cart is empty."
+
+
+def test_a_products_name_links_to_its_page_with_its_price_and_add_to_cart(browser, product):
+    catalogue = browser.get("/").content.decode()
+    assert element(catalogue, "#name-procfile-mug").attrs["href"] == "/products/procfile-mug/"
+    response = browser.get("/products/procfile-mug/")
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert element(page, "#product-name").text == "Procfile mug"
+    assert element(page, "#price-procfile-mug").text == "€12.00"
+    assert element(page, "#add-procfile-mug").attrs["value"] == "procfile-mug"
+
+
+def test_an_unknown_or_inactive_products_page_is_a_404(browser, product):
+    assert browser.get("/products/no-such-thing/").status_code == 404
+    Product.objects.filter(pk=product.pk).update(is_active=False)
+    assert browser.get("/products/procfile-mug/").status_code == 404

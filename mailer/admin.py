@@ -67,6 +67,10 @@ class OutboxMessageAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     def has_change_permission(self, request, obj=None):
         return False
 
+    def has_delete_permission(self, request, obj=None):
+        # The record of what was mailed (Message-ID, attempts): the order page reads "sent" from it.
+        return False
+
     def has_operate_permission(self, request) -> bool:
         """Whether the user may retry messages: Django's change permission on outbox messages."""
         return request.user.has_perm("mailer.change_outboxmessage")

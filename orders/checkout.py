@@ -30,7 +30,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from orders.cart import cart_clear, cart_contents
 from orders.models import Order, Product
 from orders.selectors import order_get_by_idempotency_key
-from orders.services import LineRequest, order_create
+from orders.services import LineRequest, PriceChanged, order_create
 from project.errors import ApplicationError
 
 SESSION_KEY = "checkout"
@@ -63,23 +63,33 @@ class CheckoutStale(CheckoutUnknown):
 
 # The contents a checkout binds to: ((sku, quantity), …) in cart order.
 Contents = tuple[tuple[str, int], ...]
+# The unit prices the checkout page showed: ((sku, minor units), …).
+Prices = tuple[tuple[str, int], ...]
 
 
 @dataclass(frozen=True)
 class Checkout:
-    """A shopper's checkout: its ``token`` and the cart ``lines`` ((sku, quantity), …) it was opened with."""
+    """A shopper's checkout: its ``token``, the cart ``lines`` ((sku, quantity), …) it was opened
+    with and the unit ``prices`` ((sku, minor units), …) its page showed."""
 
     token: uuid.UUID
     lines: Contents = ()
+    prices: Prices = ()
 
 
 def checkout_start(*, session: SessionBase, lines: Contents = ()) -> Checkout:
-    """Open a new checkout in ``session`` (replacing the one there) for the cart contents ``lines``.
+    """Open a new checkout in ``session`` (replacing the one there) for the cart contents ``lines``,
+    at today's prices of their products (what the checkout page shows).
 
     Return the new checkout.
     """
-    checkout = Checkout(token=uuid.uuid4(), lines=tuple((sku, int(quantity)) for sku, quantity in lines))
-    session[SESSION_KEY] = {"token": str(checkout.token), "lines": [list(line) for line in checkout.lines]}
+    lines = tuple((sku, int(quantity)) for sku, quantity in lines)
+    checkout = Checkout(token=uuid.uuid4(), lines=lines, prices=_prices_now(lines))
+    session[SESSION_KEY] = {
+        "token": str(checkout.token),
+        "lines": [list(line) for line in checkout.lines],
+        "prices": [list(price) for price in checkout.prices],
+    }
     return checkout
 
 
@@ -88,17 +98,24 @@ def checkout_current(*, session: SessionBase) -> Checkout | None:
     stored = session.get(SESSION_KEY)
     try:
         lines = tuple((str(sku), int(quantity)) for sku, quantity in stored.get("lines", ()))
-        return Checkout(token=uuid.UUID(stored["token"]), lines=lines)
+        prices = tuple((str(sku), int(price)) for sku, price in stored.get("prices", ()))
+        return Checkout(token=uuid.UUID(stored["token"]), lines=lines, prices=prices)
     except (AttributeError, TypeError, KeyError, ValueError):
         return None
 
 
 def checkout_for_cart(*, session: SessionBase) -> Checkout:
     """Return the checkout for the cart as it is now: the session's open one when it was opened
-    with these contents, else a new one (the cart changed, or the current one was placed)."""
+    with these contents at these prices, else a new one (the cart or a price changed, or the
+    current one was placed)."""
     contents = cart_contents(session=session)
     current = checkout_current(session=session)
-    if current is not None and current.lines == contents and checkout_order(token=current.token) is None:
+    if (
+        current is not None
+        and current.lines == contents
+        and current.prices == _prices_now(contents)
+        and checkout_order(token=current.token) is None
+    ):
         return current
     return checkout_start(session=session, lines=contents)
 
@@ -123,8 +140,8 @@ def checkout_complete(
     - the session's open checkout: the order is created (``order_create``; two concurrent
       submissions still make one order, the second gets the first's) with the lines the
       checkout was opened with, the session remembers the token and the cart is emptied. When
-      ``lines`` or the cart are no longer what the checkout was opened with, raise CheckoutStale
-      and create nothing.
+      ``lines`` or the cart are no longer what the checkout was opened with, or a price is no
+      longer the one its page showed, raise CheckoutStale and create nothing.
 
     Any other token, including another session's completed checkout, raises CheckoutUnknown
     and reveals nothing of an order; nothing is created. Raise what ``order_create`` raises for
@@ -141,7 +158,17 @@ def checkout_complete(
         sent = sorted((line.product_id, line.quantity) for line in lines)
         if sent != _product_ids(current.lines) or cart_contents(session=session) != current.lines:
             raise CheckoutStale(f"checkout {token} was opened for other cart contents")
-        order, created = order_create(email=email, lines=lines, idempotency_key=token, payment_method=payment_method)
+        shown = dict(current.prices)
+        ids = [line.product_id for line in lines]
+        skus = {pk: sku for sku, pk in Product.objects.filter(pk__in=ids).values_list("sku", "pk")}
+        # Charged at the prices the page showed, or not at all (PriceChanged: a stale page).
+        priced = [LineRequest(line.product_id, line.quantity, shown.get(skus.get(line.product_id))) for line in lines]
+        try:
+            order, created = order_create(
+                email=email, lines=priced, idempotency_key=token, payment_method=payment_method
+            )
+        except PriceChanged:
+            raise CheckoutStale(f"checkout {token} was opened at other prices") from None
         _remember_completed(session, token)
         if created:
             cart_clear(session=session)
@@ -153,6 +180,12 @@ def checkout_complete(
         # it must empty the cart too, or it would write the placed cart back.
         cart_clear(session=session)
     return order, False
+
+
+def _prices_now(contents: Contents) -> Prices:
+    """Return today's unit price (minor units) of each SKU of ``contents``, in its order (unknown SKUs left out)."""
+    prices = dict(Product.objects.filter(sku__in=[sku for sku, _ in contents]).values_list("sku", "price"))
+    return tuple((sku, prices[sku]) for sku, _ in contents if sku in prices)
 
 
 def _product_ids(contents: Contents) -> list[tuple[int, int]]:

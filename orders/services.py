@@ -56,10 +56,16 @@ class OrderRefused(ApplicationError):
 
 @dataclass(frozen=True)
 class LineRequest:
-    """One requested checkout line: a product's primary key and a quantity (1–99)."""
+    """One requested checkout line: a product's primary key, a quantity (1–99) and, when the
+    shopper was shown one, the unit price they agreed to (minor units; None: today's price)."""
 
     product_id: int
     quantity: int
+    unit_price: int | None = None
+
+
+class PriceChanged(OrderRefused):
+    """A product's price is no longer the one the shopper was shown; nothing was created."""
 
 
 def order_create(
@@ -72,7 +78,9 @@ def order_create(
     Stock is taken in the same transaction (order_stock_take): when a product has too few
     units left, nothing is created and nothing is charged.
     Raise OrderRefused (an ApplicationError) when ``lines`` is empty, names a product twice, or a product is inactive,
-    has another currency or too little stock; Product.DoesNotExist for an unknown product.
+    has another currency or too little stock; PriceChanged (an OrderRefused) when a line's
+    ``unit_price`` is not the product's price, checked again once the product rows are locked;
+    Product.DoesNotExist for an unknown product.
     """
     existing = order_get_by_idempotency_key(key=idempotency_key)
     if existing is not None:
@@ -88,6 +96,7 @@ def order_create(
         raise Product.DoesNotExist(f"unknown product id(s): {sorted(missing)}")
     if any(not products[pid].is_active for pid in product_ids):
         raise OrderRefused("A product is no longer on sale.")
+    _check_shown_prices(lines, {pid: product.price for pid, product in products.items()})
     currencies = {products[pid].currency for pid in product_ids}
     if len(currencies) != 1:
         raise OrderRefused("All products of an order must share one currency.")
@@ -113,6 +122,9 @@ def order_create(
             # After the order row: a concurrent duplicate of this key waits on its unique index
             # and gets this order, instead of racing it for the stock and being told "sold out".
             order_stock_take(order=order)
+            # Again now that the stock UPDATE holds the product rows: a price changed meanwhile
+            # has committed (or waits for this transaction), so what is charged is what was shown.
+            _check_shown_prices(lines, dict(Product.objects.filter(pk__in=product_ids).values_list("pk", "price")))
             transaction.on_commit(lambda: order_enqueue(order_id=order.pk))
     except IntegrityError:
         # A concurrent submission of the same token committed first: that order is the answer.
@@ -124,6 +136,13 @@ def order_create(
         "order %s created: %d line(s), total %s", order.pk, len(lines), format_money(order.total, order.currency)
     )
     return order, True
+
+
+def _check_shown_prices(lines: list[LineRequest], prices: dict[int, int]) -> None:
+    """Raise PriceChanged when a line's shown ``unit_price`` differs from ``prices`` (product id -> minor units)."""
+    for line in lines:
+        if line.unit_price is not None and prices.get(line.product_id) != line.unit_price:
+            raise PriceChanged("A price changed since this page was shown: review your cart and place the order again.")
 
 
 def order_stock_take(*, order: Order) -> None:

@@ -80,8 +80,10 @@ def _add(request: HttpRequest) -> HttpResponse | None:
     """Add the POSTed product to the cart; return the catalogue's 400 page when refused, else None."""
     form = CartAddForm(request.POST)
     if not form.is_valid():
-        sku = request.POST.get("product", "")
-        anchor = f"product-{sku}" if Product.objects.filter(sku=sku[:40], is_active=True).exists() else ""
+        # The product's entry when that field was valid (only the quantity was not); the raw value is
+        # never queried: it may hold what PostgreSQL refuses (a NUL byte).
+        product = form.cleaned_data.get("product")
+        anchor = f"product-{product.sku}" if product is not None else ""
         return _catalogue_refused(request, [(anchor, message) for _, message in _form_errors(form)])
     product = form.cleaned_data["product"]
     try:

@@ -5,6 +5,7 @@ from itertools import islice
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.exceptions import ValidationError
 from django.db import DataError
 from django.utils.text import smart_split
 
@@ -27,6 +28,9 @@ class BoundedChangeListMixin:
       building the queryset into IncorrectLookupParameters (``ChangeList.get_queryset``), but
       these surface only when the first query runs (the paginator's count, in ``ChangeList``'s
       constructor).
+    - An action's selection that is not ids of this model (``_selected_action=not-a-uuid``, a NUL
+      byte) is refused with a message and the list shown again, instead of a 500: Django filters
+      ``pk__in`` the selection only when the action runs (``ModelAdmin.response_action``).
     """
 
     list_per_page = 50
@@ -37,6 +41,13 @@ class BoundedChangeListMixin:
             return super().get_changelist_instance(request)
         except (OverflowError, ValueError, DataError) as exc:
             raise IncorrectLookupParameters(exc) from exc
+
+    def response_action(self, request, queryset):
+        try:
+            return super().response_action(request, queryset)
+        except (ValidationError, ValueError, DataError):
+            messages.warning(request, "Select rows from the list, then pick an action.")
+            return None  # Django's changelist redirects to itself when an action returns nothing
 
     def get_search_results(self, request, queryset, search_term):
         if len(list(islice(smart_split(search_term), MAX_SEARCH_TERMS + 1))) > MAX_SEARCH_TERMS:

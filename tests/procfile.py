@@ -133,8 +133,20 @@ class Process:
             raise AssertionError(f"{self.kind} still running after {deadline:g}s:\n{self.output()}") from None
 
     def kill(self) -> None:
+        """SIGKILL the process, its group and every descendant, and wait until they are gone.
+
+        Descendants too: RQ's work horse runs in a process group of its own, and one left running
+        would go on using the test database (its locks once deadlocked the teardown's TRUNCATE).
+        """
+        with contextlib.suppress(psutil.NoSuchProcess):
+            descendants = psutil.Process(self.pid).children(recursive=True)
+            if self.popen.poll() is None:
+                os.killpg(self.pid, signal.SIGKILL)
+            for process in descendants:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    process.kill()
+            psutil.wait_procs(descendants, timeout=10)
         if self.popen.poll() is None:
-            os.killpg(self.pid, signal.SIGKILL)
             self.popen.wait(timeout=10)
 
     def close(self) -> None:

@@ -451,3 +451,32 @@ def test_the_actions_need_the_change_permission(client, product):
     run_action(client, "orders/order", "rerun_processing", [order.pk])
     assert not OrderStatusChange.objects.exists()
     assert "retry_email" not in client.get("/admin/mailer/outboxmessage/").content.decode()
+
+
+def test_outbox_messages_cannot_be_deleted_even_by_a_superuser(staff):
+    sent = OutboxMessage.objects.create(
+        key="sent", to_email="a@example.com", subject="s", body="b", status="sent", sent_at=timezone.now()
+    )
+    assert staff.post(f"/admin/mailer/outboxmessage/{sent.pk}/delete/", {"post": "yes"}).status_code == 403
+    staff.post(
+        "/admin/mailer/outboxmessage/", {"action": "delete_selected", ACTION_CHECKBOX_NAME: [sent.pk], "post": "yes"}
+    )
+    assert OutboxMessage.objects.filter(pk=sent.pk).exists()
+    assert "delete_selected" not in staff.get("/admin/mailer/outboxmessage/").content.decode()
+
+
+@pytest.mark.parametrize(
+    ("path", "action"),
+    [
+        ("/admin/orders/order/", "rerun_processing"),
+        ("/admin/orders/order/", "resend_confirmation"),
+        ("/admin/mailer/outboxmessage/", "retry_email"),
+    ],
+)
+@pytest.mark.parametrize("selected", ["not-a-uuid", "\x00"])
+def test_an_action_on_a_selection_that_is_not_ids_is_refused_with_a_message(staff, path, action, selected):
+    response = staff.post(path, {"action": action, ACTION_CHECKBOX_NAME: [selected], "index": "0"}, follow=True)
+    assert response.status_code == 200
+    assert [str(message) for message in response.context["messages"]] == [
+        "Select rows from the list, then pick an action."
+    ]

@@ -140,3 +140,11 @@ def test_an_unknown_or_inactive_products_page_is_a_404(browser, product):
     assert browser.get("/products/no-such-thing/").status_code == 404
     Product.objects.filter(pk=product.pk).update(is_active=False)
     assert browser.get("/products/procfile-mug/").status_code == 404
+
+
+@pytest.mark.parametrize("value", ["\x00", "procfile-mug\x00", "x" * 10_000])
+@pytest.mark.parametrize("path", ["/cart/add/", "/checkout/start/"])
+def test_a_product_value_postgresql_cannot_store_is_a_400_not_a_500(browser, product, path, value):
+    response = post(browser, path, product=value)
+    assert response.status_code == 400
+    assert element(response.content.decode(), "#error-summary").tag

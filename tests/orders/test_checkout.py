@@ -20,7 +20,8 @@ from django.utils import timezone
 from mailer.models import OutboxMessage
 from orders.checkout import COMPLETED_REMEMBERED
 from orders.jobs import clear_expired_sessions
-from orders.models import MAX_LINES, Charge, Order, OrderLine, SandboxCharge
+from orders.models import DEFAULT_STOCK, MAX_LINES, Charge, Order, OrderLine, Product, SandboxCharge
+from orders.services import LineRequest, PriceChanged, order_create
 from tests import factories
 from tests.support import (
     ALL_DATABASES,
@@ -497,3 +498,33 @@ def test_a_session_remembers_its_last_20_completed_checkouts(browser, product):
     assert forgotten.status_code == 400
     assert 'id="order-link"' not in forgotten.content.decode()
     assert Order.objects.count() == COMPLETED_REMEMBERED + 1
+
+
+def test_a_price_changed_after_the_checkout_page_was_shown_is_a_400_and_charges_nothing(browser, product):
+    form = checkout_form(browser, cart=(("procfile-mug", 2),))  # the page showed €12.00 each
+    Product.objects.filter(pk=product.pk).update(price=99900)  # staff change the price meanwhile
+    response = browser.post("/checkout/", form)
+    assert response.status_code == 400
+    html = response.content.decode()
+    assert element(html, "#checkout-notice").text.startswith("This checkout page is out of date")
+    assert (Order.objects.count(), SandboxCharge.objects.count()) == (0, 0)
+    assert Product.objects.get(pk=product.pk).stock == DEFAULT_STOCK  # nothing taken
+
+    # The page shown again has the new price and a new checkout: that one is placed at it.
+    again = browser.get("/checkout/").content.decode()
+    assert element(again, "#checkout-total").text == "€1,998.00"
+    assert hidden("token", again) != form["token"]
+    placed = browser.post("/checkout/", {**form, "token": hidden("token", again)})
+    assert placed.status_code == 303
+    assert Order.objects.get().total == 199800
+
+
+def test_order_create_refuses_a_line_whose_shown_price_is_not_the_products(product):
+    with pytest.raises(PriceChanged):
+        order_create(
+            email="a@example.com", lines=[LineRequest(product.pk, 1, unit_price=1100)], idempotency_key=uuid.uuid4()
+        )
+    order, created = order_create(
+        email="a@example.com", lines=[LineRequest(product.pk, 1, unit_price=1200)], idempotency_key=uuid.uuid4()
+    )
+    assert created and order.total == 1200

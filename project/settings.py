@@ -81,6 +81,9 @@ MIDDLEWARE = [
     # First: /health and /ready answer whatever the Host header (probes send the pod IP); see its docstring.
     "project.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Right after SecurityMiddleware, so that every answer below it carries the policy too: static
+    # files (WhiteNoise), CommonMiddleware's slash redirects and the 400 for a foreign Host header.
+    "csp.middleware.CSPMiddleware",
     "project.middleware.RejectNonUtf8FormsMiddleware",
     "project.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -90,7 +93,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "project.middleware.MethodNotAllowedPageMiddleware",
     # Last, as django-axes requires (https://django-axes.readthedocs.io/en/latest/2_installation.html).
     "axes.middleware.AxesMiddleware",
 ]
@@ -224,7 +227,7 @@ MAILER_GIVE_UP_AFTER = env_int("MAILER_GIVE_UP_AFTER", 5 * 24 * 3600, minimum=60
 PAYMENT_SANDBOX_LATENCY_MS = env_int("PAYMENT_SANDBOX_LATENCY_MS", 0, minimum=0, maximum=600_000)
 
 # Static files, served by WhiteNoise (https://whitenoise.readthedocs.io/en/stable/django.html).
-# With DEBUG off they are served from STATIC_ROOT under content-hashed names (cached for a year),
+# With DEBUG off they are served from STATIC_ROOT under content-hashed names (cached for ten years),
 # which `manage.py collectstatic` writes: the image's build step runs it, and so does
 # `python -m embedded` (make run, make test, make manage) into .formation/<profile>/static.
 # web refuses to start without the manifest (project/gunicorn.conf.py) rather than answer 500.

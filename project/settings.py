@@ -111,6 +111,8 @@ AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_number("AXES_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours, as axes reads a number
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# A page in plain words with Retry-After (templates/admin/lockout.html) instead of axes' bare text.
+AXES_LOCKOUT_CALLABLE = "project.admin.lockout_response"
 AXES_VERBOSE = False  # no start-up banner in every process's output; lockouts are still logged
 # The client's address: behind the TLS proxy the one it appended to X-Forwarded-For, else the peer.
 CLIENT_IP_FROM_X_FORWARDED_FOR = SECURE_PROXY_SSL_HEADER is not None

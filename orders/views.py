@@ -305,14 +305,17 @@ def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
 
 @never_cache  # Cache-Control: no-store, so no proxy or browser cache answers a poll
 def order_status(request: HttpRequest, order_id: uuid.UUID) -> JsonResponse:
-    """Return an order's progress as JSON for its page's script; 404 for an unknown id.
+    """Return an order's progress as JSON for its page's script.
 
     Body: ``{"status": "pending"|"paid"|"failed", "step": "received"|"paid"|"confirmation_sent"|"failed",
     "label": sentence for the shopper, "done": bool, "confirmation_sent": bool, "steps": [{"key",
     "title", "state"}…], "confirmation": {"state", "text"}}`` (orders.selectors.OrderProgress; the
-    confirmation's text is the page's sentence about the email, as plain text).
+    confirmation's text is the page's sentence about the email, as plain text). An unknown id is a
+    JSON 404, ``{"error": "not found"}``: the caller is a script, not a reader of Django's 404 page.
     """
-    order = get_object_or_404(Order, pk=order_id)
+    order = Order.objects.filter(pk=order_id).first()
+    if order is None:
+        return JsonResponse({"error": "not found"}, status=404)
     progress = order_progress(order=order)
     sentence = render_to_string(
         "orders/order_confirmation_sentence.html", {"order": order, "confirmation": progress.confirmation}

@@ -89,3 +89,25 @@ def client_ip_address(request) -> str | None:
         if forwarded[-1]:
             return forwarded[-1]
     return request.META.get("REMOTE_ADDR") or None
+
+
+def lockout_response(request, original_response=None, credentials=None):
+    """django-axes' AXES_LOCKOUT_CALLABLE: the admin's lockout page (admin/lockout.html), status 429.
+
+    Args are axes' (the request, the response it replaces, the login's credentials). Returns an
+    HttpResponse whose ``Retry-After`` is the cool-off in seconds (axes' own page has neither words
+    a person can act on nor the header). Raises nothing of its own.
+    """
+    from django.contrib import admin
+    from django.shortcuts import render
+
+    seconds = round(settings.AXES_COOLOFF_TIME * 3600)
+    context = {
+        **admin.site.each_context(request),
+        "title": "Too many login attempts",
+        "cooloff_minutes": round(seconds / 60),
+        "failure_limit": settings.AXES_FAILURE_LIMIT,
+    }
+    response = render(request, "admin/lockout.html", context, status=429)
+    response["Retry-After"] = str(seconds)
+    return response

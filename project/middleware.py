@@ -4,7 +4,8 @@ and serves the probes whatever the Host header."""
 import logging
 
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed
+from django.template.loader import render_to_string
 
 from project import health
 
@@ -96,4 +97,24 @@ class DatabaseUnavailableMiddleware:
             status=503,
         )
         response["Retry-After"] = "5"
+        return response
+
+
+class MethodNotAllowedPageMiddleware:
+    """Give a bodiless 405 (Django's ``require_http_methods``, e.g. ``GET /cart/add/``) a short page.
+
+    Someone who opens a POST-only address (a bookmarked or shared form action) gets Django's
+    empty 405 and a blank browser window; this renders templates/405.html into it, in the
+    shopper's words with a link to the catalogue. The response object is kept, so its status and
+    ``Allow`` header are unchanged. Responses that already carry a body are left alone.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if isinstance(response, HttpResponseNotAllowed) and not response.content:
+            response.content = render_to_string("405.html", request=request)
+            response["Content-Type"] = "text/html; charset=utf-8"
         return response

@@ -81,6 +81,9 @@ MIDDLEWARE = [
     # First: /health and /ready answer whatever the Host header (probes send the pod IP); see its docstring.
     "project.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # Right after SecurityMiddleware, so that every answer below it carries the policy too: static
+    # files (WhiteNoise), CommonMiddleware's slash redirects and the 400 for a foreign Host header.
+    "csp.middleware.CSPMiddleware",
     "project.middleware.RejectNonUtf8FormsMiddleware",
     "project.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -90,7 +93,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "csp.middleware.CSPMiddleware",
+    "project.middleware.MethodNotAllowedPageMiddleware",
     # Last, as django-axes requires (https://django-axes.readthedocs.io/en/latest/2_installation.html).
     "axes.middleware.AxesMiddleware",
 ]
@@ -108,6 +111,8 @@ AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 5, minimum=1)
 AXES_COOLOFF_TIME = env_number("AXES_COOLOFF_MINUTES", 15, minimum=1) / 60  # hours, as axes reads a number
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
+# A page in plain words with Retry-After (templates/admin/lockout.html) instead of axes' bare text.
+AXES_LOCKOUT_CALLABLE = "project.admin.lockout_response"
 AXES_VERBOSE = False  # no start-up banner in every process's output; lockouts are still logged
 # The client's address: behind the TLS proxy the one it appended to X-Forwarded-For, else the peer.
 CLIENT_IP_FROM_X_FORWARDED_FOR = SECURE_PROXY_SSL_HEADER is not None
@@ -224,7 +229,7 @@ MAILER_GIVE_UP_AFTER = env_int("MAILER_GIVE_UP_AFTER", 5 * 24 * 3600, minimum=60
 PAYMENT_SANDBOX_LATENCY_MS = env_int("PAYMENT_SANDBOX_LATENCY_MS", 0, minimum=0, maximum=600_000)
 
 # Static files, served by WhiteNoise (https://whitenoise.readthedocs.io/en/stable/django.html).
-# With DEBUG off they are served from STATIC_ROOT under content-hashed names (cached for a year),
+# With DEBUG off they are served from STATIC_ROOT under content-hashed names (cached for ten years),
 # which `manage.py collectstatic` writes: the image's build step runs it, and so does
 # `python -m embedded` (make run, make test, make manage) into .formation/<profile>/static.
 # web refuses to start without the manifest (project/gunicorn.conf.py) rather than answer 500.

@@ -90,3 +90,9 @@ def test_the_admin_works_under_the_policy(formation, watched):
     page.locator("#toggle-nav-sidebar").click()
     expect(page.locator("#main")).not_to_have_class(before)
     assert reports() == []
+
+    # django-rq's dashboard, whose own template has an inline <style> (overridden: a static file).
+    page.goto(base + "/admin/django_rq/dashboard/")
+    expect(page.get_by_role("heading", name="Queues")).to_be_visible()
+    assert reports() == []
+    expect(page.locator("link[href*='django_rq/stats']")).to_have_count(1)

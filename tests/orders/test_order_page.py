@@ -128,8 +128,16 @@ def status(order) -> dict:
 
 def test_an_unknown_order_is_a_404_for_its_page_and_its_status():
     unknown = uuid.uuid4()
-    assert Client().get(f"/orders/{unknown}/").status_code == 404
-    assert Client().get(f"/orders/{unknown}/status.json").status_code == 404
+    page = Client().get(f"/orders/{unknown}/")
+    assert page.status_code == 404
+    # The shop's own page, not Django's bare "Not Found": a heading and a way back to the catalogue.
+    assert element(page.content.decode(), "#error-title").text == "Page not found"
+    assert element(page.content.decode(), "#error-home").attrs["href"] == "/"
+    # The status is read by the page's script: JSON, never an HTML page.
+    status = Client().get(f"/orders/{unknown}/status.json")
+    assert status.status_code == 404
+    assert status["Content-Type"] == "application/json"
+    assert status.json() == {"error": "not found"}
 
 
 def test_the_status_endpoint_follows_the_order_until_its_confirmation_is_sent(product, smtp):

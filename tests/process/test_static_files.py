@@ -40,6 +40,11 @@ def test_pages_link_hashed_static_files_that_web_serves_with_a_long_max_age(form
     assert headers["Content-Type"].startswith("text/css")
     assert max_age(headers["Cache-Control"]) >= ONE_YEAR
     assert b".price" in body
+    # WhiteNoise answers before the view, but after CSPMiddleware: static files carry the policy too.
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    # The unhashed name is served too: templates/500.html links it, as it may not look up the manifest.
+    status, headers, _ = fetch(base + "/static/css/shop.css")
+    assert (status, headers["Content-Type"].split(";")[0]) == (200, "text/css")
 
     # /favicon.ico, asked for unprompted by browsers, leads to the hashed favicon.
     status, headers, _ = Browser(base).request("/favicon.ico")

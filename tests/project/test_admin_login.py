@@ -5,7 +5,7 @@ from axes.models import AccessAttempt, AccessFailureLog
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from tests.support import ALL_DATABASES
+from tests.support import ALL_DATABASES, element
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -97,3 +97,17 @@ def test_behind_the_proxy_the_address_is_the_one_the_proxy_appended(client, admi
     assert log_in(client, PASSWORD, address=proxy, HTTP_X_FORWARDED_FOR="203.0.113.7").status_code == 429
     # Another shopper behind the same proxy is not locked out.
     assert log_in(client, PASSWORD, address=proxy, HTTP_X_FORWARDED_FOR="198.51.100.9").status_code == 302
+
+
+def test_the_lockout_page_says_for_how_long_and_how_staff_clear_it(client, admin_user, settings):
+    fail(client, 5)
+    locked = log_in(client, PASSWORD)
+    assert locked.status_code == 429
+    assert locked["Retry-After"] == str(15 * 60)  # AXES_COOLOFF_MINUTES, in seconds
+    page = locked.content.decode()
+    assert element(page, "#lockout-title").text == "Too many login attempts"
+    assert element(page, "#lockout-message").text == (
+        "There were too many login attempts: after 5 failed ones, logins to this account from this "
+        "address are locked for 15 minutes. Try again after that."
+    )
+    assert "axes_reset_username" in element(page, "#lockout-help").text

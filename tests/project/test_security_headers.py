@@ -58,3 +58,19 @@ def test_pages_have_no_inline_script_or_style(pages):
     for page in ("storefront", "order page", "admin login"):
         html = Client().get(pages[page]).content.decode()
         assert not inline.findall(html), page
+
+
+def test_redirects_and_refusals_carry_the_policy_too():
+    """CSPMiddleware sits right after SecurityMiddleware: answers made before the view (the slash
+    redirect of CommonMiddleware, the 400 for a Host header the shop does not answer to) have it."""
+    redirect = Client().get("/cart")
+    assert (redirect.status_code, redirect["Location"]) == (301, "/cart/")
+    assert directives(redirect["Content-Security-Policy"]) == POLICY
+
+    foreign = Client().get("/", HTTP_HOST="attacker.example")
+    assert foreign.status_code == 400
+    assert directives(foreign["Content-Security-Policy"]) == POLICY
+
+    not_allowed = Client().get("/cart/add/")
+    assert not_allowed.status_code == 405
+    assert directives(not_allowed["Content-Security-Policy"]) == POLICY

@@ -35,9 +35,8 @@ class CartLine:
         return self.quantity * self.product.price
 
 
-def _stored(session: SessionBase) -> list[tuple[str, int]]:
-    """Return the session's ``(sku, quantity)`` pairs, skipping anything malformed."""
-    stored = session.get(SESSION_KEY)
+def _pairs(stored) -> list[tuple[str, int]]:
+    """Return the ``(sku, quantity)`` pairs of a stored cart, skipping anything malformed."""
     if not isinstance(stored, list):
         return []
     pairs = []
@@ -47,15 +46,38 @@ def _stored(session: SessionBase) -> list[tuple[str, int]]:
     return pairs
 
 
-def _store(session: SessionBase, pairs: list[tuple[str, int]]) -> None:
-    session[SESSION_KEY] = [[sku, quantity] for sku, quantity in pairs]
+def _stored(session: SessionBase) -> list[tuple[str, int]]:
+    """Return the session's ``(sku, quantity)`` pairs, skipping anything malformed."""
+    return _pairs(session.get(SESSION_KEY))
+
+
+def _change(session: SessionBase, change) -> None:
+    """Apply ``change(pairs) -> pairs`` to the cart as stored now, under the session row's lock.
+
+    Two overlapping requests of one shopper both change the cart: neither change is lost
+    (project.sessions). What ``change`` raises leaves the cart as it was.
+    """
+
+    def stored_change(stored):
+        pairs = change(_pairs(stored))
+        return [[sku, quantity] for sku, quantity in pairs] if pairs else None
+
+    session.locked_update(SESSION_KEY, stored_change)
+
+
+def _lines_of(pairs: list[tuple[str, int]]) -> list[CartLine]:
+    products = Product.objects.filter(is_active=True).in_bulk([sku for sku, _ in pairs], field_name="sku")
+    return [CartLine(product=products[sku], quantity=quantity) for sku, quantity in pairs if sku in products]
 
 
 def cart_lines(*, session: SessionBase) -> list[CartLine]:
     """Return the cart's lines in the order they were added, for products that are still on sale."""
-    pairs = _stored(session)
-    products = Product.objects.filter(is_active=True).in_bulk([sku for sku, _ in pairs], field_name="sku")
-    return [CartLine(product=products[sku], quantity=quantity) for sku, quantity in pairs if sku in products]
+    return _lines_of(_stored(session))
+
+
+def cart_unavailable(*, session: SessionBase) -> int:
+    """Return how many products the cart keeps that are not on sale now (they count towards MAX_LINES)."""
+    return len(_stored(session)) - len(cart_lines(session=session))
 
 
 def cart_contents(*, session: SessionBase) -> tuple[tuple[str, int], ...]:
@@ -79,28 +101,36 @@ def cart_add(*, session: SessionBase, product: Product, quantity: int = 1) -> in
     """Add ``quantity`` (1–MAX_LINE_QUANTITY) of an active ``product``; return the line's new quantity.
 
     Raise CartRefused when the line would exceed MAX_LINE_QUANTITY or the stock, when the cart
-    holds MAX_LINES other products already, or when the product's currency is not the cart's.
+    holds MAX_LINES other products already (also those not on sale now: they may come back),
+    or when the product's currency is not the cart's.
     """
-    pairs = _stored(session)
-    lines = cart_lines(session=session)
-    current = dict(pairs).get(product.sku, 0)
-    new = current + quantity
-    if new > MAX_LINE_QUANTITY:
-        raise CartRefused(f"You can order at most {MAX_LINE_QUANTITY} of {product.name}.")
-    if not current and len(lines) >= MAX_LINES:
-        raise CartRefused(f"Your cart holds at most {MAX_LINES} different products: place this order first.")
-    if lines and lines[0].product.currency != product.currency:
-        raise CartRefused(
-            f"{product.name} is priced in {product.currency} and your cart in {lines[0].product.currency}: "
-            "order it separately."
-        )
-    _check_stock(product, new)
-    if current:
-        pairs = [(sku, new if sku == product.sku else q) for sku, q in pairs]
-    else:
-        pairs.append((product.sku, new))
-    _store(session, pairs)
-    return new
+    added = []
+
+    def change(pairs):
+        current = dict(pairs).get(product.sku, 0)
+        new = current + quantity
+        if new > MAX_LINE_QUANTITY:
+            raise CartRefused(f"You can order at most {MAX_LINE_QUANTITY} of {product.name}.")
+        if not current and len(pairs) >= MAX_LINES:
+            unavailable = len(pairs) - len(_lines_of(pairs))
+            hidden = f", {unavailable} of them not on sale at the moment" if unavailable else ""
+            raise CartRefused(
+                f"Your cart holds at most {MAX_LINES} different products{hidden}: place this order first."
+            )
+        lines = _lines_of(pairs)
+        if lines and lines[0].product.currency != product.currency:
+            raise CartRefused(
+                f"{product.name} is priced in {product.currency} and your cart in {lines[0].product.currency}: "
+                "order it separately."
+            )
+        _check_stock(product, new)
+        added.append(new)
+        if current:
+            return [(sku, new if sku == product.sku else q) for sku, q in pairs]
+        return [*pairs, (product.sku, new)]
+
+    _change(session, change)
+    return added[-1]
 
 
 def cart_set_quantity(*, session: SessionBase, product: Product, quantity: int) -> None:
@@ -108,21 +138,42 @@ def cart_set_quantity(*, session: SessionBase, product: Product, quantity: int) 
 
     Raise CartRefused when the product is not in the cart or the stock is smaller.
     """
-    pairs = _stored(session)
-    if product.sku not in dict(pairs):
-        raise CartRefused(f"{product.name} is not in your cart any more.")
-    if quantity == 0:
-        cart_remove(session=session, product=product)
-        return
-    _check_stock(product, quantity)
-    _store(session, [(sku, quantity if sku == product.sku else q) for sku, q in pairs])
+
+    def change(pairs):
+        if product.sku not in dict(pairs):
+            raise CartRefused(f"{product.name} is not in your cart any more.")
+        if quantity == 0:
+            return [(sku, q) for sku, q in pairs if sku != product.sku]
+        _check_stock(product, quantity)
+        return [(sku, quantity if sku == product.sku else q) for sku, q in pairs]
+
+    _change(session, change)
 
 
 def cart_remove(*, session: SessionBase, product: Product) -> None:
     """Remove the line of ``product`` from the cart; removing what is not there does nothing."""
-    _store(session, [(sku, q) for sku, q in _stored(session) if sku != product.sku])
+    _change(session, lambda pairs: [(sku, q) for sku, q in pairs if sku != product.sku])
 
 
-def cart_clear(*, session: SessionBase) -> None:
-    """Empty the cart (its order was placed)."""
-    session.pop(SESSION_KEY, None)
+def cart_clear(
+    *, session: SessionBase, placed: tuple[tuple[str, int], ...] | None = None, if_unchanged: bool = False
+) -> None:
+    """Empty the cart of what its order took.
+
+    ``placed`` (``((sku, quantity), …)``, as cart_contents) is what the order took: that and
+    the products not on sale (the shopper ordered without them) leave the cart, so a product
+    added while the order was being placed stays; None empties the cart. With ``if_unchanged``,
+    the cart is left alone unless its lines on sale are still exactly ``placed``.
+    """
+
+    def change(pairs):
+        if placed is None:
+            return []
+        on_sale = tuple((line.product.sku, line.quantity) for line in _lines_of(pairs))
+        if if_unchanged and on_sale != tuple(placed):
+            return pairs
+        taken = dict(placed)
+        left = [(sku, q - taken.get(sku, 0)) for sku, q in on_sale]
+        return [(sku, q) for sku, q in left if q > 0]
+
+    _change(session, change)

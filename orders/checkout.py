@@ -171,14 +171,14 @@ def checkout_complete(
             raise CheckoutStale(f"checkout {token} was opened at other prices") from None
         _remember_completed(session, token)
         if created:
-            cart_clear(session=session)
+            cart_clear(session=session, placed=current.lines)
             return order, True
     if not _same_contents(order, email=email, payment_method=payment_method, lines=lines):
         raise CheckoutConflict(order)
-    if is_current and cart_contents(session=session) == current.lines:
-        # A concurrent duplicate (double click) saves its session after the first request's:
-        # it must empty the cart too, or it would write the placed cart back.
-        cart_clear(session=session)
+    if is_current:
+        # A duplicate (double click) whose first request has not emptied the cart yet, or never
+        # will (its process died): the order is placed, so its lines leave the cart, once.
+        cart_clear(session=session, placed=current.lines, if_unchanged=True)
     return order, False
 
 

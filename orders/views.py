@@ -36,7 +36,7 @@ from orders.checkout import (
     checkout_order,
 )
 from orders.forms import CartAddForm, CartLineForm, CartRemoveForm, CheckoutForm, LineFormSet
-from orders.models import Order, Product
+from orders.models import MAX_LINES, Order, Product
 from orders.selectors import OrderProgress, order_progress, orders_with_lines, products_on_sale
 from orders.services import LineRequest, OrderRefused
 
@@ -118,8 +118,22 @@ def cart(request: HttpRequest) -> HttpResponse:
     return _cart_page(request)
 
 
+def _too_many(lines: list[CartLine]) -> str:
+    """Return what to do about a cart of more than MAX_LINES products (one kept from before that limit
+    counted products off sale), or "" for a cart an order can take."""
+    if len(lines) <= MAX_LINES:
+        return ""
+    extra = len(lines) - MAX_LINES
+    return (
+        f"Your cart holds {len(lines)} different products and an order takes at most {MAX_LINES}: "
+        f"remove {extra} of them to check out."
+    )
+
+
 def _cart_page(request: HttpRequest, *, errors=(), failed: CartLineForm | None = None, status: int = 200):
     lines = cart_lines(session=request.session)
+    if not errors and _too_many(lines):
+        errors = [("", _too_many(lines))]
     total, currency = cart_total(lines=lines)
     rows = []
     for line in lines:
@@ -176,7 +190,9 @@ def checkout(request: HttpRequest) -> HttpResponse:
     cart changed since the page was shown, is a 400 with a plain "out of date" notice that keeps
     the shopper's email and payment under the current cart's checkout. Invalid fields re-render
     the form with status 400, a linked error summary and each error next to its field; a refusal
-    (sold out, withdrawn product) is a 400 saying so. Nothing is created by any 4xx.
+    (sold out, withdrawn product) is a 400 saying so. A cart of more than MAX_LINES products (kept
+    from before products off sale counted) cannot be ordered: GET redirects (303) to the cart page
+    and a POST is a 400 cart page, both saying how many lines to remove. Nothing is created by any 4xx.
     """
     if request.method != "POST":
         lines = cart_lines(session=request.session)
@@ -186,6 +202,8 @@ def checkout(request: HttpRequest) -> HttpResponse:
             if order is not None:
                 return _placed(request, order, status=200)
             return render(request, "orders/checkout.html", {"lines": []})
+        if _too_many(lines):
+            return _see_other("cart")  # which says what to remove
         current = checkout_for_cart(session=request.session)
         form = CheckoutForm(initial={"token": current.token})
         return _checkout_form(request, form, _formset_of(lines), lines, status=200)
@@ -235,6 +253,8 @@ def _checkout_expired(request: HttpRequest, posted: CheckoutForm) -> HttpRespons
     if order is not None and not lines:
         # This session's checkout is completed already: buying again starts from the catalogue.
         return _placed(request, order, status=400, stale=True)
+    if _too_many(lines):
+        return _cart_page(request, status=400)
     current = checkout_for_cart(session=request.session)
     kept = {name: posted.data.get(name, "") for name in ("email", "payment_method")}
     form = CheckoutForm(initial={**kept, "token": current.token})

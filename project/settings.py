@@ -35,6 +35,8 @@ if not ALLOWED_HOSTS:
 CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
+# Database sessions whose cart changes under the row lock: overlapping requests lose none.
+SESSION_ENGINE = "project.sessions"
 X_FRAME_OPTIONS = "DENY"
 # HTTPS behind a TLS-terminating proxy (https://docs.djangoproject.com/en/5.2/ref/settings/#secure-ssl-redirect).
 # Probes come over plain HTTP from inside the cluster: never redirect them.

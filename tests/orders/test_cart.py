@@ -1,9 +1,20 @@
 """The cart over HTTP: add from the catalogue (POST), change quantities, remove, a running total."""
 
+import re
+import threading
+import uuid
+from http.cookies import SimpleCookie
+from importlib import import_module
+
 import pytest
+from django.conf import settings
+from django.db import connections
 from django.test import Client
 
-from orders.models import MAX_LINE_QUANTITY, Product
+from orders.cart import cart_add, cart_contents, cart_remove, cart_set_quantity
+from orders.checkout import checkout_complete
+from orders.models import MAX_LINE_QUANTITY, MAX_LINES, Order, Product
+from orders.services import LineRequest
 from tests import factories
 from tests.support import ALL_DATABASES, cart_fill, checkout_data, element, hidden, page_lines
 
@@ -148,3 +159,161 @@ def test_a_product_value_postgresql_cannot_store_is_a_400_not_a_500(browser, pro
     response = post(browser, path, product=value)
     assert response.status_code == 400
     assert element(response.content.decode(), "#error-summary").tag
+
+
+# Overlapping requests of one shopper: Django saves a whole session, the later save would win.
+
+
+def _post_concurrently(cookies, posts):
+    """POST each ``(path, data)`` from its own client sharing ``cookies``, all at once; return the status codes."""
+    barrier = threading.Barrier(len(posts))
+    codes = [None] * len(posts)
+
+    def submit(index, path, data):
+        client = Client()
+        client.cookies = SimpleCookie(cookies.output(header=""))
+        try:
+            barrier.wait(timeout=10)
+            codes[index] = client.post(path, data).status_code
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=submit, args=(index, *post)) for index, post in enumerate(posts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return codes
+
+
+def _cart_quantities(browser) -> dict[str, int]:
+    """Return the cart page's ``{sku: quantity}``."""
+    page = browser.get("/cart/").content.decode()
+    skus = re.findall(r'id="cart-quantity-([^"]+)"', page)
+    return {sku: int(element(page, f"#cart-quantity-{sku}").attrs["value"]) for sku in skus}
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_concurrent_adds_of_different_products_are_all_kept(browser, product, run):
+    skus = [factories.product(sku=f"cup-{n}", name=f"Cup {n}", price=100).sku for n in range(8)]
+    cart_fill(browser)
+    codes = _post_concurrently(browser.cookies, [("/cart/add/", {"product": sku}) for sku in skus])
+    assert codes == [303] * 8
+    assert _cart_quantities(browser) == {"procfile-mug": 1, **{sku: 1 for sku in skus}}
+
+
+@pytest.mark.parametrize("run", range(3))
+def test_concurrent_adds_of_one_product_all_count(browser, product, run):
+    cart_fill(browser)
+    codes = _post_concurrently(browser.cookies, [("/cart/add/", {"product": "procfile-mug"})] * 8)
+    assert codes == [303] * 8
+    assert _cart_quantities(browser) == {"procfile-mug": 9}
+
+
+def test_concurrent_updates_removals_and_adds_all_apply(browser, product, shirt):
+    cup = factories.product(sku="cup", name="Cup", price=100)
+    cart_fill(browser, [("procfile-mug", 1), ("shirt", 1)])
+    posts = [
+        ("/cart/update/", {"product": "procfile-mug", "quantity": "3"}),
+        ("/cart/remove/", {"product": "shirt"}),
+        ("/cart/add/", {"product": cup.sku}),
+    ]
+    assert _post_concurrently(browser.cookies, posts) == [303, 303, 303]
+    assert _cart_quantities(browser) == {"procfile-mug": 3, "cup": 1}
+
+
+@pytest.mark.parametrize("run", range(5))
+def test_an_add_overlapping_the_order_stays_in_the_cart(browser, product, shirt, run):
+    cart_fill(browser)
+    page = browser.get("/checkout/").content.decode()
+    form = checkout_data(token=hidden("token", page), lines=page_lines(page))
+    codes = _post_concurrently(browser.cookies, [("/checkout/", form), ("/cart/add/", {"product": "shirt"})])
+    assert codes[1] == 303
+    if codes[0] == 303:  # placed before the add: the order took the mug, the shirt stays
+        assert Order.objects.get().lines.get().product.sku == "procfile-mug"
+        assert _cart_quantities(browser) == {"shirt": 1}
+    else:  # the add came first: that checkout page is out of date, nothing is lost either
+        assert codes[0] == 400
+        assert Order.objects.count() == 0
+        assert _cart_quantities(browser) == {"procfile-mug": 1, "shirt": 1}
+
+
+# The cart's limit counts the products it keeps, also those not on sale for now.
+
+
+def test_a_product_off_sale_for_a_while_still_counts_towards_the_limit(browser, product):
+    skus = [factories.product(sku=f"cup-{n}", name=f"Cup {n}", price=100).sku for n in range(MAX_LINES + 1)]
+    cart_fill(browser, [(sku, 1) for sku in skus[:MAX_LINES]])
+    Product.objects.filter(sku=skus[0]).update(is_active=False)
+    refused = post(browser, "/cart/add/", product=skus[-1])
+    assert refused.status_code == 400
+    assert element(refused.content.decode(), "#error-summary .error-item").text == (
+        f"Your cart holds at most {MAX_LINES} different products, 1 of them not on sale at the moment: "
+        "place this order first."
+    )
+    Product.objects.filter(sku=skus[0]).update(is_active=True)
+    assert len(_cart_quantities(browser)) == MAX_LINES
+    page = browser.get("/checkout/").content.decode()
+    form = checkout_data(token=hidden("token", page), lines=page_lines(page))
+    form["csrfmiddlewaretoken"] = hidden("csrfmiddlewaretoken", page)
+    assert browser.post("/checkout/", form).status_code == 303
+    assert Order.objects.get().lines.count() == MAX_LINES
+
+
+def _two_requests(browser):
+    """Return two session stores of ``browser``'s session, as two overlapping requests load it."""
+    engine = import_module(settings.SESSION_ENGINE)
+    key = browser.cookies[settings.SESSION_COOKIE_NAME].value
+    return engine.SessionStore(key), engine.SessionStore(key)
+
+
+def test_an_add_while_the_order_is_placed_stays_in_the_cart(browser, product, shirt):
+    cart_fill(browser)
+    token = uuid.UUID(hidden("token", browser.get("/checkout/").content.decode()))
+    placing, adding = _two_requests(browser)
+    assert cart_contents(session=placing) == (("procfile-mug", 1),)  # the checkout has read the cart
+    cart_add(session=adding, product=shirt)
+    adding.save()
+    lines = [LineRequest(product_id=product.pk, quantity=1)]
+    checkout_complete(session=placing, token=token, email="a@example.com", payment_method="pm_card_visa", lines=lines)
+    placing.save()
+    assert Order.objects.get().lines.get().product == product
+    assert _cart_quantities(browser) == {"shirt": 1}
+
+
+def test_a_request_saving_its_session_late_keeps_the_cart_changed_meanwhile(browser, product, shirt):
+    cart_fill(browser, [("procfile-mug", 1), ("shirt", 1)])
+    late, changing = _two_requests(browser)
+    assert cart_contents(session=late) == (("procfile-mug", 1), ("shirt", 1))
+    cart_set_quantity(session=changing, product=product, quantity=3)
+    cart_remove(session=changing, product=shirt)
+    changing.save()
+    late["something-else"] = "changed"  # e.g. the checkout page opening a checkout
+    late.save()
+    assert _cart_quantities(browser) == {"procfile-mug": 3}
+
+
+def test_a_cart_over_the_limit_says_what_to_remove(browser, product):
+    skus = [factories.product(sku=f"cup-{n}", name=f"Cup {n}", price=100).sku for n in range(MAX_LINES + 1)]
+    cart_fill(browser)
+    page = browser.get("/checkout/").content.decode()
+    form = checkout_data(token=hidden("token", page), lines=page_lines(page))
+    form["csrfmiddlewaretoken"] = hidden("csrfmiddlewaretoken", page)
+    # A cart kept from before the limit counted products off sale, with all of them back on sale.
+    store, _ = _two_requests(browser)
+    store.locked_update("cart", lambda _: [[sku, 1] for sku in skus])
+    message = (
+        f"Your cart holds {MAX_LINES + 1} different products and an order takes at most {MAX_LINES}: "
+        "remove 1 of them to check out."
+    )
+    assert element(browser.get("/cart/").content.decode(), "#error-summary .error-item").text == message
+    assert browser.get("/checkout/")["Location"] == "/cart/"
+    refused = browser.post("/checkout/", form)
+    assert refused.status_code == 400
+    assert element(refused.content.decode(), "#error-summary .error-item").text == message
+    assert post(browser, "/cart/remove/", product=skus[0]).status_code == 303
+    page = browser.get("/checkout/").content.decode()
+    form = checkout_data(token=hidden("token", page), lines=page_lines(page))
+    form["csrfmiddlewaretoken"] = hidden("csrfmiddlewaretoken", page)
+    assert browser.post("/checkout/", form).status_code == 303
+    assert Order.objects.get().lines.count() == MAX_LINES

@@ -96,3 +96,8 @@ def test_the_admin_works_under_the_policy(formation, watched):
     expect(page.get_by_role("heading", name="Queues")).to_be_visible()
     assert reports() == []
     expect(page.locator("link[href*='django_rq/stats']")).to_have_count(1)
+    # Its confirmation pages (empty a queue, clear its failed jobs, requeue them) override theirs too.
+    for action in ("empty", "failed/clear", "requeue-all"):
+        page.goto(f"{base}/admin/django_rq/dashboard/queues/0/{action}/")
+        expect(page.locator("link[href*='django_rq/data']")).to_have_count(1)
+    assert reports() == []

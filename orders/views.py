@@ -118,23 +118,34 @@ def cart(request: HttpRequest) -> HttpResponse:
     return _cart_page(request)
 
 
-def _too_many(lines: list[CartLine]) -> str:
-    """Return what to do about a cart of more than MAX_LINES products (one kept from before that limit
-    counted products off sale), or "" for a cart an order can take."""
-    if len(lines) <= MAX_LINES:
-        return ""
-    extra = len(lines) - MAX_LINES
-    return (
-        f"Your cart holds {len(lines)} different products and an order takes at most {MAX_LINES}: "
-        f"remove {extra} of them to check out."
-    )
+def _cart_problem(lines: list[CartLine]) -> str:
+    """Return what the shopper must change before an order can take the cart, or "" when it can:
+    more than MAX_LINES products (one kept from before that limit counted products off sale), or
+    products in two currencies (staff changed a product's currency after it was added)."""
+    if len(lines) > MAX_LINES:
+        extra = len(lines) - MAX_LINES
+        return (
+            f"Your cart holds {len(lines)} different products and an order takes at most {MAX_LINES}: "
+            f"remove {extra} of them to check out."
+        )
+    currency = lines[0].product.currency if lines else None
+    others = [line.product for line in lines if line.product.currency != currency]
+    if others:
+        return (
+            f"{others[0].name} is now priced in {others[0].currency}, the rest of your cart in {currency}: "
+            "an order is paid in one currency, so remove it to check out."
+        )
+    return ""
 
 
 def _cart_page(request: HttpRequest, *, errors=(), failed: CartLineForm | None = None, status: int = 200):
     lines = cart_lines(session=request.session)
-    if not errors and _too_many(lines):
-        errors = [("", _too_many(lines))]
+    problem = _cart_problem(lines)
+    if not errors and problem:
+        errors = [("", problem)]
     total, currency = cart_total(lines=lines)
+    if len({line.product.currency for line in lines}) > 1:
+        total = currency = None  # no sum of amounts in two currencies
     rows = []
     for line in lines:
         sku = line.product.sku
@@ -202,8 +213,8 @@ def checkout(request: HttpRequest) -> HttpResponse:
             if order is not None:
                 return _placed(request, order, status=200)
             return render(request, "orders/checkout.html", {"lines": []})
-        if _too_many(lines):
-            return _see_other("cart")  # which says what to remove
+        if _cart_problem(lines):
+            return _see_other("cart")  # which says what to change
         current = checkout_for_cart(session=request.session)
         form = CheckoutForm(initial={"token": current.token})
         return _checkout_form(request, form, _formset_of(lines), lines, status=200)
@@ -253,7 +264,7 @@ def _checkout_expired(request: HttpRequest, posted: CheckoutForm) -> HttpRespons
     if order is not None and not lines:
         # This session's checkout is completed already: buying again starts from the catalogue.
         return _placed(request, order, status=400, stale=True)
-    if _too_many(lines):
+    if _cart_problem(lines):
         return _cart_page(request, status=400)
     current = checkout_for_cart(session=request.session)
     kept = {name: posted.data.get(name, "") for name in ("email", "payment_method")}

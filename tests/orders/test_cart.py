@@ -317,3 +317,27 @@ def test_a_cart_over_the_limit_says_what_to_remove(browser, product):
     form["csrfmiddlewaretoken"] = hidden("csrfmiddlewaretoken", page)
     assert browser.post("/checkout/", form).status_code == 303
     assert Order.objects.get().lines.count() == MAX_LINES
+
+
+def test_a_cart_whose_product_changed_currency_shows_no_sum_and_says_what_to_remove(browser, product, shirt):
+    cart_fill(browser, (("procfile-mug", 1), ("shirt", 1)))
+    page = browser.get("/checkout/").content.decode()
+    form = checkout_data(token=hidden("token", page), lines=page_lines(page))
+    form["csrfmiddlewaretoken"] = hidden("csrfmiddlewaretoken", page)
+    Product.objects.filter(pk=shirt.pk).update(currency="JPY", price=5000)  # staff, meanwhile
+
+    message = (
+        "Formation shirt is now priced in JPY, the rest of your cart in EUR: "
+        "an order is paid in one currency, so remove it to check out."
+    )
+    cart = browser.get("/cart/").content.decode()
+    assert element(cart, "#error-summary .error-item").text == message
+    assert element(cart, "#cart-total").text == "—"  # never €12.00 + ¥5,000 added up
+    assert browser.get("/checkout/")["Location"] == "/cart/"
+    refused = browser.post("/checkout/", form)
+    assert refused.status_code == 400
+    assert element(refused.content.decode(), "#error-summary .error-item").text == message
+    assert Order.objects.count() == 0
+
+    assert post(browser, "/cart/remove/", product="shirt").status_code == 303
+    assert element(browser.get("/cart/").content.decode(), "#cart-total").text == "€12.00"

@@ -55,7 +55,13 @@ class OutboxMessageAdmin(BoundedChangeListMixin, admin.ModelAdmin):
 
     @admin.display(description="key", ordering="key")
     def key_display(self, obj: OutboxMessage) -> str:
-        return _shortened(obj.key, KEY_CHARS)
+        # Cut in the middle: a key's end tells a resend from its original ("…:resend:<token>").
+        key = obj.key
+        if len(key) <= KEY_CHARS:
+            return key
+        head = KEY_CHARS // 2
+        shown = key[:head] + "…" + key[-(KEY_CHARS - head - 1) :]
+        return format_html('<span class="shortened" title="{}">{}</span>', key, shown)
 
     @admin.display(description="last error")
     def error_display(self, obj: OutboxMessage) -> str:

@@ -480,3 +480,13 @@ def test_an_action_on_a_selection_that_is_not_ids_is_refused_with_a_message(staf
     assert [str(message) for message in response.context["messages"]] == [
         "Select rows from the list, then pick an action."
     ]
+
+
+def test_the_outbox_list_tells_a_resend_from_its_original(staff):
+    original = "order-paid-dbf9a25f-1910-4c39-9c8e-2b1f0f1c3a11"
+    for key in (original, f"{original}:resend:3f2a9c"):
+        OutboxMessage.objects.create(key=key, to_email="a@example.com", subject="s", body="b")
+    page = staff.get("/admin/mailer/outboxmessage/").content.decode()
+    shown = re.findall(r'class="field-key_display"><a [^>]*><span class="shortened" title="[^"]*">([^<]*)<', page)
+    assert len(shown) == 2 and len(set(shown)) == 2, shown
+    assert all(len(text) <= 24 for text in shown)

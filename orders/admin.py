@@ -160,6 +160,12 @@ def _table(columns: list[tuple[str, str]], rows: list[tuple[str, tuple]], empty:
     return format_html("<table><thead><tr>{}</tr></thead><tbody>{}</tbody></table>", head, body)
 
 
+def _email_kind(key: str) -> str:
+    """Name an order email for staff from its outbox key ("order-<status>-<id>[:resend:<token>]")."""
+    kind = "decline notice" if key.startswith(f"order-{OrderStatus.FAILED}-") else "confirmation"
+    return f"{kind} (resent)" if ":resend:" in key else kind
+
+
 @admin.register(Order)
 class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     """Orders are read-only here: status changes go through orders.services, never a form.
@@ -232,7 +238,7 @@ class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
                     format_html(
                         '<a href="{}">{}</a>',
                         reverse("admin:mailer_outboxmessage_change", args=[m.pk]),
-                        "resend" if ":resend:" in m.key else "confirmation",
+                        _email_kind(m.key),
                     ),
                     m.get_status_display(),
                     m.attempts,

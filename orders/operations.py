@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 class Rerun(enum.StrEnum):
     """What order_rerun did: the value is the sentence staff read after the order's id."""
 
-    RESTARTED = "was failed: back to pending, processing enqueued (a new payment attempt)"
+    RESTARTED = "had failed: back to pending, processing enqueued (a new payment attempt)"
     REQUEUED = "is pending: processing enqueued again"
     PAID = "is paid already: nothing to do (it is never charged twice)"
 

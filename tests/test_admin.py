@@ -177,7 +177,7 @@ def test_a_failed_order_shows_its_declined_attempt_history_emails_and_a_link_to_
     assert "Pending" in history and "Failed" in history and "payment declined (card_declined)" in history
     message = OutboxMessage.objects.get(key=order.confirmation_key)
     assert element_text(page, f"#email-{message.pk} .message-id") == message.message_id
-    assert element_text(page, f"#email-{message.pk} .kind") == "confirmation"
+    assert element_text(page, f"#email-{message.pk} .kind") == "decline notice"
     assert element(page, "#shopper-link").attrs["href"] == reverse("order-detail", args=[order.pk])
     assert element_text(page, "#shopper-link") == "View as shopper"
 
@@ -332,7 +332,7 @@ def test_rerun_processing_of_a_failed_order_is_a_new_attempt_and_never_a_second_
 
     response = run_action(staff, "orders/order", "rerun_processing", [order.pk])
     assert messages_of(response) == [
-        f"Order {order.pk} was failed: back to pending, processing enqueued (a new payment attempt)."
+        f"Order {order.pk} had failed: back to pending, processing enqueued (a new payment attempt)."
     ]
     order.refresh_from_db()
     assert (order.status, order.failure_reason) == ("pending", "")
@@ -384,7 +384,7 @@ def test_resend_confirmation_asks_then_queues_one_new_message_per_request_with_a
     assert len(notes) == 2 and all(reason.startswith("confirmation resent") for reason in notes)
     assert (
         element_text(staff.get(f"/admin/orders/order/{order.pk}/change/").content.decode(), "#order-emails").count(
-            "resend"
+            "confirmation (resent)"
         )
         == 2
     )

@@ -90,8 +90,12 @@ def test_redis_down_at_any_step_of_the_worker_loop_is_waited_out(own_redis, step
 
     worker_class = type("StepWorker", (Worker,), {step: redis_stops_first, "execute_job": execute_job})
     worker = worker_class(["faults"], connection=connection)
-    worker.work(burst=True, max_jobs=1)
-    restart.join()
+    try:
+        worker.work(burst=True, max_jobs=1)
+    finally:
+        # Whatever work() did, the timer's restart must happen before the fixture stops Redis, or
+        # a redis-server started after the teardown would outlive the test.
+        restart.join()
     assert taken == [job.id]
 
 

@@ -27,7 +27,7 @@ from importlib import import_module
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 
-from orders.cart import cart_clear, cart_contents
+from orders.cart import cart_clear, cart_contents, cart_lines
 from orders.models import Order, Product
 from orders.selectors import order_get_by_idempotency_key
 from orders.services import LineRequest, PriceChanged, order_create
@@ -77,14 +77,14 @@ class Checkout:
     prices: Prices = ()
 
 
-def checkout_start(*, session: SessionBase, lines: Contents = ()) -> Checkout:
-    """Open a new checkout in ``session`` (replacing the one there) for the cart contents ``lines``,
-    at today's prices of their products (what the checkout page shows).
+def checkout_start(*, session: SessionBase, lines: Contents = (), prices: Prices = ()) -> Checkout:
+    """Open a new checkout in ``session`` (replacing the one there) for the cart contents ``lines``
+    at the unit ``prices`` ((sku, minor units), …) the checkout page shows.
 
     Return the new checkout.
     """
     lines = tuple((sku, int(quantity)) for sku, quantity in lines)
-    checkout = Checkout(token=uuid.uuid4(), lines=lines, prices=_prices_now(lines))
+    checkout = Checkout(token=uuid.uuid4(), lines=lines, prices=tuple((sku, int(price)) for sku, price in prices))
     session[SESSION_KEY] = {
         "token": str(checkout.token),
         "lines": [list(line) for line in checkout.lines],
@@ -108,16 +108,17 @@ def checkout_for_cart(*, session: SessionBase) -> Checkout:
     """Return the checkout for the cart as it is now: the session's open one when it was opened
     with these contents at these prices, else a new one (the cart or a price changed, or the
     current one was placed)."""
-    contents = cart_contents(session=session)
+    cart = cart_lines(session=session)  # one read gives both what is bought and at what price
+    contents = tuple((line.product.sku, line.quantity) for line in cart)
+    prices = tuple((line.product.sku, line.product.price) for line in cart)
     current = checkout_current(session=session)
     if (
         current is not None
-        and current.lines == contents
-        and current.prices == _prices_now(contents)
+        and (current.lines, current.prices) == (contents, prices)
         and checkout_order(token=current.token) is None
     ):
         return current
-    return checkout_start(session=session, lines=contents)
+    return checkout_start(session=session, lines=contents, prices=prices)
 
 
 def checkout_order(*, token: uuid.UUID) -> Order | None:
@@ -155,14 +156,14 @@ def checkout_complete(
     if order is None:
         if not is_current:  # remembered but without an order: only the open checkout may create one
             raise CheckoutUnknown(f"checkout {token} is not open in this session")
+        ids = _product_ids(current.lines)
         sent = sorted((line.product_id, line.quantity) for line in lines)
-        if sent != _product_ids(current.lines) or cart_contents(session=session) != current.lines:
+        opened = sorted((ids[sku], quantity) for sku, quantity in current.lines if sku in ids)
+        if sent != opened or cart_contents(session=session) != current.lines:
             raise CheckoutStale(f"checkout {token} was opened for other cart contents")
-        shown = dict(current.prices)
-        ids = [line.product_id for line in lines]
-        skus = {pk: sku for sku, pk in Product.objects.filter(pk__in=ids).values_list("sku", "pk")}
         # Charged at the prices the page showed, or not at all (PriceChanged: a stale page).
-        priced = [LineRequest(line.product_id, line.quantity, shown.get(skus.get(line.product_id))) for line in lines]
+        shown = {ids[sku]: price for sku, price in current.prices if sku in ids}
+        priced = [LineRequest(line.product_id, line.quantity, shown.get(line.product_id)) for line in lines]
         try:
             order, created = order_create(
                 email=email, lines=priced, idempotency_key=token, payment_method=payment_method
@@ -182,16 +183,9 @@ def checkout_complete(
     return order, False
 
 
-def _prices_now(contents: Contents) -> Prices:
-    """Return today's unit price (minor units) of each SKU of ``contents``, in its order (unknown SKUs left out)."""
-    prices = dict(Product.objects.filter(sku__in=[sku for sku, _ in contents]).values_list("sku", "price"))
-    return tuple((sku, prices[sku]) for sku, _ in contents if sku in prices)
-
-
-def _product_ids(contents: Contents) -> list[tuple[int, int]]:
-    """Return sorted ``(product id, quantity)`` of ``contents`` (unknown SKUs are left out)."""
-    ids = dict(Product.objects.filter(sku__in=[sku for sku, _ in contents]).values_list("sku", "pk"))
-    return sorted((ids[sku], quantity) for sku, quantity in contents if sku in ids)
+def _product_ids(contents: Contents) -> dict[str, int]:
+    """Return ``{sku: product id}`` of the SKUs of ``contents`` (unknown SKUs are left out)."""
+    return dict(Product.objects.filter(sku__in=[sku for sku, _ in contents]).values_list("sku", "pk"))
 
 
 def _completed_tokens(session: SessionBase) -> list[str]:

@@ -10,7 +10,7 @@ from django.utils.text import Truncator
 
 from mailer.models import OutboxMessage
 from mailer.services import outbox_message_retry
-from project.admin import BoundedChangeListMixin
+from project.admin import BoundedChangeListMixin, ReadOnlyAuditMixin
 
 # Characters of a key or an error shown in the list (the list fits a 1280 px window next to the
 # admin's sidebar); the whole text is in the cell's tooltip and on the message's page.
@@ -26,7 +26,9 @@ def _shortened(text: str, chars: int) -> str:
 
 
 @admin.register(OutboxMessage)
-class OutboxMessageAdmin(BoundedChangeListMixin, admin.ModelAdmin):
+class OutboxMessageAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
+    # Read-only, never deleted: the record of what was mailed (Message-ID, attempts), from which
+    # the shopper's order page reads "confirmation sent". Staff change a row only by its action.
     # Few, short columns: the list reads at 1280 px (keys and errors are cut, with a tooltip; the
     # id, times and Message-ID are on the message's page).
     list_display = ["key_display", "to_email", "status", "attempts", "error_display"]
@@ -66,16 +68,6 @@ class OutboxMessageAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     @admin.display(description="last error")
     def error_display(self, obj: OutboxMessage) -> str:
         return _shortened(obj.last_error, ERROR_CHARS)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        # The record of what was mailed (Message-ID, attempts): the order page reads "sent" from it.
-        return False
 
     def has_operate_permission(self, request) -> bool:
         """Whether the user may retry messages: Django's change permission on outbox messages."""

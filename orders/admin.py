@@ -167,7 +167,7 @@ def _email_kind(key: str) -> str:
 
 
 @admin.register(Order)
-class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
+class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
     """Orders are read-only here: status changes go through orders.services, never a form.
 
     The actions need the change permission on orders (``operate``): the admin shows orders
@@ -252,15 +252,6 @@ class OrderAdmin(BoundedChangeListMixin, admin.ModelAdmin):
         columns.append(("message-id", "Message-ID"))
         table = _table(columns, rows, "No email yet.")
         return format_html('<div id="order-emails">{}</div>', table)
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_delete_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
 
     def has_operate_permission(self, request) -> bool:
         """Whether the user may run the order actions: Django's change permission on orders."""

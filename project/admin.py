@@ -57,7 +57,8 @@ class BoundedChangeListMixin:
 
 
 class ReadOnlyAuditMixin:
-    """Rows of an audit trail (a ModelAdmin or an inline; put it first): nobody adds, changes or deletes them.
+    """Rows of a record (an audit trail, orders, the outbox; a ModelAdmin or an inline; put it first):
+    nobody adds, changes or deletes them in a form; actions that call services may still act on them.
 
     Not even a superuser: these return False whatever the user's permissions, so Django's admin
     offers no form, no save button, no delete link and no "delete selected" action. Viewing

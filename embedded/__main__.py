@@ -74,8 +74,10 @@ def start_services(profile: str, *, echo_mail: bool) -> tuple[dict[str, str], li
     return env, servers
 
 
-def prepare(profile: str, *, echo_mail: bool) -> tuple[dict[str, str], list]:
+def prepare(profile: str, *, echo_mail: bool, collect: bool = True) -> tuple[dict[str, str], list]:
     """Start the profile's servers and return (environment updates, servers started or reused).
+
+    With ``collect``, static files are collected first (collect_static): for whatever starts web.
 
     Adds a SECRET_KEY when none is set (the checkout's stored one for ``dev``, a random one for
     ``test``); for ``dev`` writes the updates to .env for honcho and one-off commands.
@@ -88,7 +90,8 @@ def prepare(profile: str, *, echo_mail: bool) -> tuple[dict[str, str], list]:
     if profile == "dev":
         write_env_file(env_updates)
     try:
-        collect_static(child_env(env_updates))
+        if collect:
+            collect_static(child_env(env_updates))
     except BaseException:
         stop_services(servers)
         raise
@@ -268,7 +271,8 @@ def command_run(args: argparse.Namespace) -> int:
 def command_exec(args: argparse.Namespace, profile: str) -> int:
     if not args.command:
         sys.exit("formation: no command given (usage: python -m embedded exec -- COMMAND…)")
-    env_updates, servers = prepare(profile, echo_mail=False)
+    # A one-off (`make manage`, `make parity`) serves no page: no collectstatic for it.
+    env_updates, servers = prepare(profile, echo_mail=False, collect=profile == "test")
     try:
         return run_child(args.command, child_env(env_updates))
     finally:

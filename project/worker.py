@@ -17,6 +17,12 @@ SIGTERM while Redis is down exits 1 because the worker cannot record its death. 
 those steps says what failed in one line, waits for Redis to answer again and goes on; a job's
 own effects are in PostgreSQL by then. A stop while Redis is down exits 0: the worker's key in
 Redis expires by itself (``worker_ttl``).
+
+A stop must hold wherever its signal lands. RQ's handler raises StopRequested when the worker is
+not busy and records nothing; if the signal lands inside a log call, ``logging.Handler.emit``
+swallows that exception ("--- Logging error ---") and the worker went on listening until
+honcho's SIGKILL (CI saw it on the "job dequeued" line). Here the request is always recorded
+first, and the loop checks it again before it blocks on Redis.
 """
 
 import signal
@@ -40,6 +46,18 @@ class Worker(rq.Worker):
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("job_monitoring_interval", 5)
         super().__init__(*args, **kwargs)
+        worker = self
+
+        class StopCheckedQueue(self.queue_class):
+            @classmethod
+            def dequeue_any(cls, *args, **kwargs):
+                # RQ's blocking pop (up to RQ_WORKER_TTL - 15 s) comes after steps that log
+                # (heartbeat, registry clean-up): a stop swallowed there must not wait in it.
+                if worker._stop_requested:
+                    raise StopRequested()
+                return super().dequeue_any(*args, **kwargs)
+
+        self.queue_class = StopCheckedQueue
 
     def setup_work_horse_signals(self):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -65,6 +83,12 @@ class Worker(rq.Worker):
             )
             self._horse_pid = 0
             self._wait_for_redis()
+
+    def _shutdown(self):
+        # Recorded before RQ raises StopRequested, which a log handler may swallow: the work loop
+        # breaks on this flag after the current step (rq/worker/base.py, ``work``).
+        self._stop_requested = True
+        super()._shutdown()
 
     def check_for_suspension(self, burst):
         self._until_redis_answers("suspension check", super().check_for_suspension, burst)

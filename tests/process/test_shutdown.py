@@ -2,6 +2,9 @@
 process group (honcho, Heroku): each process type finishes what it started and exits 0."""
 
 import asyncio
+import io
+import logging
+import os
 import signal
 import socket
 import subprocess
@@ -12,11 +15,13 @@ import time
 import django_rq
 import psutil
 import pytest
+import rq
 
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
 from orders.models import Order, OrderStatus, SandboxCharge
 from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
+from project.worker import Worker
 from tests.process.support import place_order, work_horse
 from tests.procfile import ROOT, Process
 from tests.support import ALL_DATABASES, wait_until
@@ -177,3 +182,59 @@ def test_a_stop_before_start_ends_the_process_even_inside_a_callback_that_swallo
     )
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=30)
     assert (done.returncode, done.stdout) == (0, ""), done.stderr
+
+
+class _SignalInsideEmit(logging.StreamHandler):
+    """A log handler that sends this process SIGTERM from inside ``emit`` for the first record
+    ``when(record)`` accepts: whatever the signal handler raises there, logging swallows."""
+
+    def __init__(self, when):
+        super().__init__(io.StringIO())
+        self.when, self.record, self.sent = when, None, False
+
+    def emit(self, record):
+        self.record = record
+        super().emit(record)
+
+    def flush(self):
+        if not self.sent and self.when(self.record):
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+        super().flush()  # the signal handler runs on entering this call, inside emit's try
+
+
+@pytest.mark.parametrize("line", ["registry clean-up", "right before the pop", "job dequeued"])
+def test_worker_stops_when_its_stop_signal_lands_inside_a_log_call(line):
+    """RQ's handler raises StopRequested without recording the stop when the worker is idle; in a
+    log call, logging swallowed it and the worker listened on until honcho's SIGKILL (CI, on the
+    "job dequeued" line). The stop must hold: a dequeued job is finished, nothing more is taken."""
+    connection = django_rq.get_connection(DEFAULT_QUEUE)
+    queue = rq.Queue("stop-inside-log", connection=connection)
+    queue.empty()
+    job = queue.enqueue("os.getpid")
+    queue.enqueue("os.getpid")  # a second job: nothing more may be taken after the stop
+    when = {
+        "registry clean-up": lambda record: "cleaning registries" in record.getMessage(),
+        "right before the pop": lambda record: "dequeueing jobs" in record.getMessage(),
+        "job dequeued": lambda record: record.getMessage().endswith(f"({job.id})"),
+    }[line]
+    taken = []
+
+    def execute_job(self, job, queue):  # the loop is under test, not the work horse
+        taken.append(job.id)
+
+    worker = type("LoopWorker", (Worker,), {"execute_job": execute_job})([queue], connection=connection)
+    handler = _SignalInsideEmit(when)
+    logging.getLogger("rq.worker").addHandler(handler)
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        # Without the stop, the worker would take every job, then quit after 10 s idle.
+        worker.work(logging_level="DEBUG", max_idle_time=10)
+    finally:
+        logging.getLogger("rq.worker").removeHandler(handler)
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+        queue.empty()
+    assert handler.sent, "the signal was never sent"
+    assert taken == ([job.id] if line == "job dequeued" else []), "the worker took jobs after its stop"
+    assert "idle for" not in handler.stream.getvalue(), "the worker ignored its stop and idled"

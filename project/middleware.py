@@ -2,14 +2,20 @@
 and serves the probes whatever the Host header."""
 
 import logging
+import sys
 
 from django.db import InterfaceError, OperationalError
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed
+from django.template import loader
 from django.template.loader import render_to_string
+from django.views import defaults
 
 from project import health
 
 logger = logging.getLogger(__name__)
+
+# What Django raises when PostgreSQL is unreachable or the connection was ended under the request.
+DATABASE_ERRORS = (OperationalError, InterfaceError)
 
 
 class ProbeMiddleware:
@@ -79,6 +85,8 @@ class DatabaseUnavailableMiddleware:
     """Answer 503 with Retry-After when PostgreSQL is unreachable during a request, not a 500.
 
     The request's work is one transaction, so nothing is half-written; the client may retry.
+    It sees exceptions raised by views; ``server_error`` (handler500) answers the same for those
+    raised by other middleware.
     """
 
     def __init__(self, get_response):
@@ -88,16 +96,32 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, OperationalError | InterfaceError):
+        if not isinstance(exception, DATABASE_ERRORS):
             return None
-        logger.warning("database unavailable for %s %s: %s", request.method, request.path, str(exception).strip())
-        response = HttpResponse(
-            "<!doctype html><title>Unavailable</title><h1>The shop is unavailable for a moment</h1>"
-            "<p>Nothing was lost. Please try again in a few seconds.</p>",
-            status=503,
-        )
-        response["Retry-After"] = "5"
-        return response
+        return database_unavailable(request, exception)
+
+
+def database_unavailable(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """The 503 page (templates/503.html, rendered without context or database) with
+    ``Retry-After: 5`` (seconds), for a request that met PostgreSQL unreachable; logs one line."""
+    logger.warning("database unavailable for %s %s: %s", request.method, request.path, str(exception).strip())
+    response = HttpResponse(loader.get_template("503.html").render(), status=503)
+    response["Retry-After"] = "5"
+    return response
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """settings.ROOT_URLCONF's ``handler500``: Django's 500 page, or the 503 page when the error is
+    PostgreSQL being unreachable outside a view, where DatabaseUnavailableMiddleware cannot see it
+    (the session save after the view, the session or user load of another middleware).
+
+    Django calls it inside the ``except`` block of the failed request (``sys.exc_info()`` is set;
+    django.core.handlers.exception.handle_uncaught_exception).
+    """
+    exception = sys.exc_info()[1]
+    if isinstance(exception, DATABASE_ERRORS):
+        return database_unavailable(request, exception)
+    return defaults.server_error(request)
 
 
 class MethodNotAllowedPageMiddleware:

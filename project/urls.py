@@ -12,6 +12,9 @@ from project import health
 admin.site.site_header = admin.site.site_title = "Formation admin"
 admin.site.index_title = "Run the shop"
 
+# PostgreSQL unreachable outside a view (the session save after it) is a 503, not a 500.
+handler500 = "project.middleware.server_error"
+
 
 def favicon(request: HttpRequest) -> HttpResponse:
     """Redirect (302) ``/favicon.ico``, which browsers and crawlers ask for unprompted, to the

@@ -3,13 +3,17 @@ Django's bare pages, and none has an inline style or script the CSP would block.
 
 import re
 
+import psycopg
 import pytest
 from django.core.exceptions import PermissionDenied
-from django.db import connections
+from django.db import connection, connections
 from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
 from django.views import defaults
 
+from project import middleware
+from tests import factories
+from tests.procfile import formation_database_url
 from tests.support import ALL_DATABASES, element
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
@@ -77,3 +81,44 @@ def test_the_500_page_renders_with_debug_off_without_context_or_database(setting
     assert element(html, "#error-home").attrs["href"] == "/"
     # The stylesheet's unhashed name, which collectstatic writes next to the hashed one.
     assert element(html, "[rel=stylesheet]").attrs["href"] == "/static/css/shop.css"
+
+
+class _PostgresEndsTheConnectionAfterTheView:
+    """Test middleware right below SessionMiddleware: once the view has answered, PostgreSQL ends
+    the request's connection (as a restart does), so the session save that follows fails."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        with psycopg.connect(formation_database_url(), autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+        return response
+
+
+def test_postgres_gone_during_the_session_save_after_the_view_is_the_503_page(settings):
+    # The soak saw 500s here during PostgreSQL restarts: the error is raised by SessionMiddleware,
+    # outside the view, where DatabaseUnavailableMiddleware's process_exception cannot see it.
+    settings.DEBUG = False
+    factories.product(sku="MUG")
+    below_sessions = settings.MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware") + 1
+    settings.MIDDLEWARE = [
+        *settings.MIDDLEWARE[:below_sessions],
+        f"{__name__}._PostgresEndsTheConnectionAfterTheView",
+        *settings.MIDDLEWARE[below_sessions:],
+    ]
+    client = Client(raise_request_exception=False)
+    response = client.post("/cart/add/", {"product": "MUG", "quantity": "1"})
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    html = page_of(response)
+    assert element(html, "#error-title").text == "The shop is unavailable for a moment"
+    assert element(html, "#error-home").attrs["href"] == "/"
+
+
+def test_any_other_error_outside_a_view_is_still_the_500_page(settings):
+    settings.DEBUG = False
+    response = middleware.server_error(RequestFactory().get("/"))
+    assert response.status_code == 500
+    assert element(page_of(response), "#error-title").text == "Sorry, something went wrong on our side"

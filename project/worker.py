@@ -90,6 +90,19 @@ class Worker(rq.Worker):
         self._stop_requested = True
         super()._shutdown()
 
+    def handle_job_success(self, job, queue, *args, **kwargs):
+        """RQ's success handling, then drop the job's id from the failed registry: a periodic job
+        keeps one id from run to run (project.scheduler.periodic_jobs_register), so a run that
+        failed while PostgreSQL was down stayed "failed" (for RQ's one-year failure TTL) after
+        every later run succeeded. The latest outcome of an id is the one that counts."""
+        super().handle_job_success(job, queue, *args, **kwargs)
+        try:
+            queue.failed_job_registry.remove(job)
+        except REDIS_ERRORS as exc:
+            self.log.warning(
+                "Worker %s: job %s left in the failed registry, Redis unavailable (%s)", self.name, job.id, exc
+            )
+
     def check_for_suspension(self, burst):
         self._until_redis_answers("suspension check", super().check_for_suspension, burst)
 

@@ -8,9 +8,11 @@ import time
 
 import django_rq
 import pytest
+import rq
 from django.conf import settings
 
 from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
+from project.worker import Worker
 from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [
@@ -94,3 +96,26 @@ def test_periodic_jobs_come_back_after_redis_lost_them(formation):
         deadline=10,
         message="the periodic jobs to be registered again",
     )
+
+
+def test_a_periodic_job_that_fails_once_is_not_left_failed_by_its_later_successes():
+    # The soak saw orders-sweep-pending and mailer-release-leases in the failed registry for good:
+    # one run failed while PostgreSQL restarted, and the later runs under the same id succeeded.
+    connection = django_rq.get_connection(DEFAULT_QUEUE)
+    queue = rq.Queue("periodic-outcome", connection=connection)
+    # Jobs run in this process, not in a forked horse (which would end the test's PostgreSQL
+    # connection), and without the horse's closing of every connection (project.worker).
+    inline = type("InlineWorker", (Worker, rq.SimpleWorker), {"perform_job": rq.SimpleWorker.perform_job})
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        queue.enqueue("builtins.int", "not a number", job_id="periodic-outcome-job")
+        inline([queue], connection=connection).work(burst=True)
+        assert "periodic-outcome-job" in queue.failed_job_registry
+        queue.enqueue("os.getpid", job_id="periodic-outcome-job")
+        inline([queue], connection=connection).work(burst=True)
+        assert "periodic-outcome-job" in queue.finished_job_registry
+        assert "periodic-outcome-job" not in queue.failed_job_registry
+    finally:
+        for sig, previous in handlers.items():
+            signal.signal(sig, previous)
+        connection.delete(*connection.keys("*periodic-outcome*"))

@@ -444,19 +444,31 @@ class Supervisor:
             slot.start(self.clock)
 
     def close(self) -> None:
-        """Stop restarting; SIGTERM every process, kill what is left after 20 s (and descendants)."""
+        """Stop restarting; SIGTERM every process, kill what is left after 20 s (and descendants).
+
+        Only processes known to be this soak's are signalled: a pid is killed while it is not yet
+        reaped, and descendants through psutil, which refuses a pid that was reused.
+        """
         self.closing.set()
         self.thread.join(timeout=5)
+        descendants = []
         for slot in self.slots:
             if slot.alive():
-                with contextlib.suppress(ProcessLookupError):
-                    slot.popen.send_signal(signal.SIGTERM)
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    descendants += psutil.Process(slot.popen.pid).children(recursive=True)
+                slot.popen.send_signal(signal.SIGTERM)
         end = time.monotonic() + 20
         for slot in self.slots:
-            if slot.popen is not None:
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    slot.popen.wait(timeout=max(0.1, end - time.monotonic()))
+            if slot.popen is None:
+                continue
+            try:
+                slot.popen.wait(timeout=max(0.1, end - time.monotonic()))
+            except subprocess.TimeoutExpired:
                 kill_tree(slot.popen.pid)
+                slot.popen.wait(timeout=10)
+        for process in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
 
 
 # --- Shoppers ----------------------------------------------------------------------------------
@@ -727,7 +739,7 @@ def unsettled(sink: Sink) -> list[str]:
 
 
 def failed_jobs(redis_url: str) -> dict[str, list[tuple[str, str]]]:
-    """Return, per queue, the (job id, last line of its error) in RQ's failed job registry."""
+    """Return, per queue, the (job id, its exception's line: ``Type: message``) in RQ's failed job registry."""
     from redis import Redis as RedisClient
     from rq import Queue
     from rq.job import Job
@@ -741,10 +753,15 @@ def failed_jobs(redis_url: str) -> dict[str, list[tuple[str, str]]]:
             try:
                 job = Job.fetch(job_id, connection=connection)
                 result = job.latest_result()
-                info = ((result.exc_string if result else None) or job.exc_info or "").strip().splitlines()
+                text = (result.exc_string if result else None) or job.exc_info or ""
             except Exception:  # a job whose hash expired still counts
-                info = []
-            jobs.append((job_id, info[-1] if info else "(no error recorded)"))
+                text = ""
+            # The traceback's last "Type: message" line (a message may go on over several lines), else
+            # RQ's own note ("Moved to FailedJobRegistry, due to AbandonedJobError, at <time>").
+            lines = [line.strip() for line in text.splitlines() if line.strip()]
+            raised = [line for line in lines if re.match(r"[A-Za-z_][\w.]*: ", line)] or lines
+            error = re.sub(r", at \d{4}-\d\d-\d\d[ T][\d:.+-]+", "", raised[-1])[:160] if raised else ""
+            jobs.append((job_id, error or "(no error recorded)"))
         found[name] = jobs
     return found
 
@@ -770,8 +787,9 @@ def mail_window(first: float, second: float, faults: list[Fault], lease: float) 
     return None
 
 
-def check_ledger(shoppers: ShopperLedger, sink: Sink, chaos: Chaos, redis_url: str, lease: float) -> Ledger:
-    """Check the invariants of the module docstring against the database, the sink and RQ."""
+def check_ledger(shoppers: ShopperLedger, sink: Sink, chaos: Chaos, jobs: dict, lease: float) -> Ledger:
+    """Check the invariants of the module docstring against the database, the sink and RQ's failed
+    ``jobs`` (failed_jobs); ``lease`` is MAILER_LEASE_SECONDS."""
     from mailer.models import OutboxMessage, OutboxStatus
     from orders.models import Charge, Order, SandboxCharge
 
@@ -850,7 +868,6 @@ def check_ledger(shoppers: ShopperLedger, sink: Sink, chaos: Chaos, redis_url: s
         if message.status == OutboxStatus.FAILED:
             bad(f"outbox message {message.key} failed: {message.last_error[:200]}")
 
-    jobs = failed_jobs(redis_url)
     for entries in jobs.values():
         for job_id, error in entries:
             if job_id.startswith("order-process-"):
@@ -1075,9 +1092,8 @@ def main(argv: list[str] | None = None) -> int:
             progress.update(settle, total=1, completed=1)
 
         lease = float(env.get("MAILER_LEASE_SECONDS", 60))
-        ledger = database_retry(
-            lambda: check_ledger(ledger_in, services.sink, chaos, services.urls["REDIS_URL"], lease)
-        )
+        failed = failed_jobs(services.urls["REDIS_URL"])
+        ledger = database_retry(lambda: check_ledger(ledger_in, services.sink, chaos, failed, lease))
         if not supervisor.all_ready():
             for slot in supervisor.slots:
                 if not (slot.alive() and slot.is_ready()):
@@ -1100,6 +1116,7 @@ def main(argv: list[str] | None = None) -> int:
                         "duplicates": ledger.duplicates,
                         "findings": supervisor.findings + chaos.errors,
                         "violations": ledger.violations,
+                        "failed_jobs": failed,
                     },
                     indent=2,
                 )

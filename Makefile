@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test manage install clean-data bench parity help
+.PHONY: run test manage install clean-data bench soak parity help
 
 run: $(STAMP)  ## Run the whole formation on the embedded servers (or on the *_URL variables you set)
 	$(PY) -m embedded run $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
@@ -34,6 +34,12 @@ clean-data:  ## Delete the embedded servers' data (stop `make run` first)
 
 bench: $(STAMP)  ## Disposability benchmarks (bench/): start, stop and recovery times per process type
 	$(PY) -m embedded test -- $(PY) bench/disposability.py $(BENCH_ARGS)
+
+# Seconds of chaos, and its seed (random when empty; printed, so a failure can be replayed).
+SOAK_SECONDS ?= 120
+SOAK_SEED ?=
+soak: $(STAMP)  ## Soak: shoppers order while processes, PostgreSQL, Redis and SMTP break at random; ledger check (SOAK_SECONDS=120 SOAK_SEED=n)
+	$(PY) bench/soak.py --seconds $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(SOAK_ARGS)
 
 parity: $(STAMP)  ## Parity report: services in use vs versions pinned in compose and Kubernetes
 	$(PY) -m embedded exec -- $(PY) manage.py parity $(ARGS)

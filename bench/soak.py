@@ -34,7 +34,8 @@ and checks the ledger, exiting 1 on any violation:
   "The one window for a duplicate email": a mailer killed, or PostgreSQL restarted, after the first
   copy was accepted); nothing else was received, and no outbox row failed;
 - no job in RQ's failed registries is an order's job whose order is unsettled;
-- every process is running and ready again.
+- every process is running and ready again;
+- no request answered a 5xx other than 503 (a backing service away is a 503 with Retry-After).
 
 Timings: the formation runs with short recovery knobs (SOAK_TIMINGS below) so that recoveries
 happen within the run: with the defaults a stuck order waits ~95 s and a leased email ~61 s.
@@ -548,6 +549,9 @@ class Shopper(threading.Thread):
                 self.ledger.requests += 1
                 if error:
                     self.ledger.errors[(step, error)] += 1
+                if status >= 500 and status != 503:
+                    # A backing service away is a 503 with Retry-After; anything else is a bug.
+                    self.ledger.violations.append(f"{step}: {path} answered {status}, not 503")
             if error is None:
                 return status, headers, body
             retryable = status == 0 or status >= 500

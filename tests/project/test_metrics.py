@@ -2,13 +2,16 @@
 by view and status, orders by status come from PostgreSQL, METRICS_PORT serves the other types.
 The Procfile's own processes are scraped in tests/process/test_metrics.py."""
 
+import django_rq
 import pytest
+from prometheus_client import REGISTRY
 
 from orders.models import Order, OrderStatus
-from project.metrics import metrics_serve
+from project.metrics import QueueDepthCollector, metrics_serve
+from project.queues import DEFAULT_QUEUE
 from tests.process.support import place_order
 from tests.project.test_settings import assert_check_fails_with_one_line_naming
-from tests.support import free_port, metric_samples, sample, scrape
+from tests.support import free_port, metric_samples, run_burst_worker, sample, scrape
 
 TOKEN = "test-metrics-token-0123456789"
 
@@ -141,3 +144,27 @@ def test_metrics_port_unset_serves_nothing(settings):
 )
 def test_bad_metrics_settings_exit_with_one_line_naming_the_variable(changes, variable):
     assert_check_fails_with_one_line_naming(variable, **changes)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_counts_jobs_finished_and_failed_and_the_queue_depth():
+    # Recorded by the worker process itself around each forked work horse, so a burst worker in
+    # this process records into this process's registry.
+    def value(name, queue="default"):
+        return REGISTRY.get_sample_value(name, {"queue": queue}) or 0.0
+
+    names = ("started", "finished", "failed")
+    before = {name: value(f"formation_worker_jobs_{name}_total") for name in names}
+    queue = django_rq.get_queue(DEFAULT_QUEUE)
+    queue.enqueue("builtins.len", "abc")
+    queue.enqueue("builtins.int", "not a number")  # raises ValueError: the job fails
+    [depth] = QueueDepthCollector().collect()
+    assert {s.labels["queue"]: s.value for s in depth.samples}[DEFAULT_QUEUE] == 2
+
+    run_burst_worker()
+
+    moved = {name: value(f"formation_worker_jobs_{name}_total") - before[name] for name in names}
+    assert moved == {"started": 2, "finished": 1, "failed": 1}
+    assert value("formation_worker_job_duration_seconds_count") >= 2
+    [depth] = QueueDepthCollector().collect()
+    assert {s.labels["queue"]: s.value for s in depth.samples}[DEFAULT_QUEUE] == 0

@@ -17,9 +17,9 @@ header, 403 for a wrong token (compared in constant time), 200 with the expositi
 METRICS_PORT servers ask for the same token when it is set and answer anyone otherwise: that port
 is opened only by setting METRICS_PORT, for a scraper inside the cluster (README, "Metrics").
 
-Cardinality is bounded: views are the URL patterns' names (``product-list``, ``admin:index``, never a raw
-path; ``unresolved`` for a path no pattern matches), statuses are HTTP codes, queues and outbox
-or order statuses are the code's own lists.
+Cardinality is bounded: views are the URL patterns' names (``product-list``, ``admin:index``,
+never a raw path; ``unresolved`` for a path no pattern matches), statuses are HTTP codes, queues
+and outbox or order statuses are the code's own lists.
 """
 
 import functools
@@ -100,9 +100,9 @@ UNRESOLVED = "unresolved"
 def request_observe(request: HttpRequest, status: int, seconds: float) -> None:
     """Count one request answered with ``status`` after ``seconds`` under its view's name.
 
-    The view is ``request.resolver_match.view_name`` (e.g. ``product-list``, ``admin:index``), the probe's
-    name for ``/health``, ``/ready`` and ``/metrics``, else ``unresolved``: never the raw path,
-    whose values a client chooses.
+    The view is ``request.resolver_match.view_name`` (e.g. ``product-list``, ``admin:index``), the
+    probe's name for ``/health``, ``/ready`` and ``/metrics``, else ``unresolved``: never the raw
+    path, whose values a client chooses.
     """
     match = request.resolver_match
     view = match.view_name if match is not None else PROBE_VIEWS.get(request.path_info, UNRESOLVED)
@@ -181,16 +181,31 @@ class OutboxCollector(Collector):
 
 class QueueDepthCollector(Collector):
     """``formation_queue_depth{queue}``: jobs waiting in each queue of settings.RQ_QUEUES (``LLEN``)
-    at each scrape. Every worker reports the same lists: aggregate with ``max``, not ``sum``."""
+    at each scrape. Every worker reports the same lists: aggregate with ``max``, not ``sum``.
+
+    Its own Redis clients answer within REDIS_CONNECT_TIMEOUT seconds per command (the queues'
+    connections have no read timeout), so a paused Redis cannot pile up hung scrape threads.
+    """
+
+    def __init__(self):
+        self.clients: dict[str, object] = {}
+
+    def _queue(self, name: str):
+        import redis
+        import rq
+
+        url = settings.RQ_QUEUES[name]["URL"]
+        if url not in self.clients:
+            self.clients[url] = redis.Redis.from_url(url, socket_timeout=settings.REDIS_CONNECT_TIMEOUT)
+        return rq.Queue(name, connection=self.clients[url])
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
-        import django_rq
         from redis.exceptions import RedisError
 
         family = GaugeMetricFamily("formation_queue_depth", "Jobs waiting in each RQ queue.", labels=["queue"])
         try:
             for name in settings.RQ_QUEUES:
-                family.add_metric([name], django_rq.get_queue(name).count)
+                family.add_metric([name], self._queue(name).count)
         except RedisError as exc:
             logger.warning("metrics: queue depth not read, Redis unavailable (%s)", first_line(exc))
             return

@@ -83,7 +83,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost: counts and times every answer by view and status (project/metrics.py).
     "project.middleware.RequestMetricsMiddleware",
-    # First: /health and /ready answer whatever the Host header (probes send the pod IP); see its docstring.
+    # Next: /health, /ready and /metrics answer whatever the Host header (probes send the pod IP); see its docstring.
     "project.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Right after SecurityMiddleware, so that every answer below it carries the policy too: static

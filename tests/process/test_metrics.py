@@ -69,12 +69,24 @@ def test_web_metrics_add_up_every_gunicorn_worker_and_are_refused_without_the_to
     assert pids == {w.pid for w in gunicorn_workers(web)} and busy.pid in pids
 
 
+def multiprocess_directory(web) -> Path:
+    """Return the multiprocess directory that web's arbiter says it made."""
+    return Path(re.search(r"metrics: multiprocess directory (\S+)", web.output()).group(1))
+
+
 def test_web_without_a_multiprocess_directory_makes_one_and_removes_it_at_exit(formation):
     formation.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    web = formation.start("web", METRICS_TOKEN=TOKEN)
-    directory = Path(re.search(r"metrics: multiprocess directory (\S+)", web.output()).group(1))
-    assert directory.is_dir()
     url = f"http://127.0.0.1:{formation.env['PORT']}/metrics"
+    killed = formation.start("web", METRICS_TOKEN=TOKEN)
+    orphan = multiprocess_directory(killed)
+    assert scrape(url, token=TOKEN)[0] == 200
+    killed.kill()  # SIGKILL: no atexit
+    assert any(orphan.iterdir())
+
+    web = formation.start("web", METRICS_TOKEN=TOKEN)
+    directory = multiprocess_directory(web)
+    assert directory.is_dir() and directory != orphan
+    assert not orphan.exists(), "the next web removes a killed arbiter's directory"
     assert scrape(url, token=TOKEN)[0] == 200
     assert any(directory.iterdir())
     web.send_signal(signal.SIGTERM)

@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from mailer.models import MailerHeartbeat, OutboxMessage, OutboxStatus
 from mailer.validators import validate_deliverable_address
+from project import metrics
 from project.preflight import first_line
 
 logger = logging.getLogger(__name__)
@@ -266,6 +267,7 @@ def outbox_message_send(*, message: OutboxMessage, connection) -> bool:
         connection=connection,
     )
     budget = (message.lease_expires_at - timezone.now()).total_seconds() - 2 * settings.EMAIL_TIMEOUT
+    start = time.perf_counter()
     try:
         validate_deliverable_address(message.to_email)
         with _Deadline(seconds=budget, connection=connection):
@@ -275,6 +277,7 @@ def outbox_message_send(*, message: OutboxMessage, connection) -> bool:
         if isinstance(exc, SMTPDeadlineExceeded):
             _connection_drop(connection)  # QUIT would wait on the same slow server
         reason, permanent = outbox_error_classify(exc)
+        metrics.send_observe(permanent=permanent, sent=False, seconds=time.perf_counter() - start)
         outcome = outbox_message_release(message=message, error=reason, permanent=permanent)
         if permanent is None:  # unknown: keep the stack
             logger.exception("outbox %s: unexpected error while sending; %s", message.pk, outcome)
@@ -282,6 +285,7 @@ def outbox_message_send(*, message: OutboxMessage, connection) -> bool:
             logger.warning("outbox %s: %s", message.pk, outcome)
         connection.close()  # a fresh connection for the next message, whatever state this one is in
         return False
+    metrics.send_observe(permanent=None, sent=True, seconds=time.perf_counter() - start)
     _record_sent(message=message)
     logger.info("outbox %s: sent %s to %s", message.pk, message.message_id, message.to_email)
     return True

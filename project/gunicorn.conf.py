@@ -5,10 +5,14 @@ On SIGTERM gunicorn stops accepting connections, lets workers finish requests in
 to ``graceful_timeout`` seconds, then exits 0 (https://docs.gunicorn.org/en/stable/signals.html).
 """
 
+import atexit
 import contextlib
+import glob
 import os
+import shutil
 import signal
 import sys
+import tempfile
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -37,6 +41,47 @@ proc_name = "formation-web"
 control_socket_disable = True
 
 
+def _remove_orphaned_metrics_directories() -> None:
+    """Remove the multiprocess directories of arbiters that are gone without their atexit (SIGKILL):
+    each is named after its arbiter's pid, and one whose pid no process has is an orphan."""
+    for path in glob.glob(os.path.join(worker_tmp_dir or tempfile.gettempdir(), "formation-metrics-*-*")):
+        pid = os.path.basename(path).split("-")[2]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(path, ignore_errors=True)
+        except PermissionError:
+            pass  # a live process of another user
+
+
+def _metrics_directory(server) -> None:
+    """Give the workers a PROMETHEUS_MULTIPROC_DIR before anything imports prometheus-client.
+
+    prometheus-client picks its multiprocess mode from that variable when first imported
+    (prometheus_client/values.py), so it is set here, in the arbiter, before django.setup() and
+    the forks. Unset: a directory of this arbiter's own, in memory when /dev/shm exists, removed
+    when the arbiter exits (atexit; workers inherit the hook but skip it), or by the next web on
+    this host after a SIGKILL (_remove_orphaned_metrics_directories). Set by the operator:
+    created if missing, and the files a previous run left (``*.db``) removed, as prometheus-client
+    asks ("wiped between Gunicorn runs"); nothing else in it is touched. One directory per web
+    process: a second gunicorn given the same one would wipe the first's.
+    """
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        os.makedirs(directory, exist_ok=True)
+        for stale in glob.glob(os.path.join(directory, "*.db")):
+            os.remove(stale)
+    else:
+        _remove_orphaned_metrics_directories()
+        arbiter = os.getpid()
+        directory = tempfile.mkdtemp(prefix=f"formation-metrics-{arbiter}-", dir=worker_tmp_dir)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+        atexit.register(lambda: os.getpid() == arbiter and shutil.rmtree(directory, ignore_errors=True))
+    server.log.info("metrics: multiprocess directory %s", directory)
+
+
 def on_starting(server):
     """Load the settings once in the arbiter, so a configuration error is one line and exit 1.
 
@@ -58,6 +103,7 @@ def on_starting(server):
     except ImproperlyConfigured as exc:
         sys.stderr.write(f"configuration error: {exc}\n")
         sys.exit(1)
+    _metrics_directory(server)
     import django
 
     django.setup(set_prefix=False)
@@ -94,3 +140,11 @@ def post_worker_init(worker):
         graceful(signum, frame)
 
     signal.signal(signal.SIGTERM, close_listeners_then_stop)
+
+
+def child_exit(server, worker):
+    """Drop the live-gauge files of a worker that exited (prometheus-client's multiprocess rule);
+    its counters and histograms stay, so totals never go back."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)

@@ -17,6 +17,7 @@ from django.conf import settings
 from django_rq.queues import DjangoScheduler
 from redis.exceptions import RedisError
 
+from project import metrics
 from project.queues import MAINTENANCE_QUEUE
 
 logger = logging.getLogger("scheduler")
@@ -56,6 +57,12 @@ class Scheduler(DjangoScheduler):
             raise SystemExit(0)
         periodic_jobs_register(scheduler=self, only_missing=True)
         return super().enqueue_jobs()
+
+    def enqueue_job(self, job):
+        """Move one due ``job`` to its queue (rq-scheduler) and count it (project.metrics)."""
+        enqueued = super().enqueue_job(job)
+        metrics.SCHEDULER_JOBS_ENQUEUED.labels(job.origin).inc()
+        return enqueued
 
 
 def periodic_jobs_register(*, scheduler: DjangoScheduler, only_missing: bool = False) -> list[str]:

@@ -6,6 +6,7 @@ gunicorn config turn that into one line on stderr and a non-zero exit.
 """
 
 import hashlib
+import re
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -80,7 +81,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # First: /health and /ready answer whatever the Host header (probes send the pod IP); see its docstring.
+    # Outermost: counts and times every answer by view and status (project/metrics.py).
+    "project.middleware.RequestMetricsMiddleware",
+    # Next: /health, /ready and /metrics answer whatever the Host header (probes send the pod IP); see its docstring.
     "project.middleware.ProbeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Right after SecurityMiddleware, so that every answer below it carries the policy too: static
@@ -299,6 +302,18 @@ MIGRATION_LOCK_TIMEOUT = env_number("MIGRATION_LOCK_TIMEOUT", 2, minimum=0.05, m
 MIGRATION_LOCK_RETRIES = env_int("MIGRATION_LOCK_RETRIES", 8, minimum=0, maximum=100)
 MIGRATION_RETRY_DELAY = env_number("MIGRATION_RETRY_DELAY", 1, minimum=0, maximum=30)
 RELEASE_LOCK_WAIT = env_number("RELEASE_LOCK_WAIT", 300, minimum=0, maximum=86400)
+
+# Metrics (project/metrics.py; README, "Metrics"). METRICS_TOKEN: the bearer token of web's /metrics
+# (404 while unset) and of the METRICS_PORT servers; an RFC 6750 b64token of at least 16 characters.
+METRICS_TOKEN = env_str("METRICS_TOKEN")
+if METRICS_TOKEN is not None and not re.fullmatch(r"[A-Za-z0-9._~+/-]{16,}=*", METRICS_TOKEN):
+    raise ImproperlyConfigured(
+        "METRICS_TOKEN is not a usable bearer token: use at least 16 characters of letters, digits and "
+        "-._~+/ (e.g. python3 -c 'import secrets; print(secrets.token_urlsafe(32))')"
+    )
+# worker, scheduler and mailer serve their metrics on METRICS_ADDR:METRICS_PORT when it is set.
+METRICS_PORT = env_int("METRICS_PORT", 0, minimum=1, maximum=65535) if env_str("METRICS_PORT") else None
+METRICS_ADDR = env_str("METRICS_ADDR", "0.0.0.0")
 
 # Seconds a process type retries an unreachable PostgreSQL or Redis at start before it exits 1.
 STARTUP_RETRY_SECONDS = env_number("STARTUP_RETRY_SECONDS", 30, minimum=0, maximum=600)

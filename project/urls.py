@@ -1,4 +1,4 @@
-"""URL configuration: the shop, health probes and the admin (django-rq's dashboard is inside it)."""
+"""URL configuration: the shop, health probes, metrics and the admin (django-rq's dashboard is inside it)."""
 
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
@@ -6,7 +6,7 @@ from django.shortcuts import redirect
 from django.templatetags.static import static
 from django.urls import include, path
 
-from project import health
+from project import health, metrics
 
 # The admin's name in its header and in the browser's title bar.
 admin.site.site_header = admin.site.site_title = "Formation admin"
@@ -26,6 +26,7 @@ urlpatterns = [
     path("health", health.liveness, name="health"),
     path("favicon.ico", favicon, name="favicon"),
     path("ready", health.readiness, name="ready"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path("admin/", admin.site.urls),
     path("", include("orders.urls")),
 ]

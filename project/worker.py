@@ -23,6 +23,10 @@ not busy and records nothing; if the signal lands inside a log call, ``logging.H
 swallows that exception ("--- Logging error ---") and the worker went on listening until
 honcho's SIGKILL (CI saw it on the "job dequeued" line). Here the request is always recorded
 first, and the loop checks it again before it blocks on Redis.
+
+Metrics (project.metrics, on METRICS_PORT) are recorded here, in the worker, around each job: a
+counter incremented in the work horse would vanish with it (the horse is forked per job and ends
+with os._exit). The outcome is the job's status in Redis once the horse has ended: one HGET per job.
 """
 
 import signal
@@ -31,7 +35,10 @@ import time
 import redis.exceptions
 import rq
 from django.db import connections
-from rq.exceptions import StopRequested
+from rq.exceptions import InvalidJobOperation, StopRequested
+from rq.job import JobStatus
+
+from project import metrics
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # Seconds to wait for Redis to answer again after it failed around a job.
@@ -63,6 +70,10 @@ class Worker(rq.Worker):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
+    def main_work_horse(self, job, queue):
+        metrics.listeners_close()
+        return super().main_work_horse(job, queue)
+
     def perform_job(self, *args, **kwargs):
         try:
             return super().perform_job(*args, **kwargs)
@@ -71,6 +82,8 @@ class Worker(rq.Worker):
             connections.close_all()
 
     def execute_job(self, job, queue):
+        metrics.WORKER_JOBS_STARTED.labels(queue.name).inc()
+        start = time.perf_counter()
         try:
             return super().execute_job(job, queue)
         except REDIS_ERRORS as exc:
@@ -83,6 +96,17 @@ class Worker(rq.Worker):
             )
             self._horse_pid = 0
             self._wait_for_redis()
+        finally:
+            metrics.job_observe(queue=queue.name, outcome=self._job_outcome(job), seconds=time.perf_counter() - start)
+
+    def _job_outcome(self, job) -> str | None:
+        """Return ``"finished"`` or ``"failed"`` from the status the ended job has in Redis, else
+        None (re-queued or scheduled for a retry, deleted, or Redis unreachable to tell)."""
+        try:
+            status = job.get_status(refresh=True)
+        except (InvalidJobOperation, *REDIS_ERRORS):
+            return None
+        return {JobStatus.FINISHED: "finished", JobStatus.FAILED: "failed"}.get(status)
 
     def _shutdown(self):
         # Recorded before RQ raises StopRequested, which a log handler may swallow: the work loop

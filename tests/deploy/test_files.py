@@ -130,3 +130,17 @@ def test_kubernetes_deployments_fit_each_process_type():
     [job] = of_kind("Job").values()
     assert job["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["migrate", "--noinput"]
     assert not of_kind("Secret"), "no secret values in the repository"
+
+
+def test_every_process_type_is_scraped_where_it_serves_its_metrics():
+    for name, deployment in of_kind("Deployment").items():
+        template = deployment["spec"]["template"]
+        annotations = template["metadata"]["annotations"]
+        [container] = template["spec"]["containers"]
+        assert annotations["prometheus.io/scrape"] == "true", name
+        assert annotations["prometheus.io/path"] == "/metrics", name
+        port = int(annotations["prometheus.io/port"])
+        assert port in {p["containerPort"] for p in container["ports"]}, name
+        env = {e["name"]: e.get("value") for e in container.get("env", [])}
+        # web serves /metrics on its own port; the others on METRICS_PORT.
+        assert env["PORT" if name == "web" else "METRICS_PORT"] == str(port), name

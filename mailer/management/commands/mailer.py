@@ -12,6 +12,8 @@ process goes on without a restart.
 On SIGTERM or SIGINT it finishes the message being sent, records it as sent, leaves the rest
 queued and exits 0. After kill -9, a message leased but not marked sent is due again when its
 lease (MAILER_LEASE_SECONDS) expires.
+With METRICS_PORT set, its metrics (send results and latency, and the outbox backlog by status
+read from PostgreSQL at scrape time) are served there (project.metrics).
 ``--verbosity`` sets the level of the ``mailer`` loggers as django-rq's rqworker sets rq's:
 0 WARNING, 1 INFO (the default), 2 or 3 DEBUG.
 """
@@ -25,6 +27,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mailer.services import mailer_run
 from project.commands import verbosity_log_level
+from project.metrics import OutboxCollector, metrics_serve
 from project.preflight import ServiceUnavailable, wait_for_services
 
 logger = logging.getLogger("mailer")
@@ -59,4 +62,5 @@ class Command(BaseCommand):
             wait_for_services(database=True)
         except ServiceUnavailable as exc:
             raise CommandError(f"mailer: {exc}") from None
+        metrics_serve(process_type="mailer", collectors=[OutboxCollector()])
         mailer_run(stop=stop, interval=settings.MAILER_POLL_INTERVAL if interval is None else interval, once=once)

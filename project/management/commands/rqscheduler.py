@@ -8,6 +8,7 @@ takes rq-scheduler's Redis lock (``rq:scheduler_lock``, expiring ``interval + 10
 it was taken), so a due job is moved to its queue once; a copy killed while holding the lock
 delays the others by at most that TTL. On SIGTERM or SIGINT rq-scheduler releases the lock and the process exits 0. If
 Redis goes away, the process says so in one line and reconnects with a backoff (up to 30 s).
+With METRICS_PORT set, its metrics (scheduled jobs moved to their queues) are served there.
 """
 
 import logging
@@ -16,6 +17,7 @@ from django.core.management.base import CommandError
 from django_rq.management.commands.rqscheduler import Command as DjangoRQSchedulerCommand
 
 from project.commands import verbosity_log_level
+from project.metrics import metrics_serve
 from project.preflight import ServiceUnavailable, wait_for_services
 from project.scheduler import scheduler_run
 
@@ -33,4 +35,5 @@ class Command(DjangoRQSchedulerCommand):
             wait_for_services(redis=True)
         except ServiceUnavailable as exc:
             raise CommandError(f"scheduler: Redis {exc}") from None
+        metrics_serve(process_type="scheduler")
         scheduler_run(queue=options["queue"], interval=options["interval"])

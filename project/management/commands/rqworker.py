@@ -8,12 +8,15 @@ runs django-rq's command with the worker class project.worker.Worker.
 SIGTERM or SIGINT: warm shutdown — the job in progress (its work horse ignores the signal)
 runs to completion and commits, no new job is taken, exit 0. A second signal: cold shutdown —
 the work horse is killed and the job is left to the scheduler's sweep.
+With METRICS_PORT set, its metrics (jobs started, finished, failed, their durations, and each
+queue's depth read from Redis at scrape time) are served there (project.metrics).
 """
 
 from django.conf import settings
 from django.core.management.base import CommandError
 from django_rq.management.commands.rqworker import Command as DjangoRQWorkerCommand
 
+from project.metrics import QueueDepthCollector, metrics_serve
 from project.preflight import ServiceUnavailable, wait_for_services
 
 
@@ -31,4 +34,5 @@ class Command(DjangoRQWorkerCommand):
             wait_for_services(database=True, redis=True)
         except ServiceUnavailable as exc:
             raise CommandError(f"worker: {exc}") from None
+        metrics_serve(process_type="worker", collectors=[QueueDepthCollector()])
         super().handle(*args, **options)

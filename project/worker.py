@@ -23,6 +23,10 @@ not busy and records nothing; if the signal lands inside a log call, ``logging.H
 swallows that exception ("--- Logging error ---") and the worker went on listening until
 honcho's SIGKILL (CI saw it on the "job dequeued" line). Here the request is always recorded
 first, and the loop checks it again before it blocks on Redis.
+
+While a job runs, every line logged for it, by the worker and by its work horse, carries the
+job's id and the request id it was enqueued with (``job.meta["request_id"]``, set by
+orders.services.order_enqueue), through the log context (project.context).
 """
 
 import signal
@@ -32,6 +36,9 @@ import redis.exceptions
 import rq
 from django.db import connections
 from rq.exceptions import StopRequested
+from rq.job import Job
+
+from project import context
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # Seconds to wait for Redis to answer again after it failed around a job.
@@ -63,16 +70,19 @@ class Worker(rq.Worker):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-    def perform_job(self, *args, **kwargs):
+    def perform_job(self, job, *args, **kwargs):
         try:
-            return super().perform_job(*args, **kwargs)
+            # Bound again in the horse: a fork inherits the context, a spawned horse would not.
+            with job_context(job):
+                return super().perform_job(job, *args, **kwargs)
         finally:
             # The horse ends with os._exit(): say goodbye to PostgreSQL instead of vanishing.
             connections.close_all()
 
     def execute_job(self, job, queue):
         try:
-            return super().execute_job(job, queue)
+            with job_context(job):
+                return super().execute_job(job, queue)
         except REDIS_ERRORS as exc:
             self.log.warning(
                 "Worker %s: Redis unavailable while finishing job %s (%s); its effects are committed "
@@ -141,3 +151,9 @@ class Worker(rq.Worker):
             except REDIS_ERRORS:
                 time.sleep(1)
         return False
+
+
+def job_context(job: Job):
+    """Return project.context.bind() of ``job``'s id and the request id in its meta (if any)."""
+    meta = job.meta if isinstance(job.meta, dict) else {}
+    return context.bind(job_id=job.id, request_id=meta.get("request_id") or None)

@@ -341,7 +341,7 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
     enqueued = 0
     pending = Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=cutoff).only("id", "request_id")
     for order in pending.iterator():
-        # The checkout's request id, not none: the recovered job's lines join the checkout's.
+        # The checkout's request id (the sweep has none): the recovered job's lines join the checkout's.
         if order_requeue(order_id=order.pk, cutoff=cutoff, request_id=order.request_id):
             enqueued += 1
     return enqueued

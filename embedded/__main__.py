@@ -240,6 +240,9 @@ def command_run(args: argparse.Namespace) -> int:
     # honcho gives each process type its own PORT: the worker, which writes the emails' links,
     # must be told web's address.
     env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
+    # Lines for people at a terminal; production's default is JSON lines (project/logs.py).
+    if not env.get("LOG_FORMAT"):
+        env["LOG_FORMAT"] = "text"
     processes = process_commands()
     try:
         if "release" in processes and stop.signal is None:

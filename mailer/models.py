@@ -46,6 +46,13 @@ class OutboxMessage(models.Model):
     requeued_at = models.DateTimeField(
         null=True, blank=True, help_text="When staff last retried it; the give-up time counts from here."
     )
+    # Null for rows of a previous release (a rolling deploy inserts those without the column).
+    log_context = models.JSONField(
+        null=True,
+        blank=True,
+        editable=False,
+        help_text="The request, job and order ids of what wrote it; the lines of its sending carry them.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

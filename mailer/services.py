@@ -37,7 +37,7 @@ from django.utils import timezone
 
 from mailer.models import MailerHeartbeat, OutboxMessage, OutboxStatus
 from mailer.validators import validate_deliverable_address
-from project import metrics
+from project import context, metrics
 from project.preflight import first_line
 
 logger = logging.getLogger(__name__)
@@ -86,9 +86,12 @@ def outbox_message_create(*, key: str, to: str, subject: str, body: str) -> Outb
     """Add a message to the outbox, once per ``key``; return the row (the existing one on a repeat).
 
     Call inside the transaction that makes the business change, so both commit or neither does.
+    The log context now (project.context: the request, job and order ids) is kept with the row;
+    the mailer logs the message's sending under it.
     """
     message, _ = OutboxMessage.objects.get_or_create(
-        key=key, defaults={"to_email": to, "subject": subject, "body": body}
+        key=key,
+        defaults={"to_email": to, "subject": subject, "body": body, "log_context": context.current() or None},
     )
     return message
 
@@ -240,6 +243,14 @@ def outbox_message_release(*, message: OutboxMessage, error: str, permanent: boo
 
 
 def outbox_message_send(*, message: OutboxMessage, connection) -> bool:
+    """Send one leased ``message`` (see _send); every line logged meanwhile carries the ids of its
+    ``log_context`` (the request, job and order that wrote it). Return True when it was sent."""
+    ids = {name: value for name, value in (message.log_context or {}).items() if name in context.FIELDS}
+    with context.bind(**ids):
+        return _send(message=message, connection=connection)
+
+
+def _send(*, message: OutboxMessage, connection) -> bool:
     """Send one leased ``message`` over the open SMTP ``connection`` and mark it sent.
 
     The Message-ID header is the row's fixed one. The recipient is first checked with

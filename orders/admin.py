@@ -180,12 +180,14 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
 
     list_display = ["id", "email", "status", "total_display", "created_at"]
     list_filter = ["status", "currency", ("created_at", admin.DateFieldListFilter)]
-    search_fields = ["id", "email"]
+    # "=": a request id (from a log line or a shopper's X-Request-ID) finds its order exactly.
+    search_fields = ["id", "email", "=request_id"]
     # No change permission: Django shows every field read-only, so no readonly_fields.
     fields = [
         "id",
         "shopper_link",
         "idempotency_key",
+        "request_id",
         "email",
         "status",
         "currency",

@@ -92,6 +92,16 @@ class Order(models.Model):
     total = models.PositiveBigIntegerField(help_text=MINOR_UNITS_HELP)
     payment_method = models.CharField(max_length=40, choices=PaymentMethod.choices, default=PaymentMethod.VISA)
     failure_reason = models.TextField(blank=True)
+    # A database default too: during a rolling deploy, processes of the previous release insert
+    # orders without this column.
+    request_id = models.CharField(
+        max_length=200,
+        blank=True,
+        default="",
+        db_default="",
+        editable=False,
+        help_text="The X-Request-ID of the request that placed it; its job and email log it too.",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -40,6 +40,7 @@ from orders.models import (
 from orders.money import format_money
 from orders.payments import PaymentDeclined, get_gateway
 from orders.selectors import order_failure_message, order_get_by_idempotency_key
+from project import context
 from project.errors import ApplicationError
 from project.queues import DEFAULT_QUEUE
 
@@ -69,9 +70,17 @@ class PriceChanged(OrderRefused):
 
 
 def order_create(
-    *, email: str, lines: list[LineRequest], idempotency_key: uuid.UUID, payment_method: str = PaymentMethod.VISA
+    *,
+    email: str,
+    lines: list[LineRequest],
+    idempotency_key: uuid.UUID,
+    payment_method: str = PaymentMethod.VISA,
+    request_id: str | None = None,
 ) -> tuple[Order, bool]:
     """Create a pending order and its lines in one transaction; enqueue processing after commit.
+
+    ``request_id`` (default: the log context's, project.context, i.e. the checkout request's) is
+    stored on the order and goes with its job and its email, so their log lines carry it.
 
     ``idempotency_key`` is the checkout form's one-time token: a second call with the same key
     returns the first order and creates nothing. Return ``(order, created)``.
@@ -101,6 +110,8 @@ def order_create(
     if len(currencies) != 1:
         raise OrderRefused("All products of an order must share one currency.")
     total = sum(products[line.product_id].price * line.quantity for line in lines)
+    if request_id is None:
+        request_id = context.current().get("request_id", "")
     try:
         with transaction.atomic():
             order = Order.objects.create(
@@ -109,6 +120,7 @@ def order_create(
                 currency=currencies.pop(),
                 total=total,
                 payment_method=payment_method,
+                request_id=request_id,
             )
             OrderLine.objects.bulk_create(
                 OrderLine(
@@ -125,7 +137,7 @@ def order_create(
             # Again now that the stock UPDATE holds the product rows: a price changed meanwhile
             # has committed (or waits for this transaction), so what is charged is what was shown.
             _check_shown_prices(lines, dict(Product.objects.filter(pk__in=product_ids).values_list("pk", "price")))
-            transaction.on_commit(lambda: order_enqueue(order_id=order.pk))
+            transaction.on_commit(lambda: order_enqueue(order_id=order.pk, request_id=request_id))
     except IntegrityError:
         # A concurrent submission of the same token committed first: that order is the answer.
         existing = order_get_by_idempotency_key(key=idempotency_key)
@@ -133,7 +145,11 @@ def order_create(
             raise
         return existing, False
     logger.info(
-        "order %s created: %d line(s), total %s", order.pk, len(lines), format_money(order.total, order.currency)
+        "order %s created: %d line(s), total %s",
+        order.pk,
+        len(lines),
+        format_money(order.total, order.currency),
+        extra={"order_id": str(order.pk)},
     )
     return order, True
 
@@ -180,19 +196,29 @@ def order_stock_return(*, order: Order) -> None:
         Product.objects.filter(pk=product_id).update(stock=F("stock") + quantity)
 
 
-def order_enqueue(*, order_id: uuid.UUID | str, at_front: bool = False) -> bool:
+def order_enqueue(*, order_id: uuid.UUID | str, at_front: bool = False, request_id: str | None = None) -> bool:
     """Enqueue ``orders.jobs.process_order(order_id)`` under the order's fixed job id.
 
     ``at_front`` puts it ahead of the queued orders (the sweep's recoveries are the oldest).
+    ``request_id`` (default: the log context's) goes into the job's ``meta["request_id"]``, which
+    the worker binds while it performs the job (project.worker.Worker).
 
     Return True when a job was enqueued, False when one with that id exists already or Redis
     is unreachable (the order stays pending in PostgreSQL and the scheduler's sweep enqueues
     it later, so checkout never fails because of Redis).
     """
     job_id = order_job_id(order_id)
+    if request_id is None:
+        request_id = context.current().get("request_id")
     try:
         django_rq.get_queue(DEFAULT_QUEUE).enqueue(
-            "orders.jobs.process_order", str(order_id), job_id=job_id, unique=True, result_ttl=3600, at_front=at_front
+            "orders.jobs.process_order",
+            str(order_id),
+            job_id=job_id,
+            unique=True,
+            result_ttl=3600,
+            at_front=at_front,
+            meta={"request_id": request_id} if request_id else None,
         )
     except DuplicateJobError:
         return False
@@ -313,14 +339,18 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
     older_than = settings.ORDER_STUCK_AFTER if older_than is None else older_than
     cutoff = timezone.now() - timedelta(seconds=older_than)
     enqueued = 0
-    for order in Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=cutoff).only("id").iterator():
-        if order_requeue(order_id=order.pk, cutoff=cutoff):
+    pending = Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=cutoff).only("id", "request_id")
+    for order in pending.iterator():
+        # The checkout's request id (the sweep has none): the recovered job's lines join the checkout's.
+        if order_requeue(order_id=order.pk, cutoff=cutoff, request_id=order.request_id):
             enqueued += 1
     return enqueued
 
 
-def order_requeue(*, order_id: uuid.UUID | str, cutoff) -> bool:
+def order_requeue(*, order_id: uuid.UUID | str, cutoff, request_id: str | None = None) -> bool:
     """Enqueue the order's processing job at the front unless Redis still runs the one it has.
+
+    ``request_id`` goes with the job as in order_enqueue (default: the log context's).
 
     ``cutoff`` (an aware datetime): a started job whose last heartbeat is older is dead. A job
     that is not live (see orders_sweep_pending) is deleted first, since its fixed id would make
@@ -338,7 +368,7 @@ def order_requeue(*, order_id: uuid.UUID | str, cutoff) -> bool:
         if _job_is_live(job, cutoff=cutoff):
             return False
         job.delete()
-    if not order_enqueue(order_id=order_id, at_front=True):
+    if not order_enqueue(order_id=order_id, at_front=True, request_id=request_id or None):
         return False
     logger.info("order %s re-enqueued (job was %s)", order_id, "missing" if job is None else status)
     return True

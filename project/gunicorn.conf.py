@@ -17,9 +17,11 @@ import tempfile
 from django.core.exceptions import ImproperlyConfigured
 
 from project.env import web_server_settings
+from project.logs import gunicorn_logconfig, log_format
 
 try:
     _web = web_server_settings()
+    _log_format = log_format()
 except ImproperlyConfigured as exc:
     sys.stderr.write(f"configuration error: {exc}\n")
     sys.exit(1)
@@ -32,6 +34,10 @@ threads = 1
 keepalive = 5
 accesslog = "-"
 errorlog = "-"
+# LOG_FORMAT=json: the error and access lines as JSON on stdout like every other line (project/logs.py);
+# text: gunicorn's own lines. The access line's request id is the response's X-Request-ID header.
+logconfig_dict = gunicorn_logconfig(_log_format)
+access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
 capture_output = True
 # Heartbeat files in memory, not on a possibly slow container overlay filesystem.
 worker_tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") else None

@@ -11,7 +11,7 @@ from django.template import loader
 from django.template.loader import render_to_string
 from django.views import defaults
 
-from project import health, metrics
+from project import context, health, metrics
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +70,29 @@ class ProbeMiddleware:
         if view is not None and request.method in ("GET", "HEAD"):
             return view(request)
         return self.get_response(request)
+
+
+class RequestIdMiddleware:
+    """Give each request an id: the client's ``X-Request-ID`` when valid, else a new one.
+
+    The id (project.context.request_id_from_header: 20–200 characters of letters, digits, ``+``,
+    ``/``, ``=``, ``-``, Heroku's router's rule; otherwise a new uuid4 hex) is bound in the log
+    context while the request is handled, so every line logged for it carries it; it goes on
+    ``request.request_id``, into what the request causes (an order stores it, its job and its email
+    carry it: orders.services.order_create) and back to the client in the response's
+    ``X-Request-ID`` header. A load balancer or proxy in front that sets the header shares its id
+    with these logs.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        request.request_id = context.request_id_from_header(request.headers.get("X-Request-ID"))
+        with context.bind(request_id=request.request_id):
+            response = self.get_response(request)
+        response["X-Request-ID"] = request.request_id
+        return response
 
 
 class RejectNonUtf8FormsMiddleware:

@@ -23,6 +23,7 @@ from project.env import (
     env_str,
     web_server_settings,
 )
+from project.logs import log_format, logging_config
 from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -85,6 +86,8 @@ MIDDLEWARE = [
     "project.middleware.RequestMetricsMiddleware",
     # Next: /health, /ready and /metrics answer whatever the Host header (probes send the pod IP); see its docstring.
     "project.middleware.ProbeMiddleware",
+    # Next: every other answer carries X-Request-ID, and every line logged for it the request id.
+    "project.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Right after SecurityMiddleware, so that every answer below it carries the policy too: static
     # files (WhiteNoise), CommonMiddleware's slash redirects and the 400 for a foreign Host header.
@@ -261,14 +264,10 @@ USE_TZ = True
 LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not a level: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"}},
-    "handlers": {"stdout": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "plain"}},
-    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
-}
+# JSON lines (the default) or today's text lines (LOG_FORMAT=text), each with the request, job and
+# order ids where there is one (project/logs.py, project/context.py).
+LOG_FORMAT = log_format()
+LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
 
 # The shop's public address, for links in emails (no trailing slash). `make run` sets it to the
 # address it serves on: honcho gives each process type its own PORT, and the worker writes the emails.

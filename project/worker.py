@@ -27,6 +27,10 @@ first, and the loop checks it again before it blocks on Redis.
 Metrics (project.metrics, on METRICS_PORT) are recorded here, in the worker, around each job: a
 counter incremented in the work horse would vanish with it (the horse is forked per job and ends
 with os._exit). The outcome is the job's status in Redis once the horse has ended: one HGET per job.
+
+While a job runs, every line logged for it, by the worker and by its work horse, carries the
+job's id and the request id it was enqueued with (``job.meta["request_id"]``, set by
+orders.services.order_enqueue), through the log context (project.context).
 """
 
 import signal
@@ -36,9 +40,9 @@ import redis.exceptions
 import rq
 from django.db import connections
 from rq.exceptions import InvalidJobOperation, StopRequested
-from rq.job import JobStatus
+from rq.job import Job, JobStatus
 
-from project import metrics
+from project import context, metrics
 
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # Seconds to wait for Redis to answer again after it failed around a job.
@@ -74,9 +78,11 @@ class Worker(rq.Worker):
         metrics.listeners_close()
         return super().main_work_horse(job, queue)
 
-    def perform_job(self, *args, **kwargs):
+    def perform_job(self, job, *args, **kwargs):
         try:
-            return super().perform_job(*args, **kwargs)
+            # Bound again in the horse: a fork inherits the context, a spawned horse would not.
+            with job_context(job):
+                return super().perform_job(job, *args, **kwargs)
         finally:
             # The horse ends with os._exit(): say goodbye to PostgreSQL instead of vanishing.
             connections.close_all()
@@ -85,7 +91,8 @@ class Worker(rq.Worker):
         metrics.WORKER_JOBS_STARTED.labels(queue.name).inc()
         start = time.perf_counter()
         try:
-            return super().execute_job(job, queue)
+            with job_context(job):
+                return super().execute_job(job, queue)
         except REDIS_ERRORS as exc:
             self.log.warning(
                 "Worker %s: Redis unavailable while finishing job %s (%s); its effects are committed "
@@ -178,3 +185,9 @@ class Worker(rq.Worker):
             except REDIS_ERRORS:
                 time.sleep(1)
         return False
+
+
+def job_context(job: Job):
+    """Return project.context.bind() of ``job``'s id and the request id in its meta (if any)."""
+    meta = job.meta if isinstance(job.meta, dict) else {}
+    return context.bind(job_id=job.id, request_id=meta.get("request_id") or None)

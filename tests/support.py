@@ -164,9 +164,11 @@ class Browser:
         )
         assert status == 303, page
 
-    def request(self, path: str, data: dict | None = None) -> tuple[int, dict, str]:
+    def request(self, path: str, data: dict | None = None, headers: dict | None = None) -> tuple[int, dict, str]:
+        """GET ``path`` (POST ``data`` as a form when given) with extra ``headers``; return (status, headers, body)."""
         body = urllib.parse.urlencode(data).encode() if data is not None else None
-        request = urllib.request.Request(self.base + path, data=body, headers={"Referer": self.base + path})
+        headers = {"Referer": self.base + path, **(headers or {})}
+        request = urllib.request.Request(self.base + path, data=body, headers=headers)
         try:
             with self.opener.open(request, timeout=10) as response:
                 return response.status, dict(response.headers), response.read().decode()

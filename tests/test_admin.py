@@ -47,6 +47,23 @@ def test_staff_sees_orders_with_lines_charge_and_outbox(client, product):
     assert "Procfile mug" in client.get("/admin/orders/product/").content.decode()
 
 
+def test_staff_find_an_order_by_the_request_id_that_placed_it(staff, product):
+    placed = [
+        order_create(
+            email=f"{n}@example.com",
+            lines=[LineRequest(product.pk, 1)],
+            idempotency_key=uuid.uuid4(),
+            request_id=f"checkout-{n * 32}",
+        )[0]
+        for n in "ab"
+    ]
+    page = staff.get("/admin/orders/order/?" + urlencode({"q": placed[0].request_id})).content.decode()
+    assert element_text(page, ".paginator").startswith("1 order")
+    assert element_text(page, ".field-id") == str(placed[0].pk)
+    detail = staff.get(f"/admin/orders/order/{placed[0].pk}/change/").content.decode()
+    assert element_text(detail, ".field-request_id .readonly") == placed[0].request_id
+
+
 @pytest.fixture
 def staff(client):
     """The test client, logged in as a superuser."""

@@ -171,6 +171,10 @@ def test_runner_without_an_activated_environment_runs_the_release_with_the_venv_
     output = runner.output()
     assert "release phase failed" not in output
     assert "No migrations to apply." in output or "Applying " in output, output
+    # Readable lines for the terminal (LOG_FORMAT unset: make run's default is text), e.g.
+    # "09:19:10 mailer.1    | 2026-11-30 09:19:10,145 INFO mailer 15245 mailer: started, …".
+    started = re.compile(r"mailer\.1 +\| \d{4}-\d\d-\d\d [\d:,]+ INFO mailer \d+ mailer: started")
+    wait_until(lambda: started.search(runner.output()), deadline=30, message="the mailer's text line")
     assert stop_and_check(runner, signal.SIGTERM) == 0, runner.output()
 
 

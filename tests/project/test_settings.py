@@ -67,6 +67,7 @@ def test_valid_configuration_passes_check():
         ({"EMAIL_URL": "smtp://:@"}, "EMAIL_URL"),
         ({"ALLOWED_HOSTS": ",,"}, "ALLOWED_HOSTS"),
         ({"LOG_LEVEL": "LOUD"}, "LOG_LEVEL"),
+        ({"LOG_FORMAT": "yaml"}, "LOG_FORMAT"),
         ({"MAILER_POLL_INTERVAL": "inf"}, "MAILER_POLL_INTERVAL"),
         ({"MAILER_POLL_INTERVAL": "nan"}, "MAILER_POLL_INTERVAL"),
         ({"WEB_CONCURRENCY": "abc"}, "WEB_CONCURRENCY"),

@@ -12,17 +12,22 @@ adds, around the same migrations, what ``project/release.py`` describes:
   MIGRATION_LOCK_RETRIES times with a doubling pause from MIGRATION_RETRY_DELAY seconds;
 - when that runs out, exit 1 with one line naming the blocking session.
 
+With LOG_FORMAT=json its progress lines ("Applying orders.0007_order_request_id... OK") are log
+lines of the ``release`` logger, so the release phase writes JSON lines like every process type.
+
 ``--plan`` and ``--check`` only read, and run unguarded. A one-off process: SIGTERM stops it
 like Django's migrate (the running migration's transaction rolls back with the session).
 """
 
 import functools
+import logging
 
 from django.conf import settings
 from django.core.management.base import CommandError
 from django.core.management.commands import migrate
 from django.db import DatabaseError, connections
 
+from project.logs import LogLines
 from project.release import ReleaseBlocked, migrations_run, release_session
 
 
@@ -31,6 +36,15 @@ class Command(migrate.Command):
         "Apply the migrations as the release phase: one release at a time, lock waits bounded by "
         "MIGRATION_LOCK_TIMEOUT seconds and retried; exit 1 with one line naming what blocks it."
     )
+
+    def execute(self, *args, **options):
+        if settings.LOG_FORMAT != "json" or options.get("stdout"):
+            return super().execute(*args, **options)
+        options["stdout"] = lines = LogLines(logging.getLogger("release"))
+        try:
+            return super().execute(*args, **options)
+        finally:
+            lines.close()
 
     def handle(self, *args, **options) -> None:
         """Run Django's migrate inside the release guards; raise CommandError (one line) when blocked."""

@@ -139,7 +139,15 @@ def format_money(minor: int, code: str) -> str:
     int; UnsupportedCurrency for a code not in SUPPORTED_CURRENCIES.
     """
     amount = to_major(minor, code)
-    locale = _babel_locale(settings.LANGUAGE_CODE)
+    return _format_major(amount, code, settings.LANGUAGE_CODE)
+
+
+# A page shows the same few prices again and again (the catalogue: every product on every view);
+# babel's formatting is most of the cost of a catalogue page, so each result is kept (bounded).
+@functools.lru_cache(maxsize=4096)
+def _format_major(amount: Decimal, code: str, language_code: str) -> str:
+    """Return ``amount`` (major units of ``code``) as babel writes it for ``language_code``, spaced."""
+    locale = _babel_locale(language_code)
     numbers = _numbers()
     text = numbers.format_currency(amount, code, locale=locale, currency_digits=True)
     return _apply_currency_spacing(text, numbers.get_currency_symbol(code, locale=locale))

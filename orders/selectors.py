@@ -4,11 +4,11 @@ import re
 import uuid
 from dataclasses import dataclass
 
-from django.db.models import QuerySet
+from django.db.models import Prefetch, QuerySet
 
 from mailer.models import OutboxStatus
 from mailer.selectors import outbox_message_gave_up, outbox_message_get
-from orders.models import Order, OrderStatus, Product
+from orders.models import Order, OrderLine, OrderStatus, Product
 
 
 def products_on_sale() -> QuerySet[Product]:
@@ -22,8 +22,12 @@ def order_get_by_idempotency_key(*, key: uuid.UUID) -> Order | None:
 
 
 def orders_with_lines() -> QuerySet[Order]:
-    """Return the orders, each fetched with its lines and their products (for an order's page)."""
-    return Order.objects.prefetch_related("lines__product")
+    """Return the orders, each fetched with its lines and their products (for an order's page).
+
+    Lines and products in one query (a join), not one each: each round trip to PostgreSQL is a
+    large part of the order page's time.
+    """
+    return Order.objects.prefetch_related(Prefetch("lines", queryset=OrderLine.objects.select_related("product")))
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
-from rq.job import Job, JobStatus
+from rq.job import Job, JobStatus, Retry
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 
 from mailer.models import OutboxMessage
@@ -45,6 +45,11 @@ from project.errors import ApplicationError
 from project.queues import DEFAULT_QUEUE
 
 logger = logging.getLogger(__name__)
+# Times RQ puts an order's job straight back at the front of its queue when it fails or its work
+# horse dies (kill -9, out of memory): recovery in seconds while the worker lives, without waiting
+# for the sweep. Bounded, so an order that kills every horse cannot crash-loop a worker; past it
+# the sweep takes over (orders_sweep_pending). A rerun is harmless: order_process is idempotent.
+ORDER_JOB_RETRIES = 3
 
 
 class InvalidStatusTransition(Exception):
@@ -199,7 +204,8 @@ def order_stock_return(*, order: Order) -> None:
 def order_enqueue(*, order_id: uuid.UUID | str, at_front: bool = False, request_id: str | None = None) -> bool:
     """Enqueue ``orders.jobs.process_order(order_id)`` under the order's fixed job id.
 
-    ``at_front`` puts it ahead of the queued orders (the sweep's recoveries are the oldest).
+    ``at_front`` puts it ahead of the queued orders (the sweep's recoveries are the oldest). A job
+    that fails or whose work horse dies is retried at once, at the front, up to ORDER_JOB_RETRIES times.
     ``request_id`` (default: the log context's) goes into the job's ``meta["request_id"]``, which
     the worker binds while it performs the job (project.worker.Worker).
 
@@ -219,6 +225,7 @@ def order_enqueue(*, order_id: uuid.UUID | str, at_front: bool = False, request_
             result_ttl=3600,
             at_front=at_front,
             meta={"request_id": request_id} if request_id else None,
+            retry=Retry(max=ORDER_JOB_RETRIES, enqueue_at_front=True),
         )
     except DuplicateJobError:
         return False
@@ -328,22 +335,47 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
     """Re-enqueue pending orders older than ``older_than`` seconds that have no live job.
 
     A job is live when Redis will still run it: queued *and* in its queue, deferred or scheduled
-    *and* in that registry, or started with a heartbeat newer than ``older_than``. Anything else
-    is deleted and enqueued again: no job (Redis lost it or was down at checkout), a failed job (its
-    work horse was killed), or a job whose status says queued while no queue holds it — a worker
-    listening on several queues takes a job with a plain pop (rq's ``Queue.dequeue_any``) and
-    marks it started only in the forked work horse, so a worker killed between the two leaves
-    exactly that. Return how many orders were enqueued. Default ``older_than`` is
-    settings.ORDER_STUCK_AFTER (seconds).
+    *and* in that registry, or started with a heartbeat newer than ``older_than`` (a running job's
+    worker refreshes it every project.worker.JOB_HEARTBEAT_SECONDS). Anything else is deleted and
+    enqueued again: no job (Redis lost it or was down at checkout), a failed job (its work horse
+    was killed past its retries), a started job whose whole worker was killed (no heartbeat any
+    more), or a job whose status says queued while no queue holds it — a worker listening on
+    several queues takes a job with a plain pop (rq's ``Queue.dequeue_any``) and marks it started
+    only in the forked work horse, so a worker killed between the two leaves exactly that.
+    Return how many orders were enqueued. Default ``older_than`` is settings.ORDER_STUCK_AFTER
+    (seconds).
+
+    The sweep runs every few seconds (settings.ORDER_SWEEP_INTERVAL), also while a backlog of
+    orders waits in the queue: it reads the queue once and the orders' jobs in one pipeline, so a
+    pass costs a few Redis round trips whatever the number of pending orders.
     """
     older_than = settings.ORDER_STUCK_AFTER if older_than is None else older_than
     cutoff = timezone.now() - timedelta(seconds=older_than)
+    pending = dict(
+        Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=cutoff).values_list("id", "request_id")
+    )
+    if not pending:
+        return 0
+    order_ids = list(pending)
+    connection = django_rq.get_connection(DEFAULT_QUEUE)
+    # The queue is read before the jobs: a job popped in between says started (live) by then,
+    # while the other order would take a job queued after the read for a lost one.
+    queued = set(Queue(DEFAULT_QUEUE, connection=connection).get_job_ids())
+    jobs = Job.fetch_many([order_job_id(order_id) for order_id in order_ids], connection=connection)
     enqueued = 0
-    pending = Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=cutoff).only("id", "request_id")
-    for order in pending.iterator():
+    for order_id, job in zip(order_ids, jobs, strict=True):
+        if job is not None:
+            status = job.get_status(refresh=False)
+            if status == JobStatus.QUEUED and job.origin == DEFAULT_QUEUE:
+                if job.id in queued:
+                    continue
+            elif _job_is_live(job, cutoff=cutoff):
+                continue
+            job.delete()
         # The checkout's request id (the sweep has none): the recovered job's lines join the checkout's.
-        if order_requeue(order_id=order.pk, cutoff=cutoff, request_id=order.request_id):
+        if order_enqueue(order_id=order_id, at_front=True, request_id=pending[order_id]):
             enqueued += 1
+            logger.info("order %s re-enqueued (job was %s)", order_id, "missing" if job is None else status)
     return enqueued
 
 

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlsplit
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
+from project.env import POSTGRESQL_ENGINE
 from project.procfile import PROCFILE, process_commands
 
 TAG = "twelvefactor"
@@ -30,7 +31,7 @@ def check_backing_services(app_configs=None, **kwargs) -> list:
 def backing_service_problems(*, database: dict, queues: dict, email_backend: str) -> list:
     """Return the check messages for a database settings dict, RQ_QUEUES and EMAIL_BACKEND."""
     problems = []
-    if database.get("ENGINE") != "django.db.backends.postgresql":
+    if database.get("ENGINE") not in ("django.db.backends.postgresql", POSTGRESQL_ENGINE):
         problems.append(
             Error(
                 "The database engine is not PostgreSQL.",

@@ -14,6 +14,8 @@ import dj_email_url
 import redis
 from django.core.exceptions import ImproperlyConfigured
 
+# The database ENGINE every process uses: Django's PostgreSQL backend, its health check changed.
+POSTGRESQL_ENGINE = "project.postgresql"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -131,6 +133,8 @@ def env_database(
             f"{name} must be a PostgreSQL URL (postgres://user:password@host:port/name); "
             f"the {urlsplit(url).scheme or 'given'!s} engine is refused"
         )
+    # Django's PostgreSQL backend with a health check that sends no query (project/postgresql/base.py).
+    database["ENGINE"] = POSTGRESQL_ENGINE
     if not database.get("NAME"):
         raise ImproperlyConfigured(f"{name} names no database: postgres://user:password@host:port/name")
     options = database.setdefault("OPTIONS", {})

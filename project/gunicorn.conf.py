@@ -1,16 +1,16 @@
 """Gunicorn configuration for the ``web`` process type.
 
 Procfile: ``web: exec gunicorn --config project/gunicorn.conf.py --bind 0.0.0.0:$PORT project.wsgi``.
-On SIGTERM gunicorn stops accepting connections, lets workers finish requests in flight for up
-to ``graceful_timeout`` seconds, then exits 0 (https://docs.gunicorn.org/en/stable/signals.html).
+On SIGTERM gunicorn closes its listeners and each worker (project.gunicorn_worker) takes the
+connections waiting in the listen backlog, closes its copy (new connections are refused), serves
+the requests in flight and the taken ones for up to ``graceful_timeout`` seconds, then exits 0.
+SIGINT and SIGQUIT are gunicorn's quick shutdown (https://docs.gunicorn.org/en/stable/signals.html).
 """
 
 import atexit
-import contextlib
 import glob
 import os
 import shutil
-import signal
 import sys
 import tempfile
 
@@ -31,6 +31,8 @@ workers = _web["workers"]
 timeout = _web["timeout"]
 graceful_timeout = _web["graceful_timeout"]
 threads = 1
+# gunicorn's sync worker that, on SIGTERM, also serves the connections waiting in the listen backlog.
+worker_class = "project.gunicorn_worker.DrainingSyncWorker"
 keepalive = 5
 accesslog = "-"
 errorlog = "-"
@@ -123,29 +125,6 @@ def on_starting(server):
     for name, check in service_checks().items():
         if problem := check():
             server.log.warning("%s unreachable (%s); serving, /ready answers 503 until it is back", name, problem)
-
-
-def post_worker_init(worker):
-    """Close this worker's listening sockets as soon as SIGTERM arrives.
-
-    Gunicorn's arbiter closes its copies of the listeners on SIGTERM, but each worker holds the
-    same sockets until it exits, so during the graceful timeout the kernel would still accept
-    connections that nobody serves. Closing them in the worker too makes new connections fail
-    fast (refused) while requests in flight finish.
-    """
-    graceful = signal.getsignal(signal.SIGTERM)
-
-    def close_listeners_then_stop(signum, frame):
-        for sock in worker.sockets:
-            # A request in flight still asks its listener for the local address (sync worker's
-            # handle_request): keep answering that from a copy taken before the close.
-            address = sock.getsockname()
-            sock.getsockname = lambda address=address: address
-            with contextlib.suppress(OSError):
-                sock.close()
-        graceful(signum, frame)
-
-    signal.signal(signal.SIGTERM, close_listeners_then_stop)
 
 
 def child_exit(server, worker):

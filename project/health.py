@@ -15,6 +15,7 @@ from django.http import HttpRequest, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
+from project.lifecycle import STOPPING
 from project.preflight import database_problem, first_line, redis_problem
 
 logger = logging.getLogger(__name__)
@@ -42,8 +43,11 @@ def _check_database() -> str | None:
 def readiness(request: HttpRequest) -> JsonResponse:
     """Return 200 when PostgreSQL and Redis answer and migrations are applied, else 503.
 
-    Body: ``{"status": "ok"|"unavailable", "checks": {"database": "ok"|reason, "redis": "ok"|reason}}``.
+    Body: ``{"status": "ok"|"unavailable", "checks": {"database": "ok"|reason, "redis": "ok"|reason}}``;
+    ``{"status": "stopping", "checks": {}}`` with 503 once this web worker is shutting down (SIGTERM).
     """
+    if STOPPING.is_set():
+        return JsonResponse({"status": "stopping", "checks": {}}, status=503)
     checks: dict[str, str] = {}
     for name, check in (("database", _check_database), ("redis", redis_problem)):
         try:

@@ -194,8 +194,14 @@ RQ = {
 # Periodic jobs, registered under these fixed ids each time the scheduler starts, so a
 # restart replaces a job instead of adding a second copy. Intervals in seconds. They run on
 # the maintenance queue (project.queues), ahead of the orders.
-ORDER_SWEEP_INTERVAL = env_int("ORDER_SWEEP_INTERVAL", 30, minimum=1)
-ORDER_STUCK_AFTER = env_int("ORDER_STUCK_AFTER", 60, minimum=0)
+# The sweep is what recovers an order whose whole worker was killed mid-job (its work horse's death
+# alone is retried by the worker itself, orders.services.ORDER_JOB_RETRIES): a started job is dead
+# once its heartbeat (every 2 s, project.worker.JOB_HEARTBEAT_SECONDS) is ORDER_STUCK_AFTER old, and
+# the sweep runs every ORDER_SWEEP_INTERVAL (the scheduler ticks every second, Procfile). Defaults:
+# an order is paid again within about 6 + 2 + 1 s + the job itself after kill -9 (issue 10: ≤ 15 s).
+# A pass costs a few Redis round trips (orders_sweep_pending), so a short interval is cheap.
+ORDER_SWEEP_INTERVAL = env_int("ORDER_SWEEP_INTERVAL", 2, minimum=1)
+ORDER_STUCK_AFTER = env_int("ORDER_STUCK_AFTER", 6, minimum=0)
 PERIODIC_JOBS = [
     {"id": "orders-sweep-pending", "func": "orders.jobs.sweep_pending_orders", "interval": ORDER_SWEEP_INTERVAL},
     {"id": "mailer-release-leases", "func": "mailer.jobs.release_expired_leases", "interval": ORDER_SWEEP_INTERVAL},

@@ -49,13 +49,19 @@ REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 REDIS_WAIT = 60.0
 
 
+# Seconds between a running job's heartbeats (RQ's default is 30 s). The sweep takes a started job
+# whose heartbeat is older than settings.ORDER_STUCK_AFTER for dead (its whole worker was killed), so
+# that setting must be a few heartbeats long: 6 s by default, three of these.
+JOB_HEARTBEAT_SECONDS = 2
+
+
 class Worker(rq.Worker):
     """rq.Worker whose work horse ignores SIGTERM/SIGINT, that survives Redis restarts mid-job and
-    refreshes a running job's heartbeat every 5 s (RQ's default is 30 s), so the sweep can tell a
-    long job from a dead one."""
+    refreshes a running job's heartbeat every JOB_HEARTBEAT_SECONDS, so the sweep can tell a long
+    job from a dead one within seconds."""
 
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("job_monitoring_interval", 5)
+        kwargs.setdefault("job_monitoring_interval", JOB_HEARTBEAT_SECONDS)
         super().__init__(*args, **kwargs)
         worker = self
 

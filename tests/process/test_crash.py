@@ -1,8 +1,9 @@
 """Crash-only: kill -9 of any process at any instant loses nothing and duplicates nothing.
 
-Recovery is the scheduler's sweep (orders pending for ORDER_STUCK_AFTER without a live job are
-enqueued again) and the mailer's lease (a message leased but not marked sent is due again
-after MAILER_LEASE_SECONDS); the gateway's idempotency key makes a rerun charge nothing twice.
+Recovery is the worker's retry of a job whose work horse died, the scheduler's sweep (orders
+pending for ORDER_STUCK_AFTER without a live job are enqueued again) and the mailer's lease (a
+message leased but not marked sent is due again after MAILER_LEASE_SECONDS); the gateway's
+idempotency key makes a rerun charge nothing twice.
 """
 
 import asyncio
@@ -30,7 +31,24 @@ from tests.support import ALL_DATABASES, Browser, checkout_data, hidden, wait_un
 pytestmark = [pytest.mark.process, pytest.mark.crash, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
 
+# The bounds issue 10 sets for kill -9 of a work horse or a whole worker mid-job, with the
+# default settings (seconds from the kill).
+PAID_WITHIN = 15
+CONFIRMED_WITHIN = 75
+
+
+def _default_recovery_settings(formation) -> None:
+    """Run the formation with the shipped sweep settings instead of the fixture's fast ones."""
+    for name in ("ORDER_SWEEP_INTERVAL", "ORDER_STUCK_AFTER"):
+        formation.env.pop(name, None)
+
+
+def _left(since: float, bound: float) -> float:
+    return max(bound - (time.monotonic() - since), 0.1)
+
+
 def test_work_horse_killed_after_the_charge_before_the_commit(formation, smtp):
+    _default_recovery_settings(formation)
     formation.start("scheduler")
     formation.start("mailer")
     worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
@@ -38,15 +56,16 @@ def test_work_horse_killed_after_the_charge_before_the_commit(formation, smtp):
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the gateway's charge")
     work_horse(worker).kill()  # SIGKILL: the charge is at the gateway, the shop's transaction never commits
     killed = time.monotonic()
-    wait_until(lambda: order_status(order) == "paid", deadline=60, message="the sweep to recover the order")
+    wait_until(lambda: order_status(order) == "paid", deadline=PAID_WITHIN, message="the order to be paid again")
     print(f"recovery after kill -9 of the work horse: {time.monotonic() - killed:.1f}s")
     wait_until(lambda: order_status(other) == "paid", deadline=30, message="the next order")
-    wait_until(lambda: len(smtp.messages) >= 2, deadline=30, message="both confirmations")
+    wait_until(lambda: len(smtp.messages) >= 2, deadline=_left(killed, CONFIRMED_WITHIN), message="both confirmations")
     assert worker.popen.poll() is None  # the worker itself lived on
     assert_exactly_once([order, other], smtp)
 
 
 def test_whole_worker_killed_mid_job_is_recovered_by_another_worker(formation, smtp):
+    _default_recovery_settings(formation)
     formation.start("scheduler")
     formation.start("mailer")
     worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
@@ -54,10 +73,16 @@ def test_whole_worker_killed_mid_job_is_recovered_by_another_worker(formation, s
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the gateway's charge")
     for process in (psutil.Process(worker.pid), work_horse(worker)):  # the container dies: every process
         process.kill()
+    killed = time.monotonic()
     worker.wait()
-    formation.start("worker")
-    wait_until(lambda: order_status(order) == "paid", deadline=60, message="the sweep and the new worker")
-    wait_until(lambda: smtp.messages, deadline=30, message="the confirmation")
+    formation.start("worker")  # the orchestrator's replacement
+    wait_until(
+        lambda: order_status(order) == "paid",
+        deadline=_left(killed, PAID_WITHIN),
+        message="the sweep and the new worker",
+    )
+    print(f"recovery after kill -9 of the whole worker: {time.monotonic() - killed:.1f}s")
+    wait_until(lambda: smtp.messages, deadline=_left(killed, CONFIRMED_WITHIN), message="the confirmation")
     assert_exactly_once([order], smtp)
 
 

@@ -2,7 +2,9 @@
 process group (honcho, Heroku): each process type finishes what it started and exits 0."""
 
 import asyncio
+import http.client
 import io
+import json
 import logging
 import os
 import signal
@@ -62,6 +64,82 @@ def test_web_finishes_requests_in_flight_and_refuses_new_connections(formation, 
     response = in_flight.recv(4096)
     assert response.startswith(b"HTTP/1.1 200 OK"), response
     assert web.wait(deadline=30) == 0
+
+
+def _refused(port: int) -> bool:
+    """Return True when a new connection to ``port`` is refused (or reset: a connect the kernel
+    queued as the listener was being closed)."""
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except (ConnectionRefusedError, ConnectionResetError):
+        return True
+    return False
+
+
+def _response(client: socket.socket) -> bytes:
+    """Read what the server sends on ``client`` until it closes the connection, then close ours."""
+    chunks = []
+    with client:
+        while chunk := client.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _busy_web(formation):
+    """Start web with one worker and keep that worker busy reading a request whose headers never
+    end; return ``(web, port, the busy connection)``."""
+    web = formation.start("web", WEB_CONCURRENCY="1")
+    port = int(web.env["PORT"])
+    busy = socket.create_connection(("127.0.0.1", port), timeout=10)
+    busy.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+    gunicorn_worker = psutil.Process(web.pid).children()[0]
+    wait_until(
+        lambda: any(c.laddr.port == port and c.status == "ESTABLISHED" for c in gunicorn_worker.net_connections()),
+        deadline=10,
+        message="gunicorn's worker to accept the connection",
+    )
+    return web, port, busy
+
+
+BACKLOGGED = 20
+
+
+@BOTH
+def test_web_serves_every_connection_waiting_in_its_listen_backlog_at_sigterm(formation, group):
+    """A rolling restart fails no request: connections the kernel accepted into the listen backlog
+    before SIGTERM, while the only worker was busy, each get their response; /ready among them
+    says the process is stopping."""
+    web, port, busy = _busy_web(formation)
+    waiting = [socket.create_connection(("127.0.0.1", port), timeout=20) for _ in range(BACKLOGGED)]
+    for client in waiting:
+        client.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    probe = socket.create_connection(("127.0.0.1", port), timeout=20)
+    probe.sendall(b"GET /ready HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+    web.send_signal(signal.SIGTERM, group=group)
+    wait_until(lambda: _refused(port), deadline=10, message="new connections to be refused")
+    busy.sendall(b"Connection: close\r\n\r\n")
+    assert _response(busy).startswith(b"HTTP/1.1 200 OK")
+    statuses = [_response(client).split(b"\r\n", 1)[0] for client in waiting]
+    assert statuses == [b"HTTP/1.1 200 OK"] * BACKLOGGED
+    with probe:
+        ready = http.client.HTTPResponse(probe)
+        ready.begin()
+        assert ready.status == 503
+        assert json.loads(ready.read())["status"] == "stopping"
+    assert web.wait(deadline=30) == 0
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGQUIT], ids=["SIGINT", "SIGQUIT"])
+def test_web_quick_shutdown_does_not_wait_for_requests_in_flight(formation, sig):
+    """SIGINT and SIGQUIT are gunicorn's quick shutdown: the process exits at once, without waiting
+    for the request in flight (WEB_GRACEFUL_TIMEOUT is 20 s here), which gets no answer of its own."""
+    web, port, busy = _busy_web(formation)
+    stopped = time.monotonic()
+    web.send_signal(sig)
+    assert web.wait(deadline=10) == 0
+    assert time.monotonic() - stopped < 10
+    assert not _response(busy).startswith(b"HTTP/1.1 200")  # cut, or gunicorn's 500 for the interrupted request
+    assert _refused(port)
 
 
 @pytest.mark.parametrize("target", ["process", "group", "every-process"])

@@ -1,6 +1,6 @@
 """The ``scheduler`` process type: rq-scheduler, with Formation's periodic jobs.
 
-Procfile: ``scheduler: exec python manage.py rqscheduler --interval 5``. Overrides django-rq's
+Procfile: ``scheduler: exec python manage.py rqscheduler --interval 1``. Overrides django-rq's
 command of the same name (``project`` comes before ``django_rq`` in INSTALLED_APPS): it waits
 for Redis with a bound (project.preflight), registers settings.PERIODIC_JOBS under fixed ids,
 then runs rq-scheduler (project.scheduler.scheduler_run). Several copies may run: each tick

@@ -844,7 +844,8 @@ def section_rolling(ctx: Context) -> list[Row]:
         ports = [free_port(), free_port()]
         webs = [start("web", {**ctx.env, "PORT": str(p)}, web_command(p), port=p) for p in ports]
         workers = [start("worker", ctx.env) for _ in range(2)]
-        mailer = start("mailer", ctx.env)
+        # The whole formation: the scheduler's sweep is what recovers an order whose job was lost.
+        mailer, scheduler = start("mailer", ctx.env), start("scheduler", ctx.env)
         try:
             tag = f"bench-roll{run}-"
             requests = load.prepare_checkouts(ports[0], SKU, ctx.args.rolling_orders, email=tag + "{n}@example.com")
@@ -876,7 +877,7 @@ def section_rolling(ctx: Context) -> list[Row]:
             if tally.failed:
                 notes.append(str({k: v for k, v in tally.statuses.items() if not isinstance(k, int) or k >= 500}))
         finally:
-            for process in [*webs, *workers, mailer]:
+            for process in [*webs, *workers, mailer, scheduler]:
                 process.close()
         retire_pending(f"bench-roll{run}-")
         ctx.advance(task)

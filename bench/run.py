@@ -237,15 +237,22 @@ def start(kind: str, env: dict[str, str], command: str | None = None, *, port: i
     return process
 
 
+# "kind: exit code" of every stop that did not exit 0: reported under the table, never hidden.
+UNCLEAN_STOPS: list[str] = []
+
+
 def stop(process: Process, deadline: float = 60) -> float:
-    """SIGTERM ``process`` alone; return seconds until it exited (RuntimeError when not 0)."""
+    """SIGTERM ``process`` alone; return seconds until it exited (a code other than 0 is kept
+    in UNCLEAN_STOPS with the end of its output, and reported)."""
     began = time.monotonic()
     process.send_signal(signal.SIGTERM)
     code = process.wait(deadline=deadline)
     elapsed = time.monotonic() - began
+    if code != 0:
+        console.print(f"{process.kind} exited {code} on SIGTERM; its last lines:\n{process.output()[-1500:]}")
     process.close()
     if code != 0:
-        raise RuntimeError(f"{process.kind} exited {code} on SIGTERM")
+        UNCLEAN_STOPS.append(f"{process.kind} ({process.command.split()[1]}) exited {code} on SIGTERM")
     return elapsed
 
 
@@ -1073,6 +1080,8 @@ def markdown(rows: list[Row], info, commands: list[str], args, elapsed: float) -
         "| " + " | ".join("---" for _ in HEADERS) + " |",
     ]
     lines += ["| " + " | ".join(c.replace("|", "\\|") for c in cells(row)) + " |" for row in rows]
+    if UNCLEAN_STOPS:
+        lines += ["", "Stops that did not exit 0: " + "; ".join(UNCLEAN_STOPS)]
     lines += ["", "### Machine", ""]
     lines += [f"- {name}: {value}" for name, value in info]
     lines += ["", "### Commands", "", "```"]

@@ -32,8 +32,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 clean-data:  ## Delete the embedded servers' data (stop `make run` first)
 	rm -rf .formation .env
 
-bench: $(STAMP)  ## Disposability benchmarks (bench/): start, stop and recovery times per process type
-	$(PY) -m embedded test -- $(PY) bench/disposability.py $(BENCH_ARGS)
+bench: $(STAMP)  ## Benchmarks against same-run floors (bench/run.py): one table, written to BENCHMARKS.md
+	bash bench/ensure-wrk
+	$(PY) -m embedded test -- $(PY) bench/run.py $(BENCH_ARGS)
 
 # Seconds of chaos, and its seed (random when empty; printed, so a failure can be replayed).
 SOAK_SECONDS ?= 120

@@ -71,7 +71,7 @@ def test_web_metrics_add_up_every_gunicorn_worker_and_are_refused_without_the_to
 
 def multiprocess_directory(web) -> Path:
     """Return the multiprocess directory that web's arbiter says it made."""
-    return Path(re.search(r"metrics: multiprocess directory (\S+)", web.output()).group(1))
+    return Path(re.search(r"metrics: multiprocess directory ([^\s\"]+)", web.output()).group(1))
 
 
 def test_web_without_a_multiprocess_directory_makes_one_and_removes_it_at_exit(formation):

@@ -81,14 +81,16 @@ def test_without_javascript_the_order_page_refreshes_until_paid(formation, conte
 
 
 def test_the_order_page_stops_polling_after_the_wait_and_says_it_takes_longer(formation, context):
-    web = formation.start("web", ORDER_PAGE_WAIT_SECONDS="4")  # no worker: the order stays pending
+    # No worker: the order stays pending. The wait counts from the order's creation, so it leaves room
+    # for a slow page load (a loaded CI machine took over 4 s and the page never polled at all).
+    web = formation.start("web", ORDER_PAGE_WAIT_SECONDS="8")
     order = place()
     page = context.new_page()
     polls = []
     page.on("request", lambda request: polls.append(request.url) if "status.json" in request.url else None)
     page.goto(f"{base_url(web)}/orders/{order.pk}/")
     expect(page.locator("#order-slow")).to_be_hidden()
-    expect(page.locator("#order-slow")).to_be_visible(timeout=10_000)
+    expect(page.locator("#order-slow")).to_be_visible(timeout=15_000)
     expect(page.locator("#order-slow")).to_contain_text("This is taking longer than usual.")
     assert polls, "the page never asked for its order's status"
     asked = len(polls)

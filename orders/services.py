@@ -42,7 +42,7 @@ from orders.payments import PaymentDeclined, get_gateway
 from orders.selectors import order_failure_message, order_get_by_idempotency_key
 from project import context
 from project.errors import ApplicationError
-from project.queues import DEFAULT_QUEUE
+from project.queues import DEFAULT_QUEUE, redis_connection
 
 logger = logging.getLogger(__name__)
 # Times RQ puts an order's job straight back at the front of its queue when it fails or its work
@@ -217,7 +217,7 @@ def order_enqueue(*, order_id: uuid.UUID | str, at_front: bool = False, request_
     if request_id is None:
         request_id = context.current().get("request_id")
     try:
-        django_rq.get_queue(DEFAULT_QUEUE).enqueue(
+        django_rq.get_queue(DEFAULT_QUEUE, connection=redis_connection(DEFAULT_QUEUE)).enqueue(
             "orders.jobs.process_order",
             str(order_id),
             job_id=job_id,
@@ -357,7 +357,7 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
     if not pending:
         return 0
     order_ids = list(pending)
-    connection = django_rq.get_connection(DEFAULT_QUEUE)
+    connection = redis_connection(DEFAULT_QUEUE)
     # The queue is read before the jobs: a job popped in between says started (live) by then,
     # while the other order would take a job queued after the read for a lost one.
     queued = set(Queue(DEFAULT_QUEUE, connection=connection).get_job_ids())
@@ -392,7 +392,7 @@ def order_requeue(*, order_id: uuid.UUID | str, cutoff, request_id: str | None =
     """
     job_id = order_job_id(order_id)
     try:
-        job = Job.fetch(job_id, connection=django_rq.get_connection(DEFAULT_QUEUE))
+        job = Job.fetch(job_id, connection=redis_connection(DEFAULT_QUEUE))
     except NoSuchJobError:
         job = None
     if job is not None:

@@ -11,12 +11,11 @@ import logging
 import time
 from collections.abc import Callable
 
-import django_rq
 from django.conf import settings
 from django.db import DEFAULT_DB_ALIAS, OperationalError, connections
 from redis.exceptions import RedisError
 
-from project.queues import DEFAULT_QUEUE
+from project.queues import DEFAULT_QUEUE, redis_connection
 
 logger = logging.getLogger("preflight")
 
@@ -51,7 +50,7 @@ def database_problem(*, close: bool = True) -> str | None:
 def redis_problem() -> str | None:
     """Return why Redis (REDIS_URL) cannot be reached now, in one line, or None."""
     try:
-        django_rq.get_connection(DEFAULT_QUEUE).ping()
+        redis_connection(DEFAULT_QUEUE).ping()
     except RedisError as exc:
         return first_line(exc)
     return None

@@ -138,3 +138,14 @@ def test_sweep_replaces_a_job_whose_status_no_queue_or_registry_backs(product, s
     run_burst_worker()
     assert Order.objects.get(pk=order.pk).status == "paid"
     assert SandboxCharge.objects.count() == 1
+
+
+def test_orders_enqueue_through_one_redis_connection(product):
+    new_order(product)  # the process's client connects once
+    connection = django_rq.get_connection(DEFAULT_QUEUE)
+    before = connection.info("stats")["total_connections_received"]
+    for _ in range(5):
+        new_order(product)
+    assert len(queued_job_ids()) == 6
+    # queued_job_ids' own client is the one new connection.
+    assert connection.info("stats")["total_connections_received"] - before <= 1

@@ -2,11 +2,14 @@
 
 import socket
 
+import django_rq
 import pytest
 from django.core.management import call_command
+from django.db import connections
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
-from project.queues import DEFAULT_QUEUE
+from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE, redis_connection
 from tests.support import ALL_DATABASES
 
 
@@ -102,3 +105,30 @@ def test_other_methods_on_the_probes_keep_host_validation(client, settings):
     settings.ALLOWED_HOSTS = ["shop.example.com"]
     assert client.post("/health", HTTP_HOST="10.42.8.201:8000").status_code == 400
     assert client.post("/health", HTTP_HOST="shop.example.com").status_code == 405
+
+
+def _redis_connections_received() -> int:
+    return django_rq.get_connection(DEFAULT_QUEUE).info("stats")["total_connections_received"]
+
+
+@pytest.mark.django_db
+def test_ready_reuses_one_redis_connection_and_makes_one_query(client):
+    # A probe every few seconds per pod must not open a Redis connection each time (nor rebuild
+    # the migration graph: one query, the applied migrations).
+    client.get("/ready")
+    before = _redis_connections_received()
+    for _ in range(5):
+        with CaptureQueriesContext(connections["default"]) as queries:
+            assert client.get("/ready").status_code == 200
+        assert [query["sql"] for query in queries] == [queries[0]["sql"]]
+        assert '"django_migrations"' in queries[0]["sql"]
+    # The counting connection itself is one.
+    assert _redis_connections_received() - before <= 1
+
+
+def test_one_redis_client_per_connection_setting(settings):
+    assert redis_connection(DEFAULT_QUEUE) is redis_connection(DEFAULT_QUEUE)
+    assert redis_connection(DEFAULT_QUEUE) is redis_connection(MAINTENANCE_QUEUE)  # same URL
+    first = redis_connection(DEFAULT_QUEUE)
+    settings.RQ_QUEUES = {DEFAULT_QUEUE: {"URL": "redis://127.0.0.1:9/0"}}
+    assert redis_connection(DEFAULT_QUEUE) is not first

@@ -142,6 +142,18 @@ def format_money(minor: int, code: str) -> str:
     return _format_major(amount, code, settings.LANGUAGE_CODE)
 
 
+def warm_up() -> None:
+    """Load babel and the CLDR data that format_money and minor_unit_exponent read, for the shop's
+    locale (settings.LANGUAGE_CODE) and every SUPPORTED_CURRENCIES code; return None.
+
+    For a process that forks per job (the RQ worker, project.worker): loaded once in the parent,
+    each child inherits it; loaded in each child, it is most of an order job's time (babel's locale
+    data, ~100 ms per job on this project's machine, issue 10's bench).
+    """
+    for code in SUPPORTED_CURRENCIES:
+        format_money(10 ** minor_unit_exponent(code), code)
+
+
 # A page shows the same few prices again and again (the catalogue: every product on every view);
 # babel's formatting is most of the cost of a catalogue page, so each result is kept (bounded).
 @functools.lru_cache(maxsize=4096)

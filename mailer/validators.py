@@ -21,6 +21,14 @@ from django.utils.encoding import punycode
 # RFC 5321 section 4.5.3.1.1 and 4.5.3.1.2, in octets.
 MAX_LOCAL_PART = 64
 MAX_DOMAIN = 255
+# RFC 5321 section 4.5.3.1.3: a path, "<" address ">", is at most 256 octets.
+MAX_ADDRESS = 256 - 2
+
+# IDNA 2003 (the backend's encoding) maps these deviation characters (UTS #46 section 4) to other
+# letters — ß to "ss", ς to "σ" — while IDNA 2008, which registries follow, keeps them: straße.de is
+# xn--strae-oqa.de, a different domain from strasse.de. Sent as typed, the mail would reach the
+# other one. (The other two deviations, ZWJ and ZWNJ, are refused as invisible.)
+DEVIATIONS = {"\u00df": "ß", "\u03c2": "ς"}
 
 # Unicode general categories that nobody types on purpose and that never belong in an address:
 # controls, format characters (zero-width and bidi marks such as U+200B, U+200E, U+202E),
@@ -88,7 +96,10 @@ def validate_deliverable_address(value: str) -> None:
     - the address encodes exactly as the backend encodes it (``sanitize_address`` and
       ``punycode``: IDNA 2003), so ``zoe@bücher.example`` passes and is sent to
       ``zoe@xn--bcher-kva.example``;
-    - RFC 5321 lengths: local part at most 64 octets, encoded domain at most 255.
+    - no IDNA deviation character (ß, ς: DEVIATIONS) in the domain, which IDNA 2003 would send
+      to another domain than IDNA 2008 names;
+    - RFC 5321 lengths: local part at most 64 octets, encoded domain at most 255, the whole
+      encoded address at most 254 (a path of 256 with its angle brackets).
     """
     local, at, domain = value.rpartition("@")
     if not at or not local or not domain:
@@ -112,6 +123,14 @@ def validate_deliverable_address(value: str) -> None:
             code="undeliverable",
             params={"max": MAX_LOCAL_PART},
         )
+    for char in domain:
+        if char.lower() in DEVIATIONS:
+            raise ValidationError(
+                "The part after the @ contains %(char)s, which mail systems do not all read the same "
+                "way: the mail could reach another domain. Please check the address.",
+                code="undeliverable",
+                params={"char": DEVIATIONS[char.lower()]},
+            )
     try:
         sanitize_address(value, settings.DEFAULT_CHARSET)
         encoded_domain = punycode(domain)
@@ -125,4 +144,10 @@ def validate_deliverable_address(value: str) -> None:
             "The part after the @ is longer than %(max)d characters once encoded.",
             code="undeliverable",
             params={"max": MAX_DOMAIN},
+        )
+    if len(local) + 1 + len(encoded_domain) > MAX_ADDRESS:
+        raise ValidationError(
+            "This address is longer than %(max)d characters once encoded.",
+            code="undeliverable",
+            params={"max": MAX_ADDRESS},
         )

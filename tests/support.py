@@ -74,6 +74,8 @@ class RecordingSMTP:
 
 # Addresses Django's SMTP backend cannot encode or no server can deliver (mailer.validators):
 # the checkout refuses each, and the mailer fails a legacy row holding one at once.
+# 18 characters, 61 octets once encoded (a label may have 63).
+LONG_CJK_LABEL = "数据库服务器测试邮件地址域名标签长度"
 UNDELIVERABLE = {
     "left-to-right mark in the domain": "shopper@exa\u200emple.com",
     "noncharacter U+FFFF in the domain": "shopper@exa\uffffmple.com",
@@ -85,6 +87,13 @@ UNDELIVERABLE = {
     "local part of 65 octets": "a" * 65 + "@example.com",
     "domain over 255 octets once encoded": "shopper@" + ("ü" * 50 + ".") * 5 + "example",
     "ASCII label of 64 characters": "shopper@" + "a" * 64 + ".example",
+    # RFC 5321 4.5.3.1.3: the path "<local@domain>" is at most 256 octets, so the address 254
+    # once encoded; 143 characters here (under EmailField's 254), 315 octets encoded.
+    "address over 254 octets once encoded": "a" * 64 + "@" + ".".join([LONG_CJK_LABEL] * 4) + ".de",
+    # IDNA 2003 (Django's SMTP backend) maps these to ss and σ; IDNA 2008 registries keep them
+    # (straße.de is xn--strae-oqa.de, not strasse.de): the mail would go to another domain.
+    "sharp s in the domain (IDNA 2003 sends to ss)": "shopper@straße.de",
+    "final sigma in the domain (IDNA 2003 sends to σ)": "shopper@ας.gr",
     # IDNA's nameprep maps these to nothing (RFC 3454 table B.1): shown and stored as one domain,
     # sent to another.
     "combining grapheme joiner (IDNA would drop it)": "cgj@ex\u034fample.com",

@@ -58,7 +58,8 @@ JOB_HEARTBEAT_SECONDS = 2
 # Called in the worker once, before its first work horse is forked: what it loads (data, compiled
 # templates) every horse inherits, instead of loading it again in each one, per job, and losing it
 # with the horse (an order job spent ~200 ms of its ~215 ms loading babel's data and templates).
-# Not at start: the worker says it is listening as soon as it can (start → ready).
+# Called right after the worker says it is listening, before its first pop: the start is no longer
+# for it (start → ready), and the first job does not wait for it either.
 WORK_HORSE_PRELOAD = ("orders.jobs.warm_up",)
 
 
@@ -102,10 +103,7 @@ class Worker(rq.Worker):
             connections.close_all()
 
     def execute_job(self, job, queue):
-        if not self._preloaded:
-            self._preloaded = True
-            for path in WORK_HORSE_PRELOAD:
-                import_string(path)()
+        self._preload()
         metrics.WORKER_JOBS_STARTED.labels(queue.name).inc()
         start = time.perf_counter()
         try:
@@ -162,7 +160,16 @@ class Worker(rq.Worker):
             # Housekeeping only: last_cleaned_at is unchanged, so the next pass runs it again.
             self.log.warning("Worker %s: registry clean-up skipped, Redis unavailable (%s)", self.name, exc)
 
+    def _preload(self) -> None:
+        if not self._preloaded:
+            self._preloaded = True
+            for path in WORK_HORSE_PRELOAD:
+                import_string(path)()
+
     def dequeue_job_and_maintain_ttl(self, timeout, max_idle_time=None):
+        # Before the first pop, once the worker has said it is listening: the first job waits for
+        # nothing, and the start is not longer for it.
+        self._preload()
         return self._until_redis_answers("dequeue", super().dequeue_job_and_maintain_ttl, timeout, max_idle_time)
 
     def teardown(self):

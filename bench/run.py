@@ -975,11 +975,15 @@ def section_kill9(ctx: Context) -> list[Row]:
         killed = time.monotonic()
         killed_at = timezone.now()
         found = horses()
+        # Every victim is signalled first, then reaped: killed one by one, with a wait for each,
+        # the later whole workers died seconds late, after their job had finished.
         for kind, worker in victims.values():
-            if kind == "horse":
-                found[worker.pid].kill()
-            else:
-                worker.kill()  # the worker, its group and its horse: the container died
+            if kind == "worker":
+                os.killpg(worker.pid, signal.SIGKILL)  # the worker and its group: the container died
+            found[worker.pid].kill()  # the horse, in a process group of its own
+        for kind, worker in victims.values():
+            if kind == "worker":
+                worker.kill()  # reaps it (and kills anything of it still there)
         # Polled only to know when to stop; the figures are the times PostgreSQL recorded (the
         # status change to paid, the outbox's sent_at), to the millisecond: a poll's time would
         # round both to the same poll when the mailer sends right after the payment.

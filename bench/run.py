@@ -191,6 +191,9 @@ class Context:
         self.floor_env = {**self.env, "DJANGO_SETTINGS_MODULE": "bench.floor.settings"}
         self.web_workers = int(self.env["WEB_CONCURRENCY"])
         self.commands: list[str] = []
+        # Tells this invocation's shoppers from earlier ones': the embedded database keeps its data
+        # between runs, and a figure that counts orders by email must not count theirs.
+        self.stamp = uuid.uuid4().hex[:8]
 
     def task(self, description: str, total: int):
         return self.progress.add_task(description, total=total)
@@ -863,7 +866,7 @@ def section_rolling(ctx: Context) -> list[Row]:
         # The whole formation: the scheduler's sweep is what recovers an order whose job was lost.
         mailer, scheduler = start("mailer", ctx.env), start("scheduler", ctx.env)
         try:
-            tag = f"bench-roll{run}-"
+            tag = f"bench-roll{ctx.stamp}-{run}-"
             requests = load.prepare_checkouts(ports[0], SKU, ctx.args.rolling_orders, email=tag + "{n}@example.com")
             stop_event = threading.Event()
             tally = rolling_load(ports, requests, "/", stop_event)
@@ -895,7 +898,7 @@ def section_rolling(ctx: Context) -> list[Row]:
         finally:
             for process in [*webs, *workers, mailer, scheduler]:
                 process.close()
-        retire_pending(f"bench-roll{run}-")
+        retire_pending(f"bench-roll{ctx.stamp}-{run}-")
         ctx.advance(task)
         floor_ports = [free_port(), free_port()]
         floors = [

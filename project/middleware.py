@@ -38,6 +38,29 @@ class RequestMetricsMiddleware:
         return response
 
 
+class HeadWithoutBodyMiddleware:
+    """Answer HEAD with GET's status and headers and no body (RFC 9110 section 9.3.2).
+
+    Django renders a HEAD like a GET and leaves dropping the body to the server. gunicorn drops it,
+    but logs a WARNING for each such request ("WSGI app sent body bytes on a no-body response"),
+    so every HEAD (a monitor, a link checker, ``curl -I``) put a warning in web's log. The
+    Content-Length that CommonMiddleware set for GET stays, as RFC 9110 allows. Streaming responses
+    (WhiteNoise's static files) are left alone: WhiteNoise answers HEAD without a body itself.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if request.method == "HEAD" and not response.streaming:
+            length = len(response.content)
+            response.content = b""
+            if "Content-Length" not in response:
+                response["Content-Length"] = str(length)
+        return response
+
+
 class ProbeMiddleware:
     """Serve ``GET``/``HEAD`` ``/health``, ``/ready`` and ``/metrics`` before any other middleware
     looks at the Host.

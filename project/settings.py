@@ -84,6 +84,8 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     # Outermost: counts and times every answer by view and status (project/metrics.py).
     "project.middleware.RequestMetricsMiddleware",
+    # Next: a HEAD gets GET's headers and no body (gunicorn would log a warning for each).
+    "project.middleware.HeadWithoutBodyMiddleware",
     # Next: /health, /ready and /metrics answer whatever the Host header (probes send the pod IP); see its docstring.
     "project.middleware.ProbeMiddleware",
     # Next: every other answer carries X-Request-ID, and every line logged for it the request id.

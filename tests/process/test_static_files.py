@@ -60,3 +60,18 @@ def test_web_without_collected_static_files_refuses_to_start_with_one_line(forma
     errors = [line for line in web.output().splitlines() if line.startswith("configuration error:")]
     assert len(errors) == 1, web.output()
     assert "static files are not collected" in errors[0] and "collectstatic" in errors[0]
+
+
+def test_head_of_a_page_and_of_a_static_file_leaves_no_warning_in_webs_log(formation):
+    factories.product()
+    web = formation.start("web")
+    base = f"http://127.0.0.1:{web.env['PORT']}"
+    stylesheet = element(Browser(base).request("/")[2], "#shop-css").attrs["href"]
+    for path in ("/", stylesheet):
+        request = urllib.request.Request(base + path, method="HEAD")
+        with urllib.request.urlopen(request, timeout=10) as response:
+            assert response.status == 200
+            assert int(response.headers["Content-Length"]) > 0
+    output = web.output()
+    assert "HEAD / HTTP/1.1" in output  # the access log has the requests
+    assert "body bytes on a no-body response" not in output

@@ -6,6 +6,7 @@ import re
 import psycopg
 import pytest
 from django.core.exceptions import PermissionDenied
+from django.core.handlers.wsgi import WSGIHandler
 from django.db import connection, connections
 from django.test import Client, RequestFactory
 from django.test.utils import CaptureQueriesContext
@@ -122,3 +123,17 @@ def test_any_other_error_outside_a_view_is_still_the_500_page(settings):
     response = middleware.server_error(RequestFactory().get("/"))
     assert response.status_code == 500
     assert element(page_of(response), "#error-title").text == "Sorry, something went wrong on our side"
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/", "/cart/", "/health", "/no-such-page/"])
+def test_head_answers_gets_status_and_headers_without_a_body(path):
+    # Through Django's WSGI handler itself: the test client strips HEAD bodies on its own
+    # (django.test.client.conditional_content_removal), so it could not see one.
+    handler = WSGIHandler()
+    get = handler.get_response(RequestFactory().get(path))
+    head = handler.get_response(RequestFactory().head(path))
+    assert head.status_code == get.status_code
+    assert head.content == b""
+    assert head["Content-Type"] == get["Content-Type"]
+    assert int(head["Content-Length"]) == len(get.content)

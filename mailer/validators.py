@@ -28,7 +28,7 @@ MAX_ADDRESS = 256 - 2
 # letters — ß to "ss", ς to "σ" — while IDNA 2008, which registries follow, keeps them: straße.de is
 # xn--strae-oqa.de, a different domain from strasse.de. Sent as typed, the mail would reach the
 # other one. (The other two deviations, ZWJ and ZWNJ, are refused as invisible.)
-DEVIATIONS = {"\u00df": "ß", "\u03c2": "ς"}
+DEVIATIONS = "ßς"
 
 # Unicode general categories that nobody types on purpose and that never belong in an address:
 # controls, format characters (zero-width and bidi marks such as U+200B, U+200E, U+202E),
@@ -123,13 +123,13 @@ def validate_deliverable_address(value: str) -> None:
             code="undeliverable",
             params={"max": MAX_LOCAL_PART},
         )
-    for char in domain:
-        if char.lower() in DEVIATIONS:
+    for char in domain.lower():
+        if char in DEVIATIONS:
             raise ValidationError(
                 "The part after the @ contains %(char)s, which mail systems do not all read the same "
                 "way: the mail could reach another domain. Please check the address.",
                 code="undeliverable",
-                params={"char": DEVIATIONS[char.lower()]},
+                params={"char": char},
             )
     try:
         sanitize_address(value, settings.DEFAULT_CHARSET)

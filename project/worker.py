@@ -103,7 +103,6 @@ class Worker(rq.Worker):
             connections.close_all()
 
     def execute_job(self, job, queue):
-        self._preload()
         metrics.WORKER_JOBS_STARTED.labels(queue.name).inc()
         start = time.perf_counter()
         try:

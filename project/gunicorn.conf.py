@@ -65,8 +65,22 @@ def _remove_orphaned_metrics_directories() -> None:
             pass  # a live process of another user
 
 
-# The multiprocess directory this arbiter made for itself (removed when it exits), if any.
+# The multiprocess directory this arbiter made for itself, if any: removed when it exits (atexit,
+# or on_exit when it skips the interpreter's teardown).
 _own_metrics_directory: list[str] = []
+
+
+def _remove_own_metrics_directory() -> None:
+    for directory in _own_metrics_directory:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def _exit_now() -> None:
+    """Flush logging and the standard streams, then end this process with status 0 at once."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _metrics_directory(server) -> None:
@@ -92,7 +106,7 @@ def _metrics_directory(server) -> None:
         directory = tempfile.mkdtemp(prefix=f"formation-metrics-{arbiter}-", dir=worker_tmp_dir)
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
         _own_metrics_directory.append(directory)
-        atexit.register(lambda: os.getpid() == arbiter and shutil.rmtree(directory, ignore_errors=True))
+        atexit.register(lambda: os.getpid() == arbiter and _remove_own_metrics_directory())
     server.log.info("metrics: multiprocess directory %s", directory)
 
 
@@ -158,10 +172,7 @@ def worker_exit(server, worker):
     from django.db import connections
 
     connections.close_all()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    _exit_now()
 
 
 def on_exit(server):
@@ -177,9 +188,5 @@ def on_exit(server):
     caller = sys._getframe(1)
     if caller.f_code.co_name != "halt" or caller.f_locals.get("exit_status") != 0:
         return
-    for directory in _own_metrics_directory:
-        shutil.rmtree(directory, ignore_errors=True)
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    _remove_own_metrics_directory()
+    _exit_now()

@@ -10,6 +10,7 @@ passes the form, the order is charged, and every send fails. This validator appl
 encoding at the door, with the limits of RFC 5321 (section 4.5.3.1).
 """
 
+import contextlib
 import stringprep
 import unicodedata
 
@@ -151,3 +152,27 @@ def validate_deliverable_address(value: str) -> None:
             code="undeliverable",
             params={"max": MAX_ADDRESS},
         )
+
+
+def address_for_display(value: str) -> str:
+    """Return ``value`` (``local@domain``) with each ``xn--`` label of its domain shown in Unicode:
+    ``zoe@xn--bcher-kva.example`` is ``zoe@bücher.example``; anything else comes back unchanged.
+
+    For showing an address to the shopper who typed it: Chromium submits an ``<input type="email">``
+    with its domain already converted to punycode (the HTML standard lets browsers convert between
+    the two), so the stored address is ``xn--…`` although the shopper typed and saw Unicode. The
+    stored value is what mail goes to and stays as it is. A label is decoded with the same codec
+    the mailer encodes with (Python's ``idna``, IDNA 2003), whose ToUnicode refuses a label that
+    does not encode back to itself (``xn--strae-oqa``, IDNA 2008's straße): such a label, or one
+    that does not decode at all, is shown as it is stored.
+    """
+    local, at, domain = value.rpartition("@")
+    if not at:
+        return value
+    labels = []
+    for label in domain.split("."):
+        if label[:4].lower() == "xn--":
+            with contextlib.suppress(UnicodeError):
+                label = label.lower().encode("ascii").decode("idna")
+        labels.append(label)
+    return f"{local}@{'.'.join(labels)}"

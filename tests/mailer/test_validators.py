@@ -7,7 +7,7 @@ from django.core.exceptions import ValidationError
 from django.core.mail.message import sanitize_address
 from django.core.validators import validate_email
 
-from mailer.validators import BLANK_LOOKING, DEFAULT_IGNORABLE, validate_deliverable_address
+from mailer.validators import BLANK_LOOKING, DEFAULT_IGNORABLE, address_for_display, validate_deliverable_address
 from tests.support import UNDELIVERABLE
 
 DELIVERABLE = {
@@ -56,3 +56,20 @@ def test_every_character_idna_drops_or_that_shows_as_nothing_is_refused_by_its_c
             assert refused.value.messages == [
                 f"This address contains an invisible or unusable character (U+{code:04X}). Please type it again."
             ], address
+
+
+@pytest.mark.parametrize(
+    ("stored", "shown"),
+    [
+        ("zoe@xn--bcher-kva.example", "zoe@bücher.example"),  # what Chromium submits for bücher
+        ("zoe@XN--BCHER-KVA.example", "zoe@bücher.example"),
+        ("x@sub.xn--bcher-kva.xn--p1ai", "x@sub.bücher.рф"),
+        ("zoe@bücher.example", "zoe@bücher.example"),
+        ("shopper@example.com", "shopper@example.com"),
+        # IDNA 2008's straße.de does not survive IDNA 2003's round trip: shown as stored, not guessed.
+        ("a@xn--strae-oqa.de", "a@xn--strae-oqa.de"),
+        ("a@xn--zz-.example", "a@xn--zz-.example"),  # not punycode at all
+    ],
+)
+def test_an_address_is_shown_with_its_punycode_labels_in_unicode(stored, shown):
+    assert address_for_display(stored) == shown

@@ -28,6 +28,11 @@ def main() -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, _stop_before_start)
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
+    # The process type every log line names (settings.LOGGING): the Procfile's type whose command
+    # this is, read here at the entry point so that the settings never read the Procfile.
+    from project.procfile import process_type
+
+    os.environ["PROCESS_TYPE"] = process_type(sys.argv)
     # Imported once the signal rule above is in place, as Django's own manage.py template does:
     # a SIGTERM that arrives while Django imports still ends the process with exit 0.
     from django.core.exceptions import ImproperlyConfigured

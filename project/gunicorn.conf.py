@@ -20,6 +20,8 @@ from django.core.exceptions import ImproperlyConfigured
 from project.env import web_server_settings
 from project.logs import gunicorn_logconfig, log_format
 
+# web's log lines name their process type; settings.LOGGING reads it in each worker too.
+os.environ.setdefault("PROCESS_TYPE", "web")
 try:
     _web = web_server_settings()
     _log_format = log_format()
@@ -39,7 +41,7 @@ accesslog = "-"
 errorlog = "-"
 # LOG_FORMAT=json: the error and access lines as JSON on stdout like every other line (project/logs.py);
 # text: gunicorn's own lines. The access line's request id is the response's X-Request-ID header.
-logconfig_dict = gunicorn_logconfig(_log_format)
+logconfig_dict = gunicorn_logconfig(_log_format, os.environ["PROCESS_TYPE"])
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
 capture_output = True
 # Heartbeat files in memory, not on a possibly slow container overlay filesystem.

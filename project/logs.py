@@ -9,15 +9,14 @@ an error; gunicorn's access lines add ``http_method``, ``path``, ``status`` and 
 (``make run``) sets it when it is unset. JSON lines come from python-json-logger
 (https://nhairs.github.io/python-json-logger/).
 
-The process type is PROCESS_TYPE when set, otherwise the Procfile's type whose command this
-process runs (process_type), so it is right under honcho, docker compose, Kubernetes and
-Heroku alike without being set anywhere.
+The process type is passed in by whoever configures logging (settings.LOGGING from
+PROCESS_TYPE, which each entry point sets from the Procfile; see processes.procfile.process_type);
+this module reads no file.
 """
 
 import io
 import logging
 import os
-import shlex
 import sys
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -26,7 +25,6 @@ from django.core.exceptions import ImproperlyConfigured
 from pythonjsonlogger.json import JsonFormatter
 
 from project.context import FIELDS, ContextFilter
-from project.procfile import process_commands
 
 LOG_FORMATS = ("json", "text")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
@@ -44,8 +42,13 @@ def log_format() -> str:
     return chosen
 
 
-def _program(argv: list[str]) -> str:
-    """Return what a command line runs: a management command's name, else its program's name."""
+def program_name(argv: list[str] | None = None) -> str:
+    """Return what a command line runs: a management command's name, else its program's name.
+
+    ``argv`` (a list of str) defaults to sys.argv: ``["manage.py", "shell"]`` gives "shell",
+    ``[".venv/bin/gunicorn", …]`` and ``python -m gunicorn`` give "gunicorn", ``pytest`` "pytest".
+    """
+    argv = sys.argv if argv is None else argv
     names = [os.path.basename(arg) for arg in argv]
     if names and names[0].startswith("python"):
         names = names[1:]
@@ -54,31 +57,6 @@ def _program(argv: list[str]) -> str:
     if len(argv) > 1 and os.path.basename(os.path.dirname(argv[0])) == "gunicorn":  # python -m gunicorn
         return "gunicorn"
     return names[0] if names else "python"
-
-
-def process_type(argv: list[str] | None = None) -> str:
-    """Return this process's type: PROCESS_TYPE if set, else the Procfile type running ``argv``.
-
-    ``argv`` defaults to sys.argv. The Procfile's commands (``exec gunicorn …``, ``exec python
-    manage.py rqworker …``) are matched by what they run: ``gunicorn`` gives "web",
-    ``manage.py rqworker`` "worker", ``manage.py migrate`` "release". A process no type runs
-    (a one-off ``manage.py shell``, pytest) is named after its command ("shell", "pytest").
-    RQ's work horses are forks of the worker, gunicorn's workers of its arbiter: same type.
-    """
-    if os.environ.get("PROCESS_TYPE"):
-        return os.environ["PROCESS_TYPE"]
-    program = _program(sys.argv if argv is None else argv)
-    try:
-        commands = process_commands()
-    except (OSError, ValueError):  # no readable Procfile: name the process by its command
-        return program
-    for name, command in commands.items():
-        words = shlex.split(command)
-        if words and words[0] == "exec":
-            words = words[1:]
-        if _program(words) == program:
-            return name
-    return program
 
 
 class TextFormatter(logging.Formatter):
@@ -121,15 +99,16 @@ class AccessFilter(logging.Filter):
         return True
 
 
-def _formatter(fmt: str) -> dict:
+def _formatter(fmt: str, process_type: str) -> dict:
     if fmt == "json":
-        return {"()": JsonLineFormatter, "process_type": process_type()}
+        return {"()": JsonLineFormatter, "process_type": process_type}
     return {"()": TextFormatter, "fmt": TEXT_FORMAT}
 
 
-def logging_config(*, level: str, fmt: str) -> dict:
+def logging_config(*, level: str, fmt: str, process_type: str) -> dict:
     """Return the dictConfig for settings.LOGGING: everything to stdout in ``fmt`` ("json" or "text").
 
+    ``process_type`` (str) is the ``process_type`` field of every JSON line.
     ``level`` (a level name) is the root logger's; the SQL of django.db.backends stays off below
     INFO. Every line gets the log context (project.context.ContextFilter).
     """
@@ -137,7 +116,7 @@ def logging_config(*, level: str, fmt: str) -> dict:
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"context": {"()": ContextFilter}},
-        "formatters": {"line": _formatter(fmt)},
+        "formatters": {"line": _formatter(fmt, process_type)},
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
@@ -151,7 +130,7 @@ def logging_config(*, level: str, fmt: str) -> dict:
     }
 
 
-def gunicorn_logconfig(fmt: str) -> dict:
+def gunicorn_logconfig(fmt: str, process_type: str) -> dict:
     """Return gunicorn's ``logconfig_dict`` for ``fmt``: {} for "text" (gunicorn's own lines, as
     before), else its error and access logs as JSON lines on stdout (access lines through AccessFilter).
 
@@ -163,7 +142,7 @@ def gunicorn_logconfig(fmt: str) -> dict:
     handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"}
     return {
         "filters": {"context": {"()": ContextFilter}, "access": {"()": AccessFilter}},
-        "formatters": {"line": _formatter(fmt)},
+        "formatters": {"line": _formatter(fmt, process_type)},
         "handlers": {
             "stdout": {**handler, "filters": ["context"]},
             "access": {**handler, "filters": ["access", "context"]},

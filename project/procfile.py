@@ -5,7 +5,10 @@ runner (``python -m embedded run``), the process tests and the benchmarks. It im
 but the standard library: the checks run in the production image, which has no honcho.
 """
 
+import os
 import re
+import shlex
+import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -42,6 +45,35 @@ def process_commands(path: Path = PROCFILE) -> dict[str, str]:
                 raise ValueError(f"process type {name!r} is declared twice")
             processes[name] = command
     return processes
+
+
+def process_type(argv: list[str] | None = None, path: Path = PROCFILE) -> str:
+    """Return this process's type: PROCESS_TYPE if set, else the Procfile type running ``argv``.
+
+    ``argv`` (a list of str) defaults to sys.argv. The Procfile's commands (``exec gunicorn …``,
+    ``exec python manage.py rqworker …``) are matched by what they run: ``gunicorn`` gives "web",
+    ``manage.py rqworker`` "worker", ``manage.py migrate`` "release". A process no type runs (a
+    one-off ``manage.py shell``) is named after its command ("shell"), and so is every process
+    when the Procfile cannot be read. RQ's work horses are forks of the worker, gunicorn's
+    workers of its arbiter: same type. The entry points (manage.py, gunicorn.conf.py) call it
+    once and export the answer as PROCESS_TYPE, which settings.LOGGING reads.
+    """
+    from project.logs import program_name
+
+    if os.environ.get("PROCESS_TYPE"):
+        return os.environ["PROCESS_TYPE"]
+    program = program_name(sys.argv if argv is None else argv)
+    try:
+        commands = process_commands(path)
+    except (OSError, ValueError):  # no readable Procfile: name the process by its command
+        return program
+    for name, command in commands.items():
+        words = shlex.split(command)
+        if words and words[0] == "exec":
+            words = words[1:]
+        if program_name(words) == program:
+            return name
+    return program
 
 
 def web_healthy(port: int | str, *, timeout: float = 1.0) -> bool:

@@ -23,7 +23,7 @@ from project.env import (
     env_str,
     web_server_settings,
 )
-from project.logs import log_format, logging_config
+from project.logs import log_format, logging_config, program_name
 from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -275,7 +275,9 @@ if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
 # JSON lines (the default) or today's text lines (LOG_FORMAT=text), each with the request, job and
 # order ids where there is one (project/logs.py, project/context.py).
 LOG_FORMAT = log_format()
-LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT)
+# The process type each line names: PROCESS_TYPE, which the entry points (manage.py, gunicorn.conf.py)
+# set from the Procfile; a process started otherwise (pytest) is named after its program.
+LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT, process_type=env_str("PROCESS_TYPE") or program_name())
 
 # The shop's public address, for links in emails (no trailing slash). `make run` sets it to the
 # address it serves on: honcho gives each process type its own PORT, and the worker writes the emails.

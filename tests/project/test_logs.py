@@ -7,7 +7,8 @@ import re
 import pytest
 
 from project import context
-from project.logs import JsonLineFormatter, TextFormatter, process_type
+from project.logs import JsonLineFormatter, TextFormatter
+from project.procfile import process_type
 from tests.support import ALL_DATABASES
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")

@@ -4,3 +4,6 @@ from django.apps import AppConfig
 class MailerConfig(AppConfig):
     name = "mailer"
     verbose_name = "Email outbox"
+
+    def ready(self):
+        from mailer import metrics  # noqa: F401 - registers its collector (project.metrics.collector_register)

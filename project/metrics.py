@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from django.conf import settings
-from django.db import DatabaseError, connections
+from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
@@ -140,57 +140,36 @@ def send_observe(*, permanent: bool | None, sent: bool, seconds: float) -> None:
     MAILER_SEND_SECONDS.labels(result).observe(seconds)
 
 
-class OrdersCollector(Collector):
-    """``formation_orders{status}``: orders by status, one ``GROUP BY`` (index-only on
-    ``order_status_created``) at each scrape; every status appears, 0 when none."""
-
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        from django.db.models import Count
-
-        from orders.models import Order, OrderStatus
-
-        counts = dict.fromkeys(OrderStatus.values, 0)
-        try:
-            counts.update(Order.objects.order_by().values_list("status").annotate(Count("pk")))
-        except DatabaseError as exc:
-            # The other metrics of the scrape still count; the gap in this one says why.
-            logger.warning("metrics: orders by status not read, database unavailable (%s)", first_line(exc))
-            return
-        family = GaugeMetricFamily("formation_orders", "Orders by status, read at scrape time.", labels=["status"])
-        for status, count in counts.items():
-            family.add_metric([status], count)
-        yield family
+# The collectors each process type serves besides its own metrics, by process type. The apps
+# register theirs (collector_register, from their AppConfig.ready) so that this shared module never
+# imports them: the direction of imports is configuration → processes → orders → mailer → core.
+_COLLECTORS: dict[str, list[Callable[[], Collector]]] = {}
 
 
-class OutboxCollector(Collector):
-    """``formation_outbox_backlog{status}``: outbox messages not sent, by status (pending,
-    sending, failed), one ``GROUP BY`` at each scrape; every status appears, 0 when none."""
+def collector_register(*process_types: str) -> Callable:
+    """Return a decorator that registers a Collector class (or any factory of one) for ``process_types``.
 
-    def collect(self) -> Iterable[GaugeMetricFamily]:
-        from django.db.models import Count
+    Each process of those types serves, at every scrape, a collector made by the factory once per
+    registry (web's ``/metrics``, or the METRICS_PORT server of worker, scheduler and mailer).
+    Registering the same factory twice for a type keeps one.
+    """
 
-        from mailer.models import OutboxMessage, OutboxStatus
+    def decorate(factory: Callable[[], Collector]) -> Callable[[], Collector]:
+        for process_type in process_types:
+            registered = _COLLECTORS.setdefault(process_type, [])
+            if factory not in registered:
+                registered.append(factory)
+        return factory
 
-        counts = dict.fromkeys([status for status in OutboxStatus.values if status != OutboxStatus.SENT], 0)
-        try:
-            rows = (
-                OutboxMessage.objects.order_by()
-                .exclude(status=OutboxStatus.SENT)
-                .values_list("status")
-                .annotate(Count("pk"))
-            )
-            counts.update(rows)
-        except DatabaseError as exc:
-            logger.warning("metrics: outbox backlog not read, database unavailable (%s)", first_line(exc))
-            return
-        family = GaugeMetricFamily(
-            "formation_outbox_backlog", "Outbox messages not sent, by status, read at scrape time.", labels=["status"]
-        )
-        for status, count in counts.items():
-            family.add_metric([status], count)
-        yield family
+    return decorate
 
 
+def collectors_for(process_type: str) -> list[Collector]:
+    """Return a new collector of each factory registered for ``process_type`` (a list, maybe empty)."""
+    return [factory() for factory in _COLLECTORS.get(process_type, ())]
+
+
+@collector_register("worker")
 class QueueDepthCollector(Collector):
     """``formation_queue_depth{queue}``: jobs waiting in each queue of settings.RQ_QUEUES (``LLEN``)
     at each scrape. Every worker reports the same lists: aggregate with ``max``, not ``sum``.
@@ -250,7 +229,7 @@ def registry_with(*collectors: Collector) -> CollectorRegistry:
 @functools.cache
 def _web_registry() -> CollectorRegistry:
     # Built once per process, on the first scrape: the multiprocess directory is set by then.
-    return registry_with(OrdersCollector())
+    return registry_with(*collectors_for("web"))
 
 
 def authorization_refusal(header: str | None) -> int | None:
@@ -326,7 +305,8 @@ _servers: list[ThreadingWSGIServer] = []
 
 
 def metrics_serve(*, process_type: str, collectors: Iterable[Collector] = ()) -> ThreadingWSGIServer | None:
-    """Serve this process's metrics plus ``collectors`` on METRICS_ADDR:METRICS_PORT in a daemon
+    """Serve this process's metrics, the collectors registered for ``process_type`` (collector_register)
+    and ``collectors`` on METRICS_ADDR:METRICS_PORT in a daemon
     thread (prometheus-client's own threaded WSGI server); return the server, or None when
     METRICS_PORT is unset or the port cannot be bound (logged as an error: the process type goes
     on doing its work without metrics rather than stopping for them).
@@ -338,7 +318,7 @@ def metrics_serve(*, process_type: str, collectors: Iterable[Collector] = ()) ->
     try:
         family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
         server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
-        app = _guarded(make_wsgi_app(registry_with(*collectors)))
+        app = _guarded(make_wsgi_app(registry_with(*collectors_for(process_type), *collectors)))
         server = make_server(address, port, app, server_class, handler_class=_QuietHandler)
     except OSError as exc:
         logger.error("%s: metrics not served, cannot listen on %s:%s (%s)", process_type, address, port, exc)

@@ -27,7 +27,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mailer.services import mailer_run
 from project.commands import verbosity_log_level
-from project.metrics import OutboxCollector, metrics_serve
+from project.metrics import metrics_serve
 from project.preflight import ServiceUnavailable, wait_for_services
 
 logger = logging.getLogger("mailer")
@@ -62,5 +62,5 @@ class Command(BaseCommand):
             wait_for_services(database=True)
         except ServiceUnavailable as exc:
             raise CommandError(f"mailer: {exc}") from None
-        metrics_serve(process_type="mailer", collectors=[OutboxCollector()])
+        metrics_serve(process_type="mailer")
         mailer_run(stop=stop, interval=settings.MAILER_POLL_INTERVAL if interval is None else interval, once=once)

@@ -16,7 +16,7 @@ from django.conf import settings
 from django.core.management.base import CommandError
 from django_rq.management.commands.rqworker import Command as DjangoRQWorkerCommand
 
-from project.metrics import QueueDepthCollector, metrics_serve
+from project.metrics import metrics_serve
 from project.preflight import ServiceUnavailable, wait_for_services
 
 
@@ -34,5 +34,5 @@ class Command(DjangoRQWorkerCommand):
             wait_for_services(database=True, redis=True)
         except ServiceUnavailable as exc:
             raise CommandError(f"worker: {exc}") from None
-        metrics_serve(process_type="worker", collectors=[QueueDepthCollector()])
+        metrics_serve(process_type="worker")
         super().handle(*args, **options)

@@ -30,4 +30,4 @@ USER 10001:10001
 EXPOSE 8000
 
 # The web process type by default; others override the command (docker compose, Kubernetes).
-CMD ["sh", "-c", "exec gunicorn --config project/gunicorn.conf.py --bind 0.0.0.0:${PORT} project.wsgi"]
+CMD ["sh", "-c", "exec gunicorn --config gunicorn.conf.py --bind 0.0.0.0:${PORT} project.wsgi"]

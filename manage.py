@@ -30,7 +30,7 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "project.settings")
     # The process type every log line names (settings.LOGGING): the Procfile's type whose command
     # this is, read here at the entry point so that the settings never read the Procfile.
-    from project.procfile import process_type
+    from processes.procfile import process_type
 
     os.environ["PROCESS_TYPE"] = process_type(sys.argv)
     # Imported once the signal rule above is in place, as Django's own manage.py template does:

@@ -4,8 +4,8 @@ run, as one table on the terminal and in BENCHMARKS.md.
 Run as ``make bench [BENCH_ARGS="--runs 5 --only web,checkout"]`` (embedded PostgreSQL, Redis and
 SMTP sink; ``python -m embedded test -- python bench/run.py``), or with DATABASE_URL, REDIS_URL and
 EMAIL_URL set. Each figure is the median of ``--runs`` runs (at least 5 for a full run) with min
-and max. The subjects are the Procfile's own commands (project/procfile.py, started as honcho
-would by tests/procfile.py); the floors are a bare Django project under bench/floor/ on the same
+and max. The subjects are the Procfile's own commands (processes/procfile.py, started as honcho
+would by embedded/harness.py); the floors are a bare Django project under bench/floor/ on the same
 gunicorn, worker count and PostgreSQL, a bare ``rq worker``, and bare gunicorn. Load comes from
 another process on 127.0.0.1: Debian's wrk for GETs, bench/load.py's threads for POSTs.
 
@@ -61,13 +61,13 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn  # 
 from rich.table import Table  # noqa: E402
 
 from bench import load  # noqa: E402
+from core.queues import DEFAULT_QUEUE  # noqa: E402
+from embedded.harness import Process, process_env, run_release  # noqa: E402
 from mailer.models import OutboxMessage, OutboxStatus  # noqa: E402
 from orders.models import Order, OrderStatus, OrderStatusChange, Product  # noqa: E402
 from orders.services import LineRequest, order_create  # noqa: E402
+from processes.procfile import READY_LINES, process_commands  # noqa: E402
 from project.env import web_server_settings  # noqa: E402
-from project.procfile import READY_LINES, process_commands  # noqa: E402
-from project.queues import DEFAULT_QUEUE  # noqa: E402
-from tests.procfile import Process, process_env, run_release  # noqa: E402
 from tests.support import free_port, wait_until  # noqa: E402
 
 OUTPUT = ROOT / "BENCHMARKS.md"

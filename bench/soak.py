@@ -76,9 +76,9 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE  # noqa: E402
 from embedded.servers import Postgres, Redis, free_port, pid_alive, wait_for  # noqa: E402
-from project.procfile import READY_LINES, process_commands, web_healthy  # noqa: E402
-from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE  # noqa: E402
+from processes.procfile import READY_LINES, process_commands, web_healthy  # noqa: E402
 
 RUNS = ROOT / ".formation" / "soak"
 # The formation under test: processes per Procfile type (release runs once, before).

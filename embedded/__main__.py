@@ -30,7 +30,7 @@ from pathlib import Path
 
 from embedded.honcho import exit_status
 from embedded.servers import Postgres, Redis, ServerError, SmtpSink
-from project.procfile import process_commands, wait_for_health
+from processes.procfile import process_commands, wait_for_health
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".formation"
@@ -240,7 +240,7 @@ def command_run(args: argparse.Namespace) -> int:
     # honcho gives each process type its own PORT: the worker, which writes the emails' links,
     # must be told web's address.
     env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
-    # Lines for people at a terminal; production's default is JSON lines (project/logs.py).
+    # Lines for people at a terminal; production's default is JSON lines (core/logs.py).
     if not env.get("LOG_FORMAT"):
         env["LOG_FORMAT"] = "text"
     processes = process_commands()

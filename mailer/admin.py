@@ -8,9 +8,9 @@ from django.contrib import admin, messages
 from django.utils.html import format_html
 from django.utils.text import Truncator
 
+from core.admin import BoundedChangeListMixin, ReadOnlyAuditMixin
 from mailer.models import OutboxMessage
 from mailer.services import outbox_message_retry
-from project.admin import BoundedChangeListMixin, ReadOnlyAuditMixin
 
 # Characters of a key or an error shown in the list (the list fits a 1280 px window next to the
 # admin's sidebar); the whole text is in the cell's tooltip and on the message's page.

@@ -6,4 +6,4 @@ class MailerConfig(AppConfig):
     verbose_name = "Email outbox"
 
     def ready(self):
-        from mailer import metrics  # noqa: F401 - registers its collector (project.metrics.collector_register)
+        from mailer import metrics  # noqa: F401 - registers its collector (core.metrics.collector_register)

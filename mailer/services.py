@@ -35,10 +35,10 @@ from django.db import connection as db_connection
 from django.db.models import Q
 from django.utils import timezone
 
+from core import context, metrics
+from core.preflight import first_line
 from mailer.models import MailerHeartbeat, OutboxMessage, OutboxStatus
 from mailer.validators import validate_deliverable_address
-from project import context, metrics
-from project.preflight import first_line
 
 logger = logging.getLogger(__name__)
 # The mailer process's own lines (started, passes, stopped) keep the process type's name, as the
@@ -86,7 +86,7 @@ def outbox_message_create(*, key: str, to: str, subject: str, body: str) -> Outb
     """Add a message to the outbox, once per ``key``; return the row (the existing one on a repeat).
 
     Call inside the transaction that makes the business change, so both commit or neither does.
-    The log context now (project.context: the request, job and order ids) is kept with the row;
+    The log context now (core.context: the request, job and order ids) is kept with the row;
     the mailer logs the message's sending under it.
     """
     message, _ = OutboxMessage.objects.get_or_create(

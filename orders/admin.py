@@ -19,13 +19,13 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
+from core.admin import BoundedChangeListMixin, ReadOnlyAuditMixin
+from core.errors import ApplicationError
 from mailer.models import OutboxMessage
 from orders.models import Charge, Order, OrderLine, OrderStatus, OrderStatusChange, Product, SandboxCharge
 from orders.money import InvalidAmount, format_money, to_major, to_minor
 from orders.operations import ConfirmationNotSent, order_confirmation_resend, order_rerun
 from orders.payments import GATEWAY_DB
-from project.admin import BoundedChangeListMixin, ReadOnlyAuditMixin
-from project.errors import ApplicationError
 
 
 class ProductAdminForm(forms.ModelForm):

@@ -6,4 +6,4 @@ class OrdersConfig(AppConfig):
     verbose_name = "Orders"
 
     def ready(self):
-        from orders import metrics  # noqa: F401 - registers its collector (project.metrics.collector_register)
+        from orders import metrics  # noqa: F401 - registers its collector (core.metrics.collector_register)

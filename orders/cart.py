@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 from django.contrib.sessions.backends.base import SessionBase
 
+from core.errors import ApplicationError
 from orders.models import MAX_LINE_QUANTITY, MAX_LINES, Product
-from project.errors import ApplicationError
 
 SESSION_KEY = "cart"
 
@@ -55,7 +55,7 @@ def _change(session: SessionBase, change) -> None:
     """Apply ``change(pairs) -> pairs`` to the cart as stored now, under the session row's lock.
 
     Two overlapping requests of one shopper both change the cart: neither change is lost
-    (project.sessions). What ``change`` raises leaves the cart as it was.
+    (orders.sessions). What ``change`` raises leaves the cart as it was.
     """
 
     def stored_change(stored):

@@ -27,11 +27,11 @@ from importlib import import_module
 from django.conf import settings
 from django.contrib.sessions.backends.base import SessionBase
 
+from core.errors import ApplicationError
 from orders.cart import cart_clear, cart_contents, cart_lines
 from orders.models import Order, Product
 from orders.selectors import order_get_by_idempotency_key
 from orders.services import LineRequest, PriceChanged, order_create
-from project.errors import ApplicationError
 
 SESSION_KEY = "checkout"
 # The tokens (str) of the session's completed checkouts, oldest first, at most COMPLETED_REMEMBERED.

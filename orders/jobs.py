@@ -5,10 +5,10 @@ import uuid
 from django.template.loader import get_template
 from django.urls import reverse
 
+from core import context
 from orders import money
 from orders.checkout import checkout_sessions_clear_expired
 from orders.services import order_process, orders_sweep_pending
-from project import context
 
 
 def process_order(order_id: str) -> str:
@@ -35,7 +35,7 @@ def warm_up() -> None:
     """Load what every order job needs and a new process lacks: babel's data for the shop's prices
     (orders.money.warm_up), the confirmation email's compiled templates (Django's cached template
     loader) and the URL resolver its order link is reversed with; return None. Called by the worker
-    before it forks its first work horse (project.worker.WORK_HORSE_PRELOAD): every horse inherits
+    before it forks its first work horse (processes.worker.WORK_HORSE_PRELOAD): every horse inherits
     them.
     """
     money.warm_up()

@@ -1,4 +1,4 @@
-"""The orders by status gauge that web's metrics serve, registered in core's collector registry (project.metrics)."""
+"""The orders by status gauge that web's metrics serve, registered in core's collector registry (core.metrics)."""
 
 import logging
 from collections.abc import Iterable
@@ -8,9 +8,9 @@ from django.db.models import Count
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from core.metrics import collector_register
+from core.preflight import first_line
 from orders.models import Order, OrderStatus
-from project.metrics import collector_register
-from project.preflight import first_line
 
 logger = logging.getLogger(__name__)
 

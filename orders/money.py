@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils.translation import to_locale
 
-from project.errors import ApplicationError
+from core.errors import ApplicationError
 
 if TYPE_CHECKING:
     from babel import Locale
@@ -146,7 +146,7 @@ def warm_up() -> None:
     """Load babel and the CLDR data that format_money and minor_unit_exponent read, for the shop's
     locale (settings.LANGUAGE_CODE) and every SUPPORTED_CURRENCIES code; return None.
 
-    For a process that forks per job (the RQ worker, project.worker): loaded once in the parent,
+    For a process that forks per job (the RQ worker, processes.worker): loaded once in the parent,
     each child inherits it; loaded in each child, it is most of an order job's time (babel's locale
     data, ~100 ms per job on this project's machine, issue 10's bench).
     """

@@ -22,6 +22,9 @@ from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus, Retry
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 
+from core import context
+from core.errors import ApplicationError
+from core.queues import DEFAULT_QUEUE, redis_connection
 from mailer.models import OutboxMessage
 from mailer.services import outbox_message_create
 from orders.locks import order_lock
@@ -40,9 +43,6 @@ from orders.models import (
 from orders.money import format_money
 from orders.payments import PaymentDeclined, get_gateway
 from orders.selectors import order_failure_message, order_get_by_idempotency_key
-from project import context
-from project.errors import ApplicationError
-from project.queues import DEFAULT_QUEUE, redis_connection
 
 logger = logging.getLogger(__name__)
 # Times RQ puts an order's job straight back at the front of its queue when it fails or its work
@@ -84,7 +84,7 @@ def order_create(
 ) -> tuple[Order, bool]:
     """Create a pending order and its lines in one transaction; enqueue processing after commit.
 
-    ``request_id`` (default: the log context's, project.context, i.e. the checkout request's) is
+    ``request_id`` (default: the log context's, core.context, i.e. the checkout request's) is
     stored on the order and goes with its job and its email, so their log lines carry it.
 
     ``idempotency_key`` is the checkout form's one-time token: a second call with the same key
@@ -207,7 +207,7 @@ def order_enqueue(*, order_id: uuid.UUID | str, at_front: bool = False, request_
     ``at_front`` puts it ahead of the queued orders (the sweep's recoveries are the oldest). A job
     that fails or whose work horse dies is retried at once, at the front, up to ORDER_JOB_RETRIES times.
     ``request_id`` (default: the log context's) goes into the job's ``meta["request_id"]``, which
-    the worker binds while it performs the job (project.worker.Worker).
+    the worker binds while it performs the job (processes.worker.Worker).
 
     Return True when a job was enqueued, False when one with that id exists already or Redis
     is unreachable (the order stays pending in PostgreSQL and the scheduler's sweep enqueues
@@ -336,7 +336,7 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
 
     A job is live when Redis will still run it: queued *and* in its queue, deferred or scheduled
     *and* in that registry, or started with a heartbeat newer than ``older_than`` (a running job's
-    worker refreshes it every project.worker.JOB_HEARTBEAT_SECONDS). Anything else is deleted and
+    worker refreshes it every processes.worker.JOB_HEARTBEAT_SECONDS). Anything else is deleted and
     enqueued again: no job (Redis lost it or was down at checkout), a failed job (its work horse
     was killed past its retries), a started job whose whole worker was killed (no heartbeat any
     more), or a job whose status says queued while no queue holds it — a worker listening on

@@ -15,7 +15,7 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 
 # The database ENGINE every process uses: Django's PostgreSQL backend, its health check changed.
-POSTGRESQL_ENGINE = "project.postgresql"
+POSTGRESQL_ENGINE = "core.postgresql"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -133,7 +133,7 @@ def env_database(
             f"{name} must be a PostgreSQL URL (postgres://user:password@host:port/name); "
             f"the {urlsplit(url).scheme or 'given'!s} engine is refused"
         )
-    # Django's PostgreSQL backend with a health check that sends no query (project/postgresql/base.py).
+    # Django's PostgreSQL backend with a health check that sends no query (core/postgresql/base.py).
     database["ENGINE"] = POSTGRESQL_ENGINE
     if not database.get("NAME"):
         raise ImproperlyConfigured(f"{name} names no database: postgres://user:password@host:port/name")

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
+from core.logs import log_format, logging_config, program_name
+from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 from project.env import (
     env_bool,
     env_database,
@@ -23,8 +25,6 @@ from project.env import (
     env_str,
     web_server_settings,
 )
-from project.logs import log_format, logging_config, program_name
-from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -38,7 +38,7 @@ CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https") if env_bool("BEHIND_TLS_PROXY", False) else None
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env_bool("SECURE_COOKIES", False)
 # Database sessions whose cart changes under the row lock: overlapping requests lose none.
-SESSION_ENGINE = "project.sessions"
+SESSION_ENGINE = "orders.sessions"
 X_FRAME_OPTIONS = "DENY"
 # HTTPS behind a TLS-terminating proxy (https://docs.djangoproject.com/en/5.2/ref/settings/#secure-ssl-redirect).
 # Probes come over plain HTTP from inside the cluster: never redirect them.
@@ -65,9 +65,9 @@ CONTENT_SECURITY_POLICY = {
 }
 
 INSTALLED_APPS = [
-    # project first: its rqworker and rqscheduler commands must win over django_rq's
+    # The process runtime first: its rqworker and rqscheduler commands must win over django_rq's
     # (the first app with a command of a name wins, Django's get_commands()).
-    "project",
+    "processes",
     "orders",
     "mailer",
     "django.contrib.admin",
@@ -82,20 +82,20 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    # Outermost: counts and times every answer by view and status (project/metrics.py).
-    "project.middleware.RequestMetricsMiddleware",
+    # Outermost: counts and times every answer by view and status (core/metrics.py).
+    "core.middleware.RequestMetricsMiddleware",
     # Next: a HEAD gets GET's headers and no body (gunicorn would log a warning for each).
-    "project.middleware.HeadWithoutBodyMiddleware",
+    "core.middleware.HeadWithoutBodyMiddleware",
     # Next: /health, /ready and /metrics answer whatever the Host header (probes send the pod IP); see its docstring.
-    "project.middleware.ProbeMiddleware",
+    "core.middleware.ProbeMiddleware",
     # Next: every other answer carries X-Request-ID, and every line logged for it the request id.
-    "project.middleware.RequestIdMiddleware",
+    "core.middleware.RequestIdMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Right after SecurityMiddleware, so that every answer below it carries the policy too: static
     # files (WhiteNoise), CommonMiddleware's slash redirects and the 400 for a foreign Host header.
     "csp.middleware.CSPMiddleware",
-    "project.middleware.RejectNonUtf8FormsMiddleware",
-    "project.middleware.DatabaseUnavailableMiddleware",
+    "core.middleware.RejectNonUtf8FormsMiddleware",
+    "core.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -103,7 +103,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "project.middleware.MethodNotAllowedPageMiddleware",
+    "core.middleware.MethodNotAllowedPageMiddleware",
     # Last, as django-axes requires (https://django-axes.readthedocs.io/en/latest/2_installation.html).
     "axes.middleware.AxesMiddleware",
 ]
@@ -122,11 +122,11 @@ AXES_COOLOFF_TIME = env_number("AXES_COOLOFF_MINUTES", 15, minimum=1) / 60  # ho
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 # A page in plain words with Retry-After (templates/admin/lockout.html) instead of axes' bare text.
-AXES_LOCKOUT_CALLABLE = "project.admin.lockout_response"
+AXES_LOCKOUT_CALLABLE = "core.admin.lockout_response"
 AXES_VERBOSE = False  # no start-up banner in every process's output; lockouts are still logged
 # The client's address: behind the TLS proxy the one it appended to X-Forwarded-For, else the peer.
 CLIENT_IP_FROM_X_FORWARDED_FOR = SECURE_PROXY_SSL_HEADER is not None
-AXES_CLIENT_IP_CALLABLE = "project.admin.client_ip_address"
+AXES_CLIENT_IP_CALLABLE = "core.admin.client_ip_address"
 # django-rq's dashboard as an entry of the admin index (/admin/django_rq/dashboard/), staff only.
 RQ_SHOW_ADMIN_LINK = True
 
@@ -153,9 +153,9 @@ TEMPLATES = [
 DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1, maximum=60)
 # Seconds any statement of the app may run, lock waits included, before PostgreSQL cancels it
 # (statement_timeout, https://www.postgresql.org/docs/current/runtime-config-client.html): a request
-# stuck behind a lock answers 503 (project/middleware.py) before gunicorn kills its worker at
+# stuck behind a lock answers 503 (core/middleware.py) before gunicorn kills its worker at
 # WEB_TIMEOUT (checked below). Set at connect through libpq's `options`, so every connection has
-# it; the release phase lifts it for its own session (project/release.py).
+# it; the release phase lifts it for its own session (processes/release.py).
 DATABASE_STATEMENT_TIMEOUT = env_number("DATABASE_STATEMENT_TIMEOUT", 10, minimum=0.1, maximum=3600)
 _database = env_database(
     "DATABASE_URL",
@@ -189,16 +189,16 @@ RQ_QUEUES = {
 # explicitly rather than left to django-rq's default.
 RQ = {
     "COMMIT_MODE": "on_db_commit",
-    "WORKER_CLASS": "project.worker.Worker",
-    "SCHEDULER_CLASS": "project.scheduler.Scheduler",
+    "WORKER_CLASS": "processes.worker.Worker",
+    "SCHEDULER_CLASS": "processes.scheduler.Scheduler",
 }
 
 # Periodic jobs, registered under these fixed ids each time the scheduler starts, so a
 # restart replaces a job instead of adding a second copy. Intervals in seconds. They run on
-# the maintenance queue (project.queues), ahead of the orders.
+# the maintenance queue (core.queues), ahead of the orders.
 # The sweep is what recovers an order whose whole worker was killed mid-job (its work horse's death
 # alone is retried by the worker itself, orders.services.ORDER_JOB_RETRIES): a started job is dead
-# once its heartbeat (every 2 s, project.worker.JOB_HEARTBEAT_SECONDS) is ORDER_STUCK_AFTER old, and
+# once its heartbeat (every 2 s, processes.worker.JOB_HEARTBEAT_SECONDS) is ORDER_STUCK_AFTER old, and
 # the sweep runs every ORDER_SWEEP_INTERVAL (the scheduler ticks every second, Procfile). Defaults:
 # an order is paid again within about 6 + 2 + 1 s + the job itself after kill -9 (issue 10: ≤ 15 s).
 # A pass costs a few Redis round trips (orders_sweep_pending), so a short interval is cheap.
@@ -248,7 +248,7 @@ PAYMENT_SANDBOX_LATENCY_MS = env_int("PAYMENT_SANDBOX_LATENCY_MS", 0, minimum=0,
 # With DEBUG off they are served from STATIC_ROOT under content-hashed names (cached for ten years),
 # which `manage.py collectstatic` writes: the image's build step runs it, and so does
 # `python -m embedded` (make run, make test, make manage) into .formation/<profile>/static.
-# web refuses to start without the manifest (project/gunicorn.conf.py) rather than answer 500.
+# web refuses to start without the manifest (gunicorn.conf.py) rather than answer 500.
 # With DEBUG on they come straight from the app and static/ folders, unhashed.
 STATIC_URL = "static/"
 STATIC_ROOT = env_str("STATIC_ROOT", str(BASE_DIR / "staticfiles"))
@@ -273,7 +273,7 @@ LOG_LEVEL = env_str("LOG_LEVEL", "INFO").upper()
 if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
     raise ImproperlyConfigured(f"LOG_LEVEL={LOG_LEVEL!r} is not a level: use DEBUG, INFO, WARNING, ERROR or CRITICAL")
 # JSON lines (the default) or today's text lines (LOG_FORMAT=text), each with the request, job and
-# order ids where there is one (project/logs.py, project/context.py).
+# order ids where there is one (core/logs.py, core/context.py).
 LOG_FORMAT = log_format()
 # The process type each line names: PROCESS_TYPE, which the entry points (manage.py, gunicorn.conf.py)
 # set from the Procfile; a process started otherwise (pytest) is named after its program.
@@ -302,7 +302,7 @@ if WEB_SERVER["timeout"] <= DATABASE_STATEMENT_TIMEOUT:
         f"({WEB_SERVER['timeout']} s), so a slow statement answers 503 instead of gunicorn killing the worker"
     )
 
-# The release phase (project/release.py): seconds a migration waits for a table lock per attempt
+# The release phase (processes/release.py): seconds a migration waits for a table lock per attempt
 # (shop queries queued behind it wait as long), retries after that (a pause from
 # MIGRATION_RETRY_DELAY s, doubling up to 30 s), and seconds a release waits for another to finish.
 # Defaults: about 2.5 minutes of retries, and both waits within the Kubernetes release Job's
@@ -312,7 +312,7 @@ MIGRATION_LOCK_RETRIES = env_int("MIGRATION_LOCK_RETRIES", 8, minimum=0, maximum
 MIGRATION_RETRY_DELAY = env_number("MIGRATION_RETRY_DELAY", 1, minimum=0, maximum=30)
 RELEASE_LOCK_WAIT = env_number("RELEASE_LOCK_WAIT", 300, minimum=0, maximum=86400)
 
-# Metrics (project/metrics.py; README, "Metrics"). METRICS_TOKEN: the bearer token of web's /metrics
+# Metrics (core/metrics.py; README, "Metrics"). METRICS_TOKEN: the bearer token of web's /metrics
 # (404 while unset) and of the METRICS_PORT servers; an RFC 6750 b64token of at least 16 characters.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 if METRICS_TOKEN is not None and not re.fullmatch(r"[A-Za-z0-9._~+/-]{16,}=*", METRICS_TOKEN):

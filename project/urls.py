@@ -6,14 +6,14 @@ from django.shortcuts import redirect
 from django.templatetags.static import static
 from django.urls import include, path
 
-from project import health, metrics
+from core import health, metrics
 
 # The admin's name in its header and in the browser's title bar.
 admin.site.site_header = admin.site.site_title = "Formation admin"
 admin.site.index_title = "Run the shop"
 
 # PostgreSQL unreachable outside a view (the session save after it) is a 503, not a 500.
-handler500 = "project.middleware.server_error"
+handler500 = "core.middleware.server_error"
 
 
 def favicon(request: HttpRequest) -> HttpResponse:

@@ -1,4 +1,4 @@
-"""WSGI entry point for the ``web`` process type (gunicorn, see project/gunicorn.conf.py)."""
+"""WSGI entry point for the ``web`` process type (gunicorn, see gunicorn.conf.py)."""
 
 import os
 

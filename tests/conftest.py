@@ -3,7 +3,7 @@
 import django_rq
 import pytest
 
-from project.queues import DEFAULT_QUEUE
+from core.queues import DEFAULT_QUEUE
 from tests import factories
 from tests.support import start_smtp
 

@@ -17,8 +17,8 @@ import django_rq
 from aiosmtpd.controller import Controller
 from django.core.management import call_command
 
+from core.queues import DEFAULT_QUEUE
 from embedded.servers import free_port
-from project.queues import DEFAULT_QUEUE
 
 # The database aliases: the shop's and the sandbox gateway's own connection (project.settings).
 ALL_DATABASES = ["default", "gateway"]

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from embedded.servers import Postgres, Redis, SmtpSink, port_free, port_open, redis_server_binary
-from project.parity import K8S_ANNOTATION, K8S_CONFIGMAP, major
+from processes.parity import K8S_ANNOTATION, K8S_CONFIGMAP, major
 from tests.support import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 import yaml
 
-from project.queues import DEFAULT_QUEUE
+from core.queues import DEFAULT_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

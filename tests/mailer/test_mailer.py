@@ -10,6 +10,7 @@ from django.core.management import call_command
 from django.db import connection
 from django.utils import timezone
 
+from embedded.harness import Process, process_env
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import (
     outbox_message_claim,
@@ -18,7 +19,6 @@ from mailer.services import (
     outbox_release_expired_leases,
     outbox_send_due,
 )
-from tests.procfile import Process, process_env
 from tests.support import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)

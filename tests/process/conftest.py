@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from core.queues import DEFAULT_QUEUE
+from embedded.harness import Process, process_env
 from embedded.servers import port_open, redis_server_command
-from project.queues import DEFAULT_QUEUE
-from tests.procfile import Process, process_env
 from tests.support import free_port, wait_until
 
 # Fast timings so recoveries happen within a test's deadlines (seconds).

@@ -7,11 +7,11 @@ from collections.abc import Iterable
 import psutil
 from django.db import connection, connections
 
+from embedded.harness import Process
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Charge, Order, SandboxCharge
 from orders.services import LineRequest, order_create
 from tests import factories
-from tests.procfile import Process
 from tests.support import RecordingSMTP, wait_until
 
 

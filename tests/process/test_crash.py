@@ -20,10 +20,10 @@ import psycopg
 import pytest
 from django.db import connection
 
+from core.queues import DEFAULT_QUEUE
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
 from orders.models import Order, SandboxCharge
-from project.queues import DEFAULT_QUEUE
 from tests import factories
 from tests.process.support import assert_exactly_once, order_status, place_order, work_horse
 from tests.support import ALL_DATABASES, Browser, checkout_data, hidden, wait_until

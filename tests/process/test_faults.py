@@ -10,7 +10,7 @@ import rq
 from django.db import connection
 
 from orders.models import Order, SandboxCharge
-from project.worker import Worker
+from processes.worker import Worker
 from tests import factories
 from tests.process.support import app_backends, assert_exactly_once, order_status, place_order
 from tests.support import ALL_DATABASES, Browser, checkout_data, element, hidden, wait_until

@@ -9,9 +9,9 @@ import time
 
 import pytest
 
+from embedded.harness import procfile, run_release
 from orders.models import Charge, Order
 from tests import factories
-from tests.procfile import procfile, run_release
 from tests.support import ALL_DATABASES, Browser, checkout_data, element, hidden, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]

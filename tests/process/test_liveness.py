@@ -12,9 +12,9 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
+from embedded.harness import ROOT
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
-from tests.procfile import ROOT
 from tests.support import ALL_DATABASES, start_smtp, wait_until
 
 pytestmark = [

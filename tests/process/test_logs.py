@@ -8,16 +8,16 @@ import uuid
 
 import pytest
 
+from embedded.harness import run_release
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order
-from project.procfile import READY_LINES
+from processes.procfile import READY_LINES
 from tests import factories
-from tests.procfile import run_release
 from tests.support import ALL_DATABASES, Browser, checkout_data, hidden, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
-# Every JSON line has these (project/logs.py).
+# Every JSON line has these (core/logs.py).
 FIELDS = {"time", "level", "process_type", "pid", "logger", "message"}
 # Today's text line: "2026-11-30 09:19:10,145 INFO mailer 15245 mailer: started, …".
 TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+ \d+ .+")

@@ -10,8 +10,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from embedded.harness import procfile
 from tests.process.support import place_order
-from tests.procfile import procfile
 from tests.support import ALL_DATABASES, Browser, free_port, sample, scrape, wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
@@ -96,7 +96,7 @@ def test_web_without_a_multiprocess_directory_makes_one_and_removes_it_at_exit(f
 
 
 def test_web_whose_workers_fail_to_boot_keeps_gunicorns_error_status_and_cleans_up(formation):
-    # The clean-stop shortcut (os._exit(0) in worker_exit and on_exit, project/gunicorn.conf.py) must
+    # The clean-stop shortcut (os._exit(0) in worker_exit and on_exit, gunicorn.conf.py) must
     # not turn a failure into exit 0: the Procfile's web line with an app that cannot be imported.
     formation.env.pop("PROMETHEUS_MULTIPROC_DIR", None)
     command = procfile()["web"].replace(" project.wsgi", " no_such_module.wsgi")

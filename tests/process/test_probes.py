@@ -10,8 +10,8 @@ import time
 import pytest
 import yaml
 
+from embedded.harness import ROOT
 from embedded.servers import port_open
-from tests.procfile import ROOT
 from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [

@@ -15,9 +15,9 @@ import psycopg
 import pytest
 from django.db import connection
 
-from project.release import RELEASE_LOCK_KEY
+from embedded.harness import ROOT, formation_database_url, process_env, run_release
+from processes.release import RELEASE_LOCK_KEY
 from tests.process.support import place_order
-from tests.procfile import ROOT, formation_database_url, process_env, run_release
 from tests.support import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.release, pytest.mark.django_db(transaction=True)]

@@ -19,10 +19,10 @@ from pathlib import Path
 import psutil
 import pytest
 
+from embedded.harness import spawn
 from orders.models import SandboxCharge
-from project.procfile import web_healthy
+from processes.procfile import web_healthy
 from tests.process.support import place_order
-from tests.procfile import spawn
 from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [

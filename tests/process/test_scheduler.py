@@ -11,8 +11,8 @@ import pytest
 import rq
 from django.conf import settings
 
-from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
-from project.worker import Worker
+from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
+from processes.worker import Worker
 from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [
@@ -104,7 +104,7 @@ def test_a_periodic_job_that_fails_once_is_not_left_failed_by_its_later_successe
     connection = django_rq.get_connection(DEFAULT_QUEUE)
     queue = rq.Queue("periodic-outcome", connection=connection)
     # Jobs run in this process, not in a forked horse (which would end the test's PostgreSQL
-    # connection), and without the horse's closing of every connection (project.worker).
+    # connection), and without the horse's closing of every connection (processes.worker).
     inline = type("InlineWorker", (Worker, rq.SimpleWorker), {"perform_job": rq.SimpleWorker.perform_job})
     handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:

@@ -19,13 +19,13 @@ import psutil
 import pytest
 import rq
 
+from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
+from embedded.harness import ROOT, Process
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
 from orders.models import Order, OrderStatus, SandboxCharge
-from project.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
-from project.worker import Worker
+from processes.worker import Worker
 from tests.process.support import place_order, work_horse
-from tests.procfile import ROOT, Process
 from tests.support import ALL_DATABASES, wait_until
 
 pytestmark = [

@@ -5,8 +5,8 @@ import os
 import django_rq
 import pytest
 
-from project import worker
-from project.queues import DEFAULT_QUEUE
+from core.queues import DEFAULT_QUEUE
+from processes import worker
 from tests.support import ALL_DATABASES, run_burst_worker
 
 preloads: list[int] = []

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from project.queues import DEFAULT_QUEUE
+from core.queues import DEFAULT_QUEUE
 
 ROOT = Path(__file__).resolve().parents[2]
 GOOD = {

@@ -1,0 +1,136 @@
+"""The twelve-factor checklist as Django system checks (tag ``twelvefactor``).
+
+Run by ``manage.py check --tag twelvefactor`` and, with the deployment-only ones, by
+``manage.py check --deploy``. Each has an id (``formation.E0xx``/``W0xx``) and a hint. The
+factors are those of https://12factor.net (III config, IV backing services, VI processes,
+VII port binding, IX disposability, X dev/prod parity, XII admin processes).
+"""
+
+import re
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+from django.conf import settings
+from django.core.checks import Error, Tags, register
+
+from processes.procfile import PROCFILE, process_commands
+from project.env import POSTGRESQL_ENGINE
+
+TAG = "twelvefactor"
+PROCESS_TYPES = ("release", "web", "worker", "scheduler", "mailer")
+
+
+@register(TAG, Tags.database)
+def check_backing_services(app_configs=None, **kwargs) -> list:
+    """PostgreSQL with a connect timeout and health checks; Redis queues with a connect timeout; SMTP."""
+    return backing_service_problems(
+        database=settings.DATABASES["default"], queues=settings.RQ_QUEUES, email_backend=settings.EMAIL_BACKEND
+    )
+
+
+def backing_service_problems(*, database: dict, queues: dict, email_backend: str) -> list:
+    """Return the check messages for a database settings dict, RQ_QUEUES and EMAIL_BACKEND."""
+    problems = []
+    if database.get("ENGINE") not in ("django.db.backends.postgresql", POSTGRESQL_ENGINE):
+        problems.append(
+            Error(
+                "The database engine is not PostgreSQL.",
+                hint="Set DATABASE_URL to a postgres:// URL: the same backing service everywhere (factor X).",
+                id="formation.E001",
+            )
+        )
+    if not database.get("OPTIONS", {}).get("connect_timeout"):
+        problems.append(
+            Error(
+                "No PostgreSQL connect timeout: a dead database would hang a process.",
+                hint="Set OPTIONS['connect_timeout'] (DATABASE_CONNECT_TIMEOUT, seconds).",
+                id="formation.E002",
+            )
+        )
+    if not database.get("CONN_HEALTH_CHECKS"):
+        problems.append(
+            Error(
+                "CONN_HEALTH_CHECKS is off: a restarted database fails the first request on each stale connection.",
+                hint="Set CONN_HEALTH_CHECKS=1 (Django 4.1+, checks a reused connection before use).",
+                id="formation.E003",
+            )
+        )
+    for name, queue in queues.items():
+        url = urlsplit(queue.get("URL", ""))
+        if url.scheme not in {"redis", "rediss", "unix"}:
+            problems.append(
+                Error(
+                    f"RQ queue {name!r} is not on Redis.", hint="Set REDIS_URL to a redis:// URL.", id="formation.E004"
+                )
+            )
+        elif "socket_connect_timeout" not in parse_qs(url.query):
+            problems.append(
+                Error(
+                    f"RQ queue {name!r} has no Redis connect timeout.",
+                    hint="Add socket_connect_timeout to the queue URL (REDIS_CONNECT_TIMEOUT, seconds).",
+                    id="formation.E010",
+                )
+            )
+    if email_backend != "django.core.mail.backends.smtp.EmailBackend":
+        problems.append(
+            Error(
+                "Email does not go over SMTP.",
+                hint="Use Django's SMTP backend and EMAIL_URL=smtp://…, in development too (a sink such as Mailpit).",
+                id="formation.E005",
+            )
+        )
+    return problems
+
+
+@register(TAG, Tags.security, deploy=True)
+def check_debug_off(app_configs=None, **kwargs) -> list:
+    """DEBUG is off in a deployment."""
+    if settings.DEBUG:
+        return [Error("DEBUG is on.", hint="Unset DEBUG (it is off by default).", id="formation.E006")]
+    return []
+
+
+@register(TAG)
+def check_procfile(app_configs=None, **kwargs) -> list:
+    """The Procfile declares every process type, binds web to $PORT, and migrates only in release."""
+    return procfile_problems(PROCFILE)
+
+
+def procfile_problems(path: Path) -> list:
+    """Return the check messages for the Procfile at ``path``."""
+    try:
+        processes = process_commands(path)
+    except OSError as exc:
+        return [Error(f"No readable Procfile at {path}: {exc}", hint="Restore the Procfile.", id="formation.E011")]
+    except ValueError as exc:
+        return [
+            Error(f"The Procfile at {path} is malformed: {exc}.", hint="Declare each type once.", id="formation.E012")
+        ]
+    problems = []
+    missing = [name for name in PROCESS_TYPES if name not in processes]
+    if missing:
+        problems.append(
+            Error(
+                f"The Procfile lacks process type(s): {', '.join(missing)}.",
+                hint=f"Declare each of {', '.join(PROCESS_TYPES)} (factor VIII, concurrency by process type).",
+                id="formation.E007",
+            )
+        )
+    if "web" in processes and not re.search(r"\$(PORT|\{PORT\})\b", processes["web"]):
+        problems.append(
+            Error(
+                "The web process does not bind to $PORT.",
+                hint="Bind 0.0.0.0:$PORT, the port the platform assigns (factor VII).",
+                id="formation.E008",
+            )
+        )
+    for name, command in processes.items():
+        if name != "release" and re.search(r"\bmigrate\b", command):
+            problems.append(
+                Error(
+                    f"Process type {name!r} runs migrations at start.",
+                    hint="Migrate only in the release phase: a start must be fast and safe to repeat (factor IX).",
+                    id="formation.E009",
+                )
+            )
+    return problems

@@ -1,0 +1,96 @@
+"""Liveness probe of a process type, for exec probes (Kubernetes, docker healthchecks) and people.
+
+    python manage.py probe web|worker|scheduler|mailer [--any-host] [--max-age SECONDS]
+
+Exit 0 with one line when a live process of that type runs on this host, 1 with one line
+otherwise. What "live" means per type:
+
+- web: ``GET http://127.0.0.1:$PORT/health`` answers 200 within 2 s (no backing service used;
+  PORT as validated by the settings, settings.WEB_SERVER, so a bad value fails with one line);
+- worker: an RQ worker of this host is registered in Redis (its key expires RQ_WORKER_TTL + 60 s
+  after its last heartbeat, rq's Worker.heartbeat);
+- scheduler: an rq-scheduler instance of this host is registered in Redis (its key expires
+  ``interval + 10`` s after its last tick);
+- mailer: a mailer of this host recorded a heartbeat within ``--max-age`` seconds.
+
+A process that makes progress beats, however long its pass; a stuck one stops beating. The
+mailer beats before each message it leases (at most every MAILER_HEARTBEAT_SECONDS), never from
+a separate thread, so its beat stops when its loop stops. Between two beats of a working mailer
+lie at most MAILER_HEARTBEAT_SECONDS plus one message: an SMTP exchange aborted at a deadline
+2 x EMAIL_TIMEOUT before its lease ends (mailer.services.outbox_message_send; EMAIL_TIMEOUT alone bounds
+each socket operation, not the exchange) and the recording of its result, which gives up before
+the lease ends; both fit in MAILER_LEASE_SECONDS. So ``--max-age`` defaults
+to MAILER_LEASE_SECONDS + MAILER_HEARTBEAT_SECONDS (65 s with the defaults): a slow but working
+SMTP server never makes a working mailer look dead, and a stuck one is reported after that age.
+"""
+
+import socket
+import urllib.request
+
+import django_rq
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+from redis.exceptions import RedisError
+from rq import Worker
+from rq_scheduler import Scheduler
+
+from core.preflight import first_line
+from core.queues import DEFAULT_QUEUE
+from mailer.selectors import mailer_alive
+
+
+class Command(BaseCommand):
+    help = "Exit 0 if a live process of the given type runs on this host, else 1 (one line either way)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("type", choices=["web", "worker", "scheduler", "mailer"])
+        parser.add_argument("--any-host", action="store_true", help="Count processes of every host.")
+        parser.add_argument(
+            "--max-age",
+            type=float,
+            default=None,
+            help="Mailer heartbeat age limit, seconds (default: MAILER_LEASE_SECONDS + MAILER_HEARTBEAT_SECONDS).",
+        )
+
+    def handle(self, *args, type: str, any_host: bool, max_age: float | None, **options):
+        if max_age is None:
+            max_age = settings.MAILER_LEASE_SECONDS + settings.MAILER_HEARTBEAT_SECONDS
+        hostname = socket.gethostname()
+        where = "any host" if any_host else f"host {hostname}"
+        count = getattr(self, f"_{type}")(hostname=None if any_host else hostname, max_age=max_age)
+        if not count:
+            raise CommandError(f"{type}: no live process on {where}")
+        self.stdout.write(f"{type}: {count} live on {where}")
+
+    def _web(self, *, hostname, max_age) -> int:
+        url = f"http://127.0.0.1:{settings.WEB_SERVER['port']}/health"
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                return int(response.status == 200)
+        except OSError as exc:
+            raise CommandError(f"web: {url} did not answer: {exc}") from None
+
+    def _redis(self):
+        return django_rq.get_connection(DEFAULT_QUEUE)
+
+    def _worker(self, *, hostname, max_age) -> int:
+        try:
+            workers = Worker.all(connection=self._redis())
+        except RedisError as exc:
+            raise CommandError(f"worker: Redis unreachable: {exc}") from None
+        return sum(1 for worker in workers if hostname is None or worker.hostname == hostname)
+
+    def _scheduler(self, *, hostname, max_age) -> int:
+        pattern = f"{Scheduler.redis_scheduler_namespace_prefix}{hostname or ''}*"
+        try:
+            keys = list(self._redis().scan_iter(match=pattern))
+            return sum(1 for key in keys if not self._redis().hexists(key, "death"))
+        except RedisError as exc:
+            raise CommandError(f"scheduler: Redis unreachable: {exc}") from None
+
+    def _mailer(self, *, hostname, max_age) -> int:
+        try:
+            return mailer_alive(hostname=hostname, max_age=max_age)
+        except DatabaseError as exc:
+            raise CommandError(f"mailer: database unreachable: {first_line(exc)}") from None

@@ -1,0 +1,39 @@
+"""The ``scheduler`` process type: rq-scheduler, with Formation's periodic jobs.
+
+Procfile: ``scheduler: exec python manage.py rqscheduler --interval 1``. Overrides django-rq's
+command of the same name (``project`` comes before ``django_rq`` in INSTALLED_APPS): it waits
+for Redis with a bound (core.preflight), registers settings.PERIODIC_JOBS under fixed ids,
+then runs rq-scheduler (processes.scheduler.scheduler_run). Several copies may run: each tick
+takes rq-scheduler's Redis lock (``rq:scheduler_lock``, expiring ``interval + 10`` seconds after
+it was taken), so a due job is moved to its queue once; a copy killed while holding the lock
+delays the others by at most that TTL. On SIGTERM or SIGINT rq-scheduler releases the lock and the process exits 0. If
+Redis goes away, the process says so in one line and reconnects with a backoff (up to 30 s).
+With METRICS_PORT set, its metrics (scheduled jobs moved to their queues) are served there.
+"""
+
+import logging
+
+from django.core.management.base import CommandError
+from django_rq.management.commands.rqscheduler import Command as DjangoRQSchedulerCommand
+
+from core.metrics import metrics_serve
+from core.preflight import ServiceUnavailable, wait_for_services
+from processes.commands import verbosity_log_level
+from processes.scheduler import scheduler_run
+
+
+class Command(DjangoRQSchedulerCommand):
+    help = "Run rq-scheduler with the periodic jobs registered under fixed ids (SIGTERM: release the lock, exit 0)."
+
+    def handle(self, *args, **options):
+        # Until rq-scheduler installs its handlers (processes.scheduler.Scheduler, in run()), a
+        # SIGTERM or SIGINT ends the process with exit 0 (manage.py's rule for process types); no
+        # lock is held yet. After a run ended on a Redis error those handlers stay installed.
+        # rq-scheduler's own handler would print every line twice beside Django's LOGGING.
+        logging.getLogger("rq_scheduler").setLevel(verbosity_log_level(options["verbosity"]))
+        try:
+            wait_for_services(redis=True)
+        except ServiceUnavailable as exc:
+            raise CommandError(f"scheduler: Redis {exc}") from None
+        metrics_serve(process_type="scheduler")
+        scheduler_run(queue=options["queue"], interval=options["interval"])

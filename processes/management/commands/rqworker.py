@@ -1,0 +1,38 @@
+"""The ``worker`` process type: django-rq's rqworker with Formation's start-up and shutdown rules.
+
+Procfile: ``worker: exec python manage.py rqworker maintenance default`` (RQ takes jobs
+from the queues in that order, so the sweep never waits behind a backlog of orders). Overrides django-rq's command
+of the same name: it waits for PostgreSQL and Redis with a bound (core.preflight; exit 1
+with one line when they stay unreachable), defaults ``--worker-ttl`` to RQ_WORKER_TTL, then
+runs django-rq's command with the worker class processes.worker.Worker.
+SIGTERM or SIGINT: warm shutdown — the job in progress (its work horse ignores the signal)
+runs to completion and commits, no new job is taken, exit 0. A second signal: cold shutdown —
+the work horse is killed and the job is left to the scheduler's sweep.
+With METRICS_PORT set, its metrics (jobs started, finished, failed, their durations, and each
+queue's depth read from Redis at scrape time) are served there (core.metrics).
+"""
+
+from django.conf import settings
+from django.core.management.base import CommandError
+from django_rq.management.commands.rqworker import Command as DjangoRQWorkerCommand
+
+from core.metrics import metrics_serve
+from core.preflight import ServiceUnavailable, wait_for_services
+
+
+class Command(DjangoRQWorkerCommand):
+    help = "Run an RQ worker (SIGTERM: warm shutdown, finish the current job, exit 0; twice: cold shutdown)."
+
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.set_defaults(worker_ttl=settings.RQ_WORKER_TTL)
+
+    def handle(self, *args, **options):
+        # A signal before RQ installs its handlers (in Worker.work) ends the process with exit 0:
+        # manage.py installs that rule for every process-type command.
+        try:
+            wait_for_services(database=True, redis=True)
+        except ServiceUnavailable as exc:
+            raise CommandError(f"worker: {exc}") from None
+        metrics_serve(process_type="worker")
+        super().handle(*args, **options)

@@ -1,0 +1,141 @@
+"""The twelve-factor checklist as Django system checks: each fires on a bad configuration."""
+
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.core import checks
+
+from core.queues import DEFAULT_QUEUE
+from processes.checks import backing_service_problems, check_debug_off, check_procfile, procfile_problems
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ids(messages) -> set[str]:
+    return {message.id for message in messages}
+
+
+def test_the_real_configuration_passes():
+    assert checks.run_checks(tags=["twelvefactor"], include_deployment_checks=True) == []
+
+
+def problems(settings, *, database=None, queues=None, email_backend=None) -> set[str]:
+    return ids(
+        backing_service_problems(
+            database={**settings.DATABASES["default"], **(database or {})},
+            queues=queues or settings.RQ_QUEUES,
+            email_backend=email_backend or settings.EMAIL_BACKEND,
+        )
+    )
+
+
+def test_database_not_postgresql(settings):
+    assert "formation.E001" in problems(settings, database={"ENGINE": "django.db.backends.mysql"})
+
+
+def test_database_without_connect_timeout(settings):
+    assert "formation.E002" in problems(settings, database={"OPTIONS": {}})
+
+
+def test_redis_without_connect_timeout(settings):
+    assert "formation.E010" in problems(settings, queues={DEFAULT_QUEUE: {"URL": "redis://127.0.0.1:6379/0"}})
+
+
+def test_conn_health_checks_off(settings):
+    assert "formation.E003" in problems(settings, database={"CONN_HEALTH_CHECKS": False})
+
+
+def test_queue_not_on_redis(settings):
+    assert "formation.E004" in problems(settings, queues={DEFAULT_QUEUE: {"URL": "amqp://127.0.0.1/"}})
+
+
+def test_email_not_smtp(settings):
+    assert "formation.E005" in problems(settings, email_backend="django.core.mail.backends.console.EmailBackend")
+
+
+def test_debug_on(settings):
+    settings.DEBUG = True
+    assert "formation.E006" in ids(check_debug_off())
+
+
+@pytest.mark.parametrize(
+    ("procfile", "expected"),
+    [
+        ("web: exec gunicorn --bind 0.0.0.0:$PORT project.wsgi\n", "formation.E007"),  # types missing
+        (
+            "release: exec python manage.py migrate\nweb: exec gunicorn --bind 0.0.0.0:8000 project.wsgi\n"
+            "worker: exec python manage.py rqworker\nscheduler: exec python manage.py rqscheduler\n"
+            "mailer: exec python manage.py mailer\n",
+            "formation.E008",
+        ),
+        (
+            "release: exec python manage.py migrate\n"
+            "web: python manage.py migrate && exec gunicorn --bind 0.0.0.0:$PORT project.wsgi\n"
+            "worker: exec python manage.py rqworker\nscheduler: exec python manage.py rqscheduler\n"
+            "mailer: exec python manage.py mailer\n",
+            "formation.E009",
+        ),
+    ],
+    ids=["missing-types", "web-not-on-PORT", "web-migrates"],
+)
+def test_procfile_checks(tmp_path, procfile, expected):
+    path = tmp_path / "Procfile"
+    path.write_text(procfile)
+    assert expected in ids(procfile_problems(path))
+
+
+def test_procfile_unreadable(tmp_path):
+    assert ids(procfile_problems(tmp_path / "Procfile")) == {"formation.E011"}
+
+
+def test_procfile_declaring_a_type_twice(tmp_path):
+    path = tmp_path / "Procfile"
+    path.write_text("web: exec gunicorn --bind 0.0.0.0:$PORT project.wsgi\nweb: exec gunicorn project.wsgi\n")
+    assert ids(procfile_problems(path)) == {"formation.E012"}
+
+
+def test_the_real_procfile_passes():
+    assert check_procfile() == []
+
+
+def production_env(**changes: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != "DEBUG"}
+    env.update(
+        SECRET_KEY=secrets.token_urlsafe(50),
+        ALLOWED_HOSTS="shop.example.com",
+        SECURE_COOKIES="1",
+        SECURE_SSL_REDIRECT="1",
+        SECURE_HSTS_SECONDS="31536000",
+        SECURE_HSTS_INCLUDE_SUBDOMAINS="1",
+        SECURE_HSTS_PRELOAD="1",
+        BEHIND_TLS_PROXY="1",
+    )
+    env.update(changes)
+    return env
+
+
+def check_deploy(env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_deploy_with_production_like_variables_reports_nothing():
+    result = check_deploy(production_env())
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_check_deploy_fails_with_debug_on():
+    result = check_deploy(production_env(DEBUG="1"))
+    assert result.returncode != 0
+    assert "formation.E006" in result.stderr

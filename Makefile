@@ -14,6 +14,7 @@ run: $(STAMP)  ## Run the whole formation on the embedded servers (or on the *_U
 test: $(STAMP)  ## Lint, then run the test suite against its own embedded servers
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 	bash tests/browser/ensure-chromium
 	$(PY) -m embedded test -- $(VENV)/bin/pytest $(PYTEST_ARGS)
 

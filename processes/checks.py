@@ -13,8 +13,8 @@ from urllib.parse import parse_qs, urlsplit
 from django.conf import settings
 from django.core.checks import Error, Tags, register
 
+from core.postgresql import ENGINE as POSTGRESQL_ENGINE
 from processes.procfile import PROCFILE, process_commands
-from project.env import POSTGRESQL_ENGINE
 
 TAG = "twelvefactor"
 PROCESS_TYPES = ("release", "web", "worker", "scheduler", "mailer")

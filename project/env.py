@@ -15,7 +15,8 @@ import redis
 from django.core.exceptions import ImproperlyConfigured
 
 # The database ENGINE every process uses: Django's PostgreSQL backend, its health check changed.
-POSTGRESQL_ENGINE = "core.postgresql"
+from core.postgresql import ENGINE as POSTGRESQL_ENGINE
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 

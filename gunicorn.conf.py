@@ -163,7 +163,7 @@ def worker_exit(server, worker):
     After a graceful stop the worker has served everything; what remains is Python's finalization
     of a process that holds all of Django (module teardown, garbage collection), about 0.4 s of an
     idle worker's SIGTERM → exit on this project's 2-core machine, where bare gunicorn needs a few
-    milliseconds (issue 10's bench). Only for a clean exit, a SystemExit(0) on its way out of the
+    milliseconds (measured by `make bench`). Only for a clean exit, a SystemExit(0) on its way out of the
     worker (gunicorn's Arbiter.spawn_worker calls this hook in its ``finally``): a boot or load
     error keeps its status and the normal path. Database connections are closed first (PostgreSQL
     sees a normal disconnection), then logging and the standard streams are flushed.
@@ -181,7 +181,7 @@ def on_exit(server):
     """End the arbiter at once after a clean stop, skipping the interpreter's teardown.
 
     The arbiter loaded Django (on_starting), so Python's finalization takes about 0.3 s of an idle
-    web's SIGTERM → exit on this project's machine (issue 10's bench), after every worker has
+    web's SIGTERM → exit on this project's machine (measured by `make bench`), after every worker has
     exited. gunicorn calls this hook only from ``Arbiter.halt(reason, exit_status)``, right before
     ``sys.exit(exit_status)``; the status is read from that call, and anything but 0 (or a gunicorn
     that no longer passes it so) takes the normal path. The arbiter's own metrics directory is

@@ -1,4 +1,4 @@
-"""``make bench``: every figure of issue 10's benchmark table beside its floor measured in the same
+"""``make bench``: every figure of the benchmark table beside its floor measured in the same
 run, as one table on the terminal and in BENCHMARKS.md.
 
 Run as ``make bench [BENCH_ARGS="--runs 5 --only web,checkout"]`` (embedded PostgreSQL, Redis and

@@ -18,8 +18,8 @@ def redis_connection(name: str = DEFAULT_QUEUE):
     One client per distinct connection setting, kept for the life of the process, so requests
     and jobs reuse its pooled TCP connection. ``django_rq.get_connection`` builds a new client,
     and so a new connection, on every call: a connect plus redis-py's driver-version lookup
-    (``importlib.metadata``) cost ~1 ms per ``/ready`` and per checkout's enqueue (issue 10's
-    bench). redis-py's pool is fork-safe (a child gets fresh connections, ConnectionPool's pid
+    (``importlib.metadata``) cost ~1 ms per ``/ready`` and per checkout's enqueue (measured
+    by `make bench`). redis-py's pool is fork-safe (a child gets fresh connections, ConnectionPool's pid
     check) and replaces a connection the server closed (a Redis restart) on next use.
 
     Raise KeyError for a queue that settings.RQ_QUEUES does not declare.

@@ -30,7 +30,7 @@ from pathlib import Path
 
 from embedded.honcho import exit_status
 from embedded.servers import Postgres, Redis, ServerError, SmtpSink
-from processes.procfile import process_commands, wait_for_health
+from processes.procfile import RELEASE, process_commands, wait_for_health
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".formation"
@@ -245,9 +245,9 @@ def command_run(args: argparse.Namespace) -> int:
         env["LOG_FORMAT"] = "text"
     processes = process_commands()
     try:
-        if "release" in processes and stop.signal is None:
-            say("release phase: " + processes["release"])
-            code = stop.run(["/bin/sh", "-c", processes["release"]], env)
+        if RELEASE in processes and stop.signal is None:
+            say("release phase: " + processes[RELEASE])
+            code = stop.run(["/bin/sh", "-c", processes[RELEASE]], env)
             if stop.signal is not None and code in (0, -signal.SIGTERM):
                 say("stopped in the release phase; the formation was not started")
                 return 0
@@ -257,7 +257,7 @@ def command_run(args: argparse.Namespace) -> int:
         if stop.signal is not None:
             say("stopped before the formation was started")
             return 0
-        types = [name for name in processes if name != "release"]
+        types = [name for name in processes if name != RELEASE]
         threading.Thread(target=announce_when_healthy, args=(port, began), daemon=True).start()
         argv = [sys.executable, "-m", "embedded.honcho", "start", "--port", port, *types]
         if args.concurrency:

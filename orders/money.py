@@ -148,7 +148,7 @@ def warm_up() -> None:
 
     For a process that forks per job (the RQ worker, processes.worker): loaded once in the parent,
     each child inherits it; loaded in each child, it is most of an order job's time (babel's locale
-    data, ~100 ms per job on this project's machine, issue 10's bench).
+    data, ~100 ms per job on this project's machine, measured by `make bench`).
     """
     for code in SUPPORTED_CURRENCIES:
         format_money(10 ** minor_unit_exponent(code), code)

@@ -47,6 +47,18 @@ def process_commands(path: Path = PROCFILE) -> dict[str, str]:
     return processes
 
 
+# The one-off type: run to completion before the others start (the release phase), never scaled.
+RELEASE = "release"
+
+
+def formation_types(path: Path = PROCFILE) -> list[str]:
+    """Return the Procfile's long-running process types (every type but the release phase), in file order.
+
+    Raise OSError or ValueError as process_commands does.
+    """
+    return [name for name in process_commands(path) if name != RELEASE]
+
+
 def process_type(argv: list[str] | None = None, path: Path = PROCFILE) -> str:
     """Return this process's type: PROCESS_TYPE if set, else the Procfile type running ``argv``.
 

@@ -1,5 +1,5 @@
 """The floor's two views and its URLconf (ROOT_URLCONF): the least a Django view on this stack
-can do per request, so each shop figure has a same-run floor (issue 10's "Benchmarks" table).
+can do per request, so each shop figure has a same-run floor (BENCHMARKS.md).
 
 ``GET /ready`` (also ``/select``): one primary-key SELECT, 200 with the row's text. ``POST
 /insert``: one INSERT in a transaction, 201. The table ``bench_floor`` is created by

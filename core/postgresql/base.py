@@ -2,7 +2,7 @@
 
 With ``CONN_HEALTH_CHECKS`` Django checks a reused connection before the first query of each
 request, and the stock check is a ``SELECT 1``: one more round trip to PostgreSQL per request, a
-measurable share of a page that makes one to three queries (issue 10). A server that ended a
+measurable share of a page that makes one to three queries (`make bench`). A server that ended a
 connection (``pg_terminate_backend``, a restart, ``idle_session_timeout``) writes an error message
 and closes the socket, so an idle connection whose socket has anything to read, or an end of
 file, is dead. Here the check polls the socket without waiting: a readable (or failed) socket,

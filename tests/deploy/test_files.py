@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from core.queues import DEFAULT_QUEUE
+from processes.procfile import formation_types
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -66,7 +67,7 @@ def test_compose_services_scale_and_stop_gracefully():
     for name in ("postgres", "redis", "web"):
         assert "healthcheck" in services[name], name
     assert services["release"]["command"][-2:] == ["migrate", "--noinput"]
-    for name in ("web", "worker", "scheduler", "mailer"):
+    for name in formation_types():
         service = services[name]
         assert service["depends_on"]["release"] == {"condition": "service_completed_successfully"}
         assert "stop_grace_period" in service
@@ -99,7 +100,7 @@ def test_keda_scaled_objects_validate_against_the_crd():
 
 def test_kubernetes_deployments_fit_each_process_type():
     deployments = of_kind("Deployment")
-    assert set(deployments) == {"web", "worker", "scheduler", "mailer"}
+    assert set(deployments) == set(formation_types())
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         [container] = pod["containers"]

@@ -31,8 +31,8 @@ from tests.support import ALL_DATABASES, Browser, checkout_data, hidden, wait_un
 pytestmark = [pytest.mark.process, pytest.mark.crash, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
 
-# The bounds issue 10 sets for kill -9 of a work horse or a whole worker mid-job, with the
-# default settings (seconds from the kill).
+# How soon an order killed mid-job must be paid and confirmed again, with the default settings
+# (seconds from the kill): the sweep's bound (settings.ORDER_SWEEP_INTERVAL) plus the job, with margin.
 PAID_WITHIN = 15
 CONFIRMED_WITHIN = 75
 

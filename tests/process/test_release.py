@@ -28,7 +28,7 @@ RELEASE_SETTINGS = "tests.settings_release"
 MIGRATION = ("release_app", "0001_order_release_note")
 # Seconds a blocker holds orders_order while the shop is asked for an order page.
 HOLD = 8
-# Seconds a shop request may wait behind a release (issue 7: "about 3 s").
+# Seconds a shop request may wait behind a release: about one MIGRATION_LOCK_TIMEOUT (2 s) plus margin.
 MOST_A_REQUEST_WAITS = 3
 
 

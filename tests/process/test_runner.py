@@ -21,7 +21,7 @@ import pytest
 
 from embedded.harness import spawn
 from orders.models import SandboxCharge
-from processes.procfile import web_healthy
+from processes.procfile import formation_types, web_healthy
 from tests.process.support import place_order
 from tests.support import ALL_DATABASES, wait_until
 
@@ -32,7 +32,7 @@ pytestmark = [
 ]
 
 ROOT = Path(__file__).resolve().parents[2]
-PROCESS_TYPES = ("web", "worker", "scheduler", "mailer")
+PROCESS_TYPES = formation_types()
 # Seconds: the formation is up within UP_WITHIN of the start; a graceful stop (no job running)
 # takes about 3 s, so STOP_WITHIN leaves room while failing well before a test run drags on.
 UP_WITHIN = 60

@@ -1,0 +1,64 @@
+"""Each process type runs the Procfile's own command everywhere it is deployed.
+
+The Procfile is the one home of each command; the Dockerfile's default command (web), the compose
+services and the Kubernetes workloads repeat it because their formats need it written out, so
+these tests keep every copy equal to it (``$PORT`` stands for the port each platform sets: 8000).
+"""
+
+import json
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from processes.procfile import process_commands
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "kubernetes"
+PORT = "8000"
+
+
+def procfile_argv(kind: str) -> list[str]:
+    """Return the Procfile's command of ``kind`` as an argv, ``exec`` dropped and $PORT set."""
+    words = shlex.split(process_commands()[kind].replace("$PORT", PORT))
+    return words[1:] if words[:1] == ["exec"] else words
+
+
+def dockerfile_cmd() -> list[str]:
+    [line] = [line for line in (ROOT / "Dockerfile").read_text().splitlines() if line.startswith("CMD ")]
+    argv = json.loads(line.removeprefix("CMD "))
+    assert argv[:2] == ["sh", "-c"], argv  # a shell, only to read PORT from the environment
+    words = shlex.split(re.sub(r"\$\{?PORT\}?", PORT, argv[2]))
+    return words[1:] if words[:1] == ["exec"] else words
+
+
+def compose_commands() -> dict[str, list[str]]:
+    services = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+    return {name: service.get("command") or dockerfile_cmd() for name, service in services.items()}
+
+
+def kubernetes_commands() -> dict[str, list[str]]:
+    commands = {}
+    for path in sorted(K8S.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document and document["kind"] in {"Deployment", "Job"}:
+                component = document["metadata"]["labels"]["app.kubernetes.io/component"]
+                [container] = document["spec"]["template"]["spec"]["containers"]
+                commands[component] = container.get("command") or dockerfile_cmd()
+    return commands
+
+
+def test_the_images_default_command_is_the_procfiles_web():
+    assert dockerfile_cmd() == procfile_argv("web")
+
+
+@pytest.mark.parametrize("kind", list(process_commands()))
+def test_compose_runs_the_procfiles_command(kind):
+    assert compose_commands()[kind] == procfile_argv(kind)
+
+
+@pytest.mark.parametrize("kind", list(process_commands()))
+def test_kubernetes_runs_the_procfiles_command(kind):
+    assert kubernetes_commands()[kind] == procfile_argv(kind)

@@ -30,8 +30,8 @@ and checks the ledger, exiting 1 on any violation:
 - the gateway's ledger (orders.models.SandboxCharge) holds exactly one charge per order (succeeded
   for a paid order, matching its Charge row; declined for a failed one) and no charge of no order;
 - the SMTP sink received each order's email (its confirmation, or the notice of a failed payment)
-  by its Message-ID at least once, and more than once only inside the documented window (README,
-  "The one window for a duplicate email": a mailer killed, or PostgreSQL restarted, after the first
+  by its Message-ID at least once, and more than once only inside the documented window
+  (docs/order-flow.md, "The one window for a duplicate email": a mailer killed, or PostgreSQL restarted, after the first
   copy was accepted); nothing else was received, and no outbox row failed;
 - no job in RQ's failed registries is an order's job whose order is unsettled;
 - every process is running and ready again;

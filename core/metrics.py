@@ -15,7 +15,7 @@ Access: the bearer token METRICS_TOKEN. web's ``/metrics`` answers 404 while MET
 unset (never public), 401 with ``WWW-Authenticate: Bearer`` without an ``Authorization: Bearer``
 header, 403 for a wrong token (compared in constant time), 200 with the exposition otherwise. The
 METRICS_PORT servers ask for the same token when it is set and answer anyone otherwise: that port
-is opened only by setting METRICS_PORT, for a scraper inside the cluster (README, "Metrics").
+is opened only by setting METRICS_PORT, for a scraper inside the cluster (docs/observability.md, "Metrics").
 
 Cardinality is bounded: views are the URL patterns' names (``product-list``, ``admin:index``,
 never a raw path; ``unresolved`` for a path no pattern matches), statuses are HTTP codes, queues

@@ -29,7 +29,7 @@ def env_str(name: str, default: str | None = None, *, required: bool = False) ->
     value = os.environ.get(name, "")
     if value == "":
         if required:
-            raise ImproperlyConfigured(f"{name} is not set: it is required (see README, 'Environment variables')")
+            raise ImproperlyConfigured(f"{name} is not set: it is required (see docs/configuration.md)")
         return default
     return value
 

@@ -1,6 +1,6 @@
 """The one settings module of Formation; every value comes from the environment.
 
-Variables, their meaning and defaults are listed in README.md ("Environment variables").
+Variables, their meaning and defaults are listed in docs/configuration.md.
 A missing or malformed variable raises ImproperlyConfigured naming it; ``manage.py`` and the
 gunicorn config turn that into one line on stderr and a non-zero exit.
 """

@@ -313,7 +313,7 @@ MIGRATION_LOCK_RETRIES = env_int("MIGRATION_LOCK_RETRIES", 8, minimum=0, maximum
 MIGRATION_RETRY_DELAY = env_number("MIGRATION_RETRY_DELAY", 1, minimum=0, maximum=30)
 RELEASE_LOCK_WAIT = env_number("RELEASE_LOCK_WAIT", 300, minimum=0, maximum=86400)
 
-# Metrics (core/metrics.py; README, "Metrics"). METRICS_TOKEN: the bearer token of web's /metrics
+# Metrics (core/metrics.py; docs/observability.md, "Metrics"). METRICS_TOKEN: the bearer token of web's /metrics
 # (404 while unset) and of the METRICS_PORT servers; an RFC 6750 b64token of at least 16 characters.
 METRICS_TOKEN = env_str("METRICS_TOKEN")
 if METRICS_TOKEN is not None and not re.fullmatch(r"[A-Za-z0-9._~+/-]{16,}=*", METRICS_TOKEN):

@@ -227,7 +227,7 @@ MAILER_LEASE_SECONDS = env_int("MAILER_LEASE_SECONDS", 60, minimum=5)
 # EMAIL_TIMEOUT bounds each socket operation, not an exchange: the mailer bounds the whole SMTP
 # exchange by a deadline 2 x EMAIL_TIMEOUT before its lease ends (time to record the result), so
 # a lease that runs out mid-exchange never lets a second mailer send the same message while the
-# first still is (mailer.services.outbox_message_send). Six timeouts leave the exchange at least four.
+# first still is (mailer.engine.outbox_message_send). Six timeouts leave the exchange at least four.
 if MAILER_LEASE_SECONDS < 6 * EMAIL_TIMEOUT:
     raise ImproperlyConfigured(
         f"MAILER_LEASE_SECONDS={MAILER_LEASE_SECONDS} is too short: it must be at least 6 x EMAIL_TIMEOUT "

@@ -197,7 +197,7 @@ RQ = {
 # restart replaces a job instead of adding a second copy. Intervals in seconds. They run on
 # the maintenance queue (core.queues), ahead of the orders.
 # The sweep is what recovers an order whose whole worker was killed mid-job (its work horse's death
-# alone is retried by the worker itself, orders.services.ORDER_JOB_RETRIES): a started job is dead
+# alone is retried by the worker itself, orders.queueing.ORDER_JOB_RETRIES): a started job is dead
 # once its heartbeat (every 2 s, processes.worker.JOB_HEARTBEAT_SECONDS) is ORDER_STUCK_AFTER old, and
 # the sweep runs every ORDER_SWEEP_INTERVAL (the scheduler ticks every second, Procfile). Defaults:
 # an order is paid again within about 6 + 2 + 1 s + the job itself after kill -9 (issue 10: ≤ 15 s).

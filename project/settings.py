@@ -200,7 +200,8 @@ RQ = {
 # alone is retried by the worker itself, orders.queueing.ORDER_JOB_RETRIES): a started job is dead
 # once its heartbeat (every 2 s, processes.worker.JOB_HEARTBEAT_SECONDS) is ORDER_STUCK_AFTER old, and
 # the sweep runs every ORDER_SWEEP_INTERVAL (the scheduler ticks every second, Procfile). Defaults:
-# an order is paid again within about 6 + 2 + 1 s + the job itself after kill -9 (issue 10: ≤ 15 s).
+# an order is paid again within about 6 + 2 + 1 s + the job itself after kill -9, inside the 15 s a
+# killed worker may cost an order (tests/process/test_crash.py, PAID_WITHIN; BENCHMARKS.md).
 # A pass costs a few Redis round trips (orders_sweep_pending), so a short interval is cheap.
 ORDER_SWEEP_INTERVAL = env_int("ORDER_SWEEP_INTERVAL", 2, minimum=1)
 ORDER_STUCK_AFTER = env_int("ORDER_STUCK_AFTER", 6, minimum=0)

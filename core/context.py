@@ -9,7 +9,7 @@ on every handler), so each log line carries them where there is one.
 
 Who binds what: the web middleware (core.middleware.RequestIdMiddleware) the request id;
 the worker (processes.worker.Worker) the job id and the request id the job was enqueued with; the
-order job (orders.jobs.process_order) the order id; the mailer (mailer.services.outbox_message_send)
+order job (orders.jobs.process_order) the order id; the mailer (mailer.engine.outbox_message_send)
 the context captured when the message was written (OutboxMessage.log_context).
 """
 

@@ -77,7 +77,7 @@ WORKER_JOB_SECONDS = Histogram(
 SCHEDULER_JOBS_ENQUEUED = Counter(
     "formation_scheduler_jobs_enqueued", "Due scheduled jobs this scheduler moved to their queue, by queue.", ["queue"]
 )
-# Results of one attempt to send one outbox message (mailer.services.outbox_message_send).
+# Results of one attempt to send one outbox message (mailer.engine.outbox_message_send).
 SEND_SENT, SEND_TRANSIENT, SEND_PERMANENT, SEND_UNKNOWN = "sent", "failed_transient", "failed_permanent", "error"
 MAILER_SENDS = Counter(
     "formation_mailer_sends",
@@ -134,7 +134,7 @@ def job_observe(*, queue: str, outcome: str | None, seconds: float) -> None:
 
 def send_observe(*, permanent: bool | None, sent: bool, seconds: float) -> None:
     """Record one attempt to send an outbox message: ``sent``, else failed with ``permanent``
-    as mailer.services.outbox_error_classify says (True, False, or None for unknown)."""
+    as mailer.engine.outbox_error_classify says (True, False, or None for unknown)."""
     result = SEND_SENT if sent else {True: SEND_PERMANENT, False: SEND_TRANSIENT, None: SEND_UNKNOWN}[permanent]
     MAILER_SENDS.labels(result).inc()
     MAILER_SEND_SECONDS.labels(result).observe(seconds)

@@ -8,7 +8,8 @@ from django.urls import reverse
 from core import context
 from orders import money
 from orders.checkout import checkout_sessions_clear_expired
-from orders.services import order_process, orders_sweep_pending
+from orders.queueing import orders_sweep_pending
+from orders.services import order_process
 
 
 def process_order(order_id: str) -> str:

@@ -19,7 +19,9 @@ from mailer.models import OutboxMessage
 from mailer.selectors import outbox_message_get
 from orders.locks import order_lock
 from orders.models import OrderStatus, OrderStatusChange
-from orders.services import order_confirmation_create, order_requeue, order_set_status, order_stock_take
+from orders.notifications import order_confirmation_create
+from orders.queueing import order_requeue
+from orders.services import order_set_status, order_stock_take
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ def order_rerun(*, order_id: uuid.UUID | str, actor: str) -> Rerun:
     """Run the processing of the order ``order_id`` again ("re-run processing"); return what was done.
 
     - pending (stuck): a note in the history, and the processing job enqueued at the front unless
-      Redis still runs one (orders.services.order_requeue, after commit).
+      Redis still runs one (orders.queueing.order_requeue, after commit).
     - failed (payment declined): back to pending (failed -> pending, a move only staff make,
       recorded with ``actor``), then enqueued. The next attempt charges with a new idempotency key
       (orders.services.order_payment_key): the declined attempts took no money.

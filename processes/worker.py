@@ -30,7 +30,7 @@ with os._exit). The outcome is the job's status in Redis once the horse has ende
 
 While a job runs, every line logged for it, by the worker and by its work horse, carries the
 job's id and the request id it was enqueued with (``job.meta["request_id"]``, set by
-orders.services.order_enqueue), through the log context (core.context).
+orders.queueing.order_enqueue), through the log context (core.context).
 """
 
 import signal

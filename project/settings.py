@@ -197,11 +197,11 @@ RQ = {
 # restart replaces a job instead of adding a second copy. Intervals in seconds. They run on
 # the maintenance queue (core.queues), ahead of the orders.
 # The sweep is what recovers an order whose whole worker was killed mid-job (its work horse's death
-# alone is retried by the worker itself, orders.services.ORDER_JOB_RETRIES): a started job is dead
+# alone is retried by the worker itself, orders.queueing.ORDER_JOB_RETRIES): a started job is dead
 # once its heartbeat (every 2 s, processes.worker.JOB_HEARTBEAT_SECONDS) is ORDER_STUCK_AFTER old, and
 # the sweep runs every ORDER_SWEEP_INTERVAL (the scheduler ticks every second, Procfile). Defaults:
-# an order is paid again within about 6 + 2 + 1 s + the job itself after kill -9, inside the 15 s the
-# crash tests allow (tests/process/test_crash.py, PAID_WITHIN).
+# an order is paid again within about 6 + 2 + 1 s + the job itself after kill -9, inside the 15 s a
+# killed worker may cost an order (tests/process/test_crash.py, PAID_WITHIN; BENCHMARKS.md).
 # A pass costs a few Redis round trips (orders_sweep_pending), so a short interval is cheap.
 ORDER_SWEEP_INTERVAL = env_int("ORDER_SWEEP_INTERVAL", 2, minimum=1)
 ORDER_STUCK_AFTER = env_int("ORDER_STUCK_AFTER", 6, minimum=0)
@@ -228,7 +228,7 @@ MAILER_LEASE_SECONDS = env_int("MAILER_LEASE_SECONDS", 60, minimum=5)
 # EMAIL_TIMEOUT bounds each socket operation, not an exchange: the mailer bounds the whole SMTP
 # exchange by a deadline 2 x EMAIL_TIMEOUT before its lease ends (time to record the result), so
 # a lease that runs out mid-exchange never lets a second mailer send the same message while the
-# first still is (mailer.services.outbox_message_send). Six timeouts leave the exchange at least four.
+# first still is (mailer.engine.outbox_message_send). Six timeouts leave the exchange at least four.
 if MAILER_LEASE_SECONDS < 6 * EMAIL_TIMEOUT:
     raise ImproperlyConfigured(
         f"MAILER_LEASE_SECONDS={MAILER_LEASE_SECONDS} is too short: it must be at least 6 x EMAIL_TIMEOUT "

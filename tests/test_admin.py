@@ -17,8 +17,9 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
+from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage
-from mailer.services import outbox_message_claim, outbox_message_release, outbox_message_retry, outbox_send_due
+from mailer.services import outbox_message_claim, outbox_message_release, outbox_message_retry
 from orders.models import Charge, Order, OrderStatusChange, PaymentMethod, Product, SandboxCharge
 from orders.services import LineRequest, order_create, order_process
 from tests import factories

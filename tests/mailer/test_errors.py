@@ -7,8 +7,9 @@ import smtplib
 import pytest
 from django.utils import timezone
 
+from mailer.engine import outbox_error_classify, outbox_send_due
 from mailer.models import OutboxMessage, OutboxStatus
-from mailer.services import outbox_error_classify, outbox_message_create, outbox_send_due
+from mailer.services import outbox_message_create
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,7 +36,7 @@ def reply(code_and_text: str):
 def test_smtp_replies_5xx_fail_at_once_4xx_retry(smtp, caplog, hook, answer, status):
     setattr(smtp, hook, reply(answer))
     message = outbox_message_create(key="k", to="user@example.com", subject="s", body="b")
-    with caplog.at_level(logging.WARNING, logger="mailer.services"):
+    with caplog.at_level(logging.WARNING, logger="mailer.engine"):
         assert outbox_send_due() == 0
     message.refresh_from_db()
     assert message.status == status
@@ -44,7 +45,7 @@ def test_smtp_replies_5xx_fail_at_once_4xx_retry(smtp, caplog, hook, answer, sta
     assert code in message.last_error and text in message.last_error
     if status == OutboxStatus.PENDING:
         assert message.due_at > timezone.now()  # backoff
-    [record] = [r for r in caplog.records if r.name == "mailer.services"]
+    [record] = [r for r in caplog.records if r.name == "mailer.engine"]
     assert record.exc_info is None  # a known failure is one line, no stack
 
 
@@ -60,14 +61,14 @@ def test_smtp_replies_5xx_fail_at_once_4xx_retry(smtp, caplog, hook, answer, sta
 def test_a_stored_undeliverable_address_fails_after_one_attempt_with_the_reason(smtp, caplog, address, reason):
     # Rows written before checkout validated addresses (legacy data), inserted without validation.
     message = OutboxMessage.objects.create(key="legacy", to_email=address, subject="s", body="b")
-    with caplog.at_level(logging.WARNING, logger="mailer.services"):
+    with caplog.at_level(logging.WARNING, logger="mailer.engine"):
         assert outbox_send_due() == 0
     message.refresh_from_db()
     assert message.status == OutboxStatus.FAILED
     assert message.attempts == 1
     assert reason in message.last_error
     assert smtp.messages == []
-    [record] = [r for r in caplog.records if r.name == "mailer.services"]
+    [record] = [r for r in caplog.records if r.name == "mailer.engine"]
     assert record.exc_info is None
 
 

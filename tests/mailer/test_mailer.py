@@ -11,13 +11,13 @@ from django.db import connection
 from django.utils import timezone
 
 from embedded.harness import Process, process_env
+from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import (
     outbox_message_claim,
     outbox_message_create,
     outbox_message_mark_sent,
     outbox_release_expired_leases,
-    outbox_send_due,
 )
 from tests.support import free_port
 

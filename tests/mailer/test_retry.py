@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import (
     GAVE_UP_PREFIX,
@@ -19,7 +20,6 @@ from mailer.services import (
     outbox_message_create,
     outbox_message_mark_sent,
     outbox_release_expired_leases,
-    outbox_send_due,
 )
 from orders.services import LineRequest, order_create, order_process
 from tests.mailer.trickle import TrickleSMTP
@@ -46,7 +46,7 @@ def one_message() -> OutboxMessage:
 def test_a_trickling_exchange_is_aborted_before_the_lease_ends_and_retried(trickle, caplog):
     message = one_message()
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="mailer.services"):
+    with caplog.at_level(logging.WARNING, logger="mailer.engine"):
         assert outbox_send_due() == 0
     elapsed = time.monotonic() - started
     assert 7 <= elapsed < LEASE - 2, elapsed  # the 8 s budget, with time left to record the outcome
@@ -98,7 +98,7 @@ def test_an_smtp_outage_past_max_attempts_keeps_the_message_and_it_is_sent_once_
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()  # nothing listens there yet
     settings.MAILER_MAX_ATTEMPTS = 3
     message = one_message()
-    with caplog.at_level(logging.WARNING, logger="mailer.services"):
+    with caplog.at_level(logging.WARNING, logger="mailer.engine"):
         for attempt in range(1, 7):  # twice the old limit
             OutboxMessage.objects.update(due_at=timezone.now())  # skip the backoff
             assert outbox_send_due() == 0
@@ -124,7 +124,7 @@ def test_a_message_older_than_the_give_up_age_fails_with_the_reason(settings, ca
     settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", free_port()
     message = one_message()
     OutboxMessage.objects.update(created_at=timezone.now() - timedelta(seconds=settings.MAILER_GIVE_UP_AFTER + 1))
-    with caplog.at_level(logging.WARNING, logger="mailer.services"):
+    with caplog.at_level(logging.WARNING, logger="mailer.engine"):
         assert outbox_send_due() == 0
     message.refresh_from_db()
     assert message.status == OutboxStatus.FAILED and message.attempts == 1 and message.gave_up

@@ -4,8 +4,8 @@ an internationalised domain (IDN) goes through to the SMTP server in its punycod
 import pytest
 from django.test import Client
 
+from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage, OutboxStatus
-from mailer.services import outbox_send_due
 from orders.models import Order, OrderLine, SandboxCharge
 from tests.support import ALL_DATABASES, UNDELIVERABLE, cart_fill, checkout_data, element, hidden, run_burst_worker
 

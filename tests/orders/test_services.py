@@ -10,7 +10,8 @@ from core.queues import DEFAULT_QUEUE
 from mailer.models import OutboxMessage
 from orders import services
 from orders.models import Charge, Order, OrderStatusChange, PaymentMethod, SandboxCharge
-from orders.services import InvalidStatusTransition, LineRequest, order_create, order_process, orders_sweep_pending
+from orders.queueing import orders_sweep_pending
+from orders.services import InvalidStatusTransition, LineRequest, order_create, order_process
 from tests.support import ALL_DATABASES, queued_job_ids, run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)

@@ -2,8 +2,8 @@
 
 Procfile: ``mailer: exec python manage.py mailer``. At start it waits for PostgreSQL with a
 bound (core.preflight; exit 1 with one line when it stays unreachable), then runs
-mailer.services.mailer_run: each pass leases due messages one at a time and sends them
-(mailer.services.outbox_send_due; each SMTP exchange is aborted at a deadline inside its lease,
+mailer.engine.mailer_run: each pass leases due messages one at a time and sends them
+(mailer.engine.outbox_send_due; each SMTP exchange is aborted at a deadline inside its lease,
 using SIGALRM in this main thread), recording a heartbeat before each message and at the start
 of each pass, at most every MAILER_HEARTBEAT_SECONDS (read by ``manage.py probe mailer``), then
 waits ``--interval`` seconds. A long drain therefore keeps beating, and a mailer stuck in one
@@ -27,7 +27,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.metrics import metrics_serve
 from core.preflight import ServiceUnavailable, wait_for_services
-from mailer.services import mailer_run
+from mailer.engine import mailer_run
 from processes.commands import verbosity_log_level
 
 logger = logging.getLogger("mailer")

@@ -17,7 +17,7 @@ A process that makes progress beats, however long its pass; a stuck one stops be
 mailer beats before each message it leases (at most every MAILER_HEARTBEAT_SECONDS), never from
 a separate thread, so its beat stops when its loop stops. Between two beats of a working mailer
 lie at most MAILER_HEARTBEAT_SECONDS plus one message: an SMTP exchange aborted at a deadline
-2 x EMAIL_TIMEOUT before its lease ends (mailer.services.outbox_message_send; EMAIL_TIMEOUT alone bounds
+2 x EMAIL_TIMEOUT before its lease ends (mailer.engine.outbox_message_send; EMAIL_TIMEOUT alone bounds
 each socket operation, not the exchange) and the recording of its result, which gives up before
 the lease ends; both fit in MAILER_LEASE_SECONDS. So ``--max-age`` defaults
 to MAILER_LEASE_SECONDS + MAILER_HEARTBEAT_SECONDS (65 s with the defaults): a slow but working

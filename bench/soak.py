@@ -79,6 +79,7 @@ sys.path.insert(0, str(ROOT))
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE  # noqa: E402
 from embedded.servers import Postgres, Redis, free_port, pid_alive, wait_for  # noqa: E402
 from processes.procfile import READY_LINES, process_commands, web_healthy  # noqa: E402
+from tests.support.http import Browser, checkout_data, hidden, page_lines  # noqa: E402
 
 RUNS = ROOT / ".formation" / "soak"
 # The formation under test: processes per Procfile type (release runs once, before).
@@ -516,9 +517,6 @@ class Shopper(threading.Thread):
         self.browser = None
 
     def run(self) -> None:
-        # Imported here: tests.support imports django_rq, which reads the settings (after django.setup()).
-        from tests.support import Browser
-
         purchases = 0
         while not self.stop.is_set():
             if purchases % 5 == 0:  # a new shopper (cookies, session) now and then
@@ -561,8 +559,6 @@ class Shopper(threading.Thread):
             delay = min(delay * 2, 2.0)
 
     def purchase(self) -> None:
-        from tests.support import checkout_data, hidden, page_lines
-
         page = self.call("catalogue", "/", ok=(200,), patience=STEP_PATIENCE)[2]
         csrf = hidden("csrfmiddlewaretoken", page)
         for sku in self.random.sample(self.skus, self.random.choice((1, 1, 2))):

@@ -17,7 +17,7 @@ from django.db import connection
 from core.queues import DEFAULT_QUEUE
 from processes.procfile import READY_LINES, wait_for_health
 from processes.procfile import process_commands as procfile
-from tests.support import wait_until
+from tests.support.polling import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

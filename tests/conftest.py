@@ -5,7 +5,7 @@ import pytest
 
 from core.queues import DEFAULT_QUEUE
 from tests import factories
-from tests.support import start_smtp
+from tests.support.smtp import start_smtp
 
 
 @pytest.fixture(autouse=True)

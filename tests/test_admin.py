@@ -22,7 +22,9 @@ from mailer.services import outbox_message_claim, outbox_message_release, outbox
 from orders.models import Charge, Order, OrderStatusChange, PaymentMethod, Product, SandboxCharge
 from orders.services import LineRequest, order_create, order_process
 from tests import factories
-from tests.support import ALL_DATABASES, element, element_text, hidden, queued_job_ids, run_burst_worker
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import element, element_text, hidden
+from tests.support.queues import queued_job_ids, run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

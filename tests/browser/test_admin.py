@@ -18,7 +18,8 @@ from orders.models import Charge, Order, OrderStatus, SandboxCharge
 from orders.services import LineRequest, order_create
 from tests import factories
 from tests.browser.support import assert_accessible, screenshot
-from tests.support import ALL_DATABASES, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

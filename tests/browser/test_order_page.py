@@ -11,7 +11,7 @@ from orders.models import Order, PaymentMethod
 from orders.services import LineRequest, order_create
 from tests import factories
 from tests.browser.support import assert_accessible, screenshot
-from tests.support import ALL_DATABASES
+from tests.support.databases import ALL_DATABASES
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

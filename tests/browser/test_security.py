@@ -10,7 +10,8 @@ from playwright.sync_api import expect
 
 from orders.services import LineRequest, order_create
 from tests import factories
-from tests.support import ALL_DATABASES, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

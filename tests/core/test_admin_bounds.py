@@ -10,7 +10,7 @@ from django.test.utils import CaptureQueriesContext
 
 from mailer.models import OutboxMessage
 from orders.models import Order, Product, SandboxCharge
-from tests.support import ALL_DATABASES
+from tests.support.databases import ALL_DATABASES
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

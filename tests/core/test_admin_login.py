@@ -5,7 +5,8 @@ from axes.models import AccessAttempt, AccessFailureLog
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from tests.support import ALL_DATABASES, element
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import element
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

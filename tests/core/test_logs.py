@@ -9,7 +9,7 @@ import pytest
 from core import context
 from core.logs import JsonLineFormatter, TextFormatter
 from processes.procfile import process_type
-from tests.support import ALL_DATABASES
+from tests.support.databases import ALL_DATABASES
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
 

@@ -8,10 +8,12 @@ from prometheus_client import REGISTRY
 
 from core.metrics import QueueDepthCollector, metrics_serve
 from core.queues import DEFAULT_QUEUE
+from embedded.servers import free_port
 from orders.models import Order, OrderStatus
 from tests.process.support import place_order
-from tests.project.test_settings import assert_check_fails_with_one_line_naming
-from tests.support import free_port, metric_samples, run_burst_worker, sample, scrape
+from tests.support.configuration import assert_check_fails_with_one_line_naming
+from tests.support.metrics import metric_samples, sample, scrape
+from tests.support.queues import run_burst_worker
 
 TOKEN = "test-metrics-token-0123456789"
 

@@ -11,6 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from embedded.harness import Process, process_env
+from embedded.servers import free_port
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import (
     outbox_message_claim,
@@ -19,7 +20,6 @@ from mailer.services import (
     outbox_release_expired_leases,
     outbox_send_due,
 )
-from tests.support import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

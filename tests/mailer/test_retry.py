@@ -12,6 +12,7 @@ import pytest
 from django.test import Client
 from django.utils import timezone
 
+from embedded.servers import free_port
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import (
     GAVE_UP_PREFIX,
@@ -22,8 +23,9 @@ from mailer.services import (
     outbox_send_due,
 )
 from orders.services import LineRequest, order_create, order_process
-from tests.mailer.trickle import TrickleSMTP
-from tests.support import ALL_DATABASES, element, free_port
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import element
+from tests.support.trickle import TrickleSMTP
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

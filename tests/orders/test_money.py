@@ -14,7 +14,9 @@ from orders.models import Charge, Product
 from orders.money import CURRENCY_NAMES, SUPPORTED_CURRENCIES, format_money, minor_unit_exponent, to_major, to_minor
 from orders.services import LineRequest, order_create
 from tests import factories
-from tests.support import ALL_DATABASES, cart_fill, element_text, run_burst_worker
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import cart_fill, element_text
+from tests.support.queues import run_burst_worker
 
 NBSP = "\u00a0"  # CLDR's currencySpacing puts a no-break space between a letter code and a digit
 

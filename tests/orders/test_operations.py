@@ -16,7 +16,7 @@ from orders.services import (
     order_process,
     order_set_status,
 )
-from tests.support import ALL_DATABASES
+from tests.support.databases import ALL_DATABASES
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

@@ -12,7 +12,8 @@ from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order, PaymentMethod
 from orders.selectors import order_failure_message
 from orders.services import LineRequest, order_create, order_process
-from tests.support import ALL_DATABASES, cart_fill, checkout_data, element, hidden
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import cart_fill, checkout_data, element, hidden
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

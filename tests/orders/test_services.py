@@ -11,7 +11,8 @@ from mailer.models import OutboxMessage
 from orders import services
 from orders.models import Charge, Order, OrderStatusChange, PaymentMethod, SandboxCharge
 from orders.services import InvalidStatusTransition, LineRequest, order_create, order_process, orders_sweep_pending
-from tests.support import ALL_DATABASES, queued_job_ids, run_burst_worker
+from tests.support.databases import ALL_DATABASES
+from tests.support.queues import queued_job_ids, run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

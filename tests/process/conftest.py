@@ -8,8 +8,8 @@ import pytest
 
 from core.queues import DEFAULT_QUEUE
 from embedded.harness import Process, process_env
-from embedded.servers import port_open, redis_server_command
-from tests.support import free_port, wait_until
+from embedded.servers import free_port, port_open, redis_server_command
+from tests.support.polling import wait_until
 
 # Fast timings so recoveries happen within a test's deadlines (seconds).
 FAST = {

@@ -12,7 +12,8 @@ from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Charge, Order, SandboxCharge
 from orders.services import LineRequest, order_create
 from tests import factories
-from tests.support import RecordingSMTP, wait_until
+from tests.support.polling import wait_until
+from tests.support.smtp import RecordingSMTP
 
 
 def work_horse(worker: Process) -> psutil.Process:

@@ -26,7 +26,9 @@ from mailer.services import outbox_message_create
 from orders.models import Order, SandboxCharge
 from tests import factories
 from tests.process.support import assert_exactly_once, order_status, place_order, work_horse
-from tests.support import ALL_DATABASES, Browser, checkout_data, hidden, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import Browser, checkout_data, hidden
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.crash, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

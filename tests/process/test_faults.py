@@ -13,7 +13,9 @@ from orders.models import Order, SandboxCharge
 from processes.worker import Worker
 from tests import factories
 from tests.process.support import app_backends, assert_exactly_once, order_status, place_order
-from tests.support import ALL_DATABASES, Browser, checkout_data, element, hidden, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import Browser, checkout_data, element, hidden
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.faults, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

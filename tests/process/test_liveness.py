@@ -15,7 +15,9 @@ from django.core.management.base import CommandError
 from embedded.harness import ROOT
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
-from tests.support import ALL_DATABASES, start_smtp, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
+from tests.support.smtp import start_smtp
 
 pytestmark = [
     pytest.mark.process,

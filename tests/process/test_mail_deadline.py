@@ -10,8 +10,9 @@ import pytest
 
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import outbox_message_create
-from tests.mailer.trickle import TrickleSMTP
-from tests.support import ALL_DATABASES, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
+from tests.support.trickle import TrickleSMTP
 
 pytestmark = [
     pytest.mark.process,

@@ -11,8 +11,12 @@ import psutil
 import pytest
 
 from embedded.harness import procfile
+from embedded.servers import free_port
 from tests.process.support import place_order
-from tests.support import ALL_DATABASES, Browser, free_port, sample, scrape, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import Browser
+from tests.support.metrics import sample, scrape
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

@@ -18,7 +18,7 @@ from django.db import connection
 from embedded.harness import ROOT, formation_database_url, process_env, run_release
 from processes.release import RELEASE_LOCK_KEY
 from tests.process.support import place_order
-from tests.support import wait_until
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.release, pytest.mark.django_db(transaction=True)]
 

@@ -23,7 +23,8 @@ from embedded.harness import spawn
 from orders.models import SandboxCharge
 from processes.procfile import web_healthy
 from tests.process.support import place_order
-from tests.support import ALL_DATABASES, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
 
 pytestmark = [
     pytest.mark.process,

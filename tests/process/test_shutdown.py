@@ -26,7 +26,8 @@ from mailer.services import outbox_message_create
 from orders.models import Order, OrderStatus, SandboxCharge
 from processes.worker import Worker
 from tests.process.support import place_order, work_horse
-from tests.support import ALL_DATABASES, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
 
 pytestmark = [
     pytest.mark.process,

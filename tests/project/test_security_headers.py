@@ -7,7 +7,7 @@ import pytest
 from django.test import Client
 
 from orders.services import LineRequest, order_create
-from tests.support import ALL_DATABASES
+from tests.support.databases import ALL_DATABASES
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

@@ -11,6 +11,7 @@
 - ``smtp``: a real SMTP server that records what it receives (RecordingSMTP, start_smtp)
 - ``trickle``: a real SMTP server whose EHLO reply trickles (TrickleSMTP)
 
-Saved rows come from the factories (tests/factories.py), fixtures from the conftest.py files. Helpers of the process tests alone are in tests/process/support.py,
+Saved rows come from the factories (tests/factories.py); fixtures from tests/fixtures/, registered
+by the top-level tests/conftest.py. Helpers of the process tests alone are in tests/process/support.py,
 of the browser tests in tests/browser/support.py.
 """

@@ -5,7 +5,6 @@ a deadline inside the lease), and never loses one because the SMTP server is awa
 import logging
 import threading
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
@@ -22,7 +21,8 @@ from mailer.services import (
     outbox_release_expired_leases,
     outbox_send_due,
 )
-from orders.services import LineRequest, order_create, order_process
+from orders.services import order_process
+from tests import factories
 from tests.support.databases import ALL_DATABASES
 from tests.support.http import element
 from tests.support.trickle import TrickleSMTP
@@ -189,10 +189,7 @@ def test_a_send_whose_row_another_mailer_leased_meanwhile_says_so(caplog):
 
 # The order page tells the two causes of a failed confirmation apart.
 def failed_confirmation_sentence(product, last_error: str, *, gave_up: bool) -> tuple[str, str]:
-    order, _ = order_create(
-        email="shopper@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4()
-    )
-    order = order_process(order_id=order.pk)  # its confirmation is in the outbox now
+    order = order_process(order_id=factories.order(product=product).pk)  # its confirmation is in the outbox now
     OutboxMessage.objects.filter(key=order.confirmation_key).update(
         status=OutboxStatus.FAILED, last_error=last_error, gave_up=gave_up
     )

@@ -12,7 +12,7 @@ import pytest
 
 from embedded.harness import procfile
 from embedded.servers import free_port
-from tests.process.support import place_order
+from tests import factories
 from tests.support.databases import ALL_DATABASES
 from tests.support.http import Browser
 from tests.support.metrics import sample, scrape
@@ -137,7 +137,7 @@ def test_an_order_processed_moves_the_metrics_of_worker_mailer_scheduler_and_web
     before = {kind: scrape(url, token=TOKEN)[2] for kind, url in urls.items()}
     assert sample(before["web"], "formation_orders", status="paid") == 0
 
-    order = place_order()
+    order = factories.order()
 
     def scraped(kind: str, name: str, **labels: str) -> float:
         return sample(scrape(urls[kind], token=TOKEN)[2], name, **labels)

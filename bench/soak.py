@@ -77,24 +77,25 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE  # noqa: E402
+from embedded.harness import FAST  # noqa: E402
 from embedded.servers import Postgres, Redis, free_port, pid_alive, wait_for  # noqa: E402
 from processes.procfile import READY_LINES, process_commands, web_healthy  # noqa: E402
+from tests.support.http import Browser, checkout_data, hidden, page_lines  # noqa: E402
 
 RUNS = ROOT / ".formation" / "soak"
 # The formation under test: processes per Procfile type (release runs once, before).
 FORMATION = {"web": 1, "worker": 2, "scheduler": 1, "mailer": 1}
-# Short recovery knobs (seconds), as the process tests use (tests/process/conftest.py FAST), so
-# a stuck order is swept within ~10 s and an orphaned email lease expires within 12 s. The lease
-# must be at least 6 × EMAIL_TIMEOUT (checked by the mailer at start).
+# Short recovery knobs (seconds): the process tests' (embedded.harness.FAST), so a stuck order is
+# swept within ~10 s and an orphaned email lease expires within 12 s (the lease must be at least
+# 6 × EMAIL_TIMEOUT, checked by the mailer at start). The soak keeps its own values where it always
+# had them (ORDER_STUCK_AFTER, MAILER_POLL_INTERVAL, two web workers) and leaves
+# STARTUP_RETRY_SECONDS at the shop's default (30 s): a process it restarts while PostgreSQL or
+# Redis is being restarted waits for them instead of exiting after 2 s.
 SOAK_TIMINGS = {
-    "ORDER_SWEEP_INTERVAL": "1",
+    **{name: value for name, value in FAST.items() if name != "STARTUP_RETRY_SECONDS"},
     "ORDER_STUCK_AFTER": "3",
     "MAILER_POLL_INTERVAL": "0.5",
-    "MAILER_LEASE_SECONDS": "12",
-    "EMAIL_TIMEOUT": "2",
-    "MAILER_HEARTBEAT_SECONDS": "1",
     "WEB_CONCURRENCY": "2",
-    "WEB_GRACEFUL_TIMEOUT": "20",
 }
 KILL, TERM, PG, REDIS, SMTP = "kill -9", "SIGTERM", "PostgreSQL restart", "Redis restart", "SMTP pause"
 FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP)
@@ -516,9 +517,6 @@ class Shopper(threading.Thread):
         self.browser = None
 
     def run(self) -> None:
-        # Imported here: tests.support imports django_rq, which reads the settings (after django.setup()).
-        from tests.support import Browser
-
         purchases = 0
         while not self.stop.is_set():
             if purchases % 5 == 0:  # a new shopper (cookies, session) now and then
@@ -561,8 +559,6 @@ class Shopper(threading.Thread):
             delay = min(delay * 2, 2.0)
 
     def purchase(self) -> None:
-        from tests.support import checkout_data, hidden, page_lines
-
         page = self.call("catalogue", "/", ok=(200,), patience=STEP_PATIENCE)[2]
         csrf = hidden("csrfmiddlewaretoken", page)
         for sku in self.random.sample(self.skus, self.random.choice((1, 1, 2))):

@@ -17,9 +17,26 @@ from django.db import connection
 from core.queues import DEFAULT_QUEUE
 from processes.procfile import READY_LINES, wait_for_health
 from processes.procfile import process_commands as procfile
-from tests.support import wait_until
+from tests.support.polling import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Fast recovery timings (seconds) for a formation under test, so that recoveries happen within a
+# test's deadlines: a stuck order is swept within seconds and an orphaned email lease expires in
+# 12 s. The process tests start their processes with them (tests/fixtures/formation.py) and the
+# soak starts from them (bench/soak.py). MAILER_LEASE_SECONDS must stay at least 6 × EMAIL_TIMEOUT
+# (the mailer checks it at start).
+FAST = {
+    "ORDER_SWEEP_INTERVAL": "1",
+    "ORDER_STUCK_AFTER": "2",
+    "MAILER_POLL_INTERVAL": "0.2",
+    "MAILER_LEASE_SECONDS": "12",
+    "EMAIL_TIMEOUT": "2",
+    "MAILER_HEARTBEAT_SECONDS": "1",
+    "STARTUP_RETRY_SECONDS": "2",
+    "WEB_CONCURRENCY": "1",
+    "WEB_GRACEFUL_TIMEOUT": "20",
+}
 
 
 def formation_database_url() -> str:

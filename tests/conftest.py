@@ -1,11 +1,19 @@
-"""Shared fixtures: real PostgreSQL (pytest-django's test database), real Redis, real SMTP."""
+"""Shared fixtures: real PostgreSQL (pytest-django's test database), real Redis, real SMTP.
+
+The fixtures every package may use are here and in the modules of tests/fixtures/, which
+``pytest_plugins`` below registers for the whole suite (pytest allows it in this top-level
+conftest only): ``smtp`` and the autouse ``smtp_backend`` (tests.fixtures.smtp); ``formation``,
+``formation_env`` and ``own_redis`` (tests.fixtures.formation). A package's own conftest.py keeps
+what only its tests use. Helpers are in tests/support/, saved rows come from tests/factories.py.
+"""
 
 import django_rq
 import pytest
 
 from core.queues import DEFAULT_QUEUE
 from tests import factories
-from tests.support import start_smtp
+
+pytest_plugins = ["tests.fixtures.smtp", "tests.fixtures.formation"]
 
 
 @pytest.fixture(autouse=True)
@@ -13,23 +21,6 @@ def clean_redis():
     """Empty the Redis database of REDIS_URL before each test (tests own that database)."""
     django_rq.get_connection(DEFAULT_QUEUE).flushdb()
     yield
-
-
-@pytest.fixture(autouse=True)
-def smtp_backend(settings):
-    """Send through SMTP as in production: Django's test set-up swaps in an in-memory backend."""
-    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-
-
-@pytest.fixture
-def smtp(settings):
-    """A recording SMTP server that Django's SMTP backend sends to for this test."""
-    recorder, controller = start_smtp()
-    settings.EMAIL_HOST, settings.EMAIL_PORT = recorder.host, recorder.port
-    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
-    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
-    yield recorder
-    controller.stop()
 
 
 @pytest.fixture

@@ -21,9 +21,11 @@ from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage
 from mailer.services import outbox_message_claim, outbox_message_release, outbox_message_retry
 from orders.models import Charge, Order, OrderStatusChange, PaymentMethod, Product, SandboxCharge
-from orders.services import LineRequest, order_create, order_process
+from orders.services import order_process
 from tests import factories
-from tests.support import ALL_DATABASES, element, element_text, hidden, queued_job_ids, run_burst_worker
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import element, element_text, hidden
+from tests.support.queues import queued_job_ids, run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -36,10 +38,9 @@ def test_admin_is_for_staff_only(client, product):
 
 
 def test_staff_sees_orders_with_lines_charge_and_outbox(client, product):
-    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 2)], idempotency_key=uuid.uuid4())
+    order = factories.order(product=product, quantity=2, email="a@example.com")
     order_process(order_id=order.pk)
-    admin = get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-123456789")
-    client.force_login(admin)
+    client.force_login(factories.staff_user(superuser=True))
     page = client.get(f"/admin/orders/order/{order.pk}/change/").content.decode()
     assert "Procfile mug" in page and ">2<" in page.replace(" ", "")
     assert order.charge.gateway_charge_id in page
@@ -49,15 +50,7 @@ def test_staff_sees_orders_with_lines_charge_and_outbox(client, product):
 
 
 def test_staff_find_an_order_by_the_request_id_that_placed_it(staff, product):
-    placed = [
-        order_create(
-            email=f"{n}@example.com",
-            lines=[LineRequest(product.pk, 1)],
-            idempotency_key=uuid.uuid4(),
-            request_id=f"checkout-{n * 32}",
-        )[0]
-        for n in "ab"
-    ]
+    placed = [factories.order(product=product, email=f"{n}@example.com", request_id=f"checkout-{n * 32}") for n in "ab"]
     page = staff.get("/admin/orders/order/?" + urlencode({"q": placed[0].request_id})).content.decode()
     assert element_text(page, ".paginator").startswith("1 order")
     assert element_text(page, ".field-id") == str(placed[0].pk)
@@ -68,13 +61,13 @@ def test_staff_find_an_order_by_the_request_id_that_placed_it(staff, product):
 @pytest.fixture
 def staff(client):
     """The test client, logged in as a superuser."""
-    client.force_login(get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-123456789"))
+    client.force_login(factories.staff_user(superuser=True))
     return client
 
 
 def test_every_amount_in_the_admin_is_shown_formatted_in_its_currency(staff):
     product = factories.product(sku="yen-mug", name="Yen mug", price=500, currency="JPY")
-    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 2)], idempotency_key=uuid.uuid4())
+    order = factories.order(product=product, quantity=2, email="a@example.com")
     order_process(order_id=order.pk)
 
     products = staff.get("/admin/orders/product/?q=yen-mug").content.decode()
@@ -169,13 +162,7 @@ def test_the_admin_is_branded_formation_admin(staff):
 
 def declined_order(email="declined@example.com") -> Order:
     """Return an order whose payment the sandbox declined (failed), processed in this process."""
-    product = factories.product()
-    order, _ = order_create(
-        email=email,
-        lines=[LineRequest(product.pk, 1)],
-        idempotency_key=uuid.uuid4(),
-        payment_method=PaymentMethod.DECLINED,
-    )
+    order = factories.order(email=email, payment_method=PaymentMethod.DECLINED)
     return order_process(order_id=order.pk)
 
 
@@ -201,7 +188,7 @@ def test_a_failed_order_shows_its_declined_attempt_history_emails_and_a_link_to_
 
 
 def test_orders_are_filtered_by_status_and_date_and_found_by_email_or_id(staff, product):
-    paid, _ = order_create(email="paid@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    paid = factories.order(product=product, email="paid@example.com")
     order_process(order_id=paid.pk)
     failed = declined_order()
 
@@ -261,7 +248,7 @@ def test_the_django_rq_dashboard_is_for_staff_only(client):
 def test_charges_sandbox_charges_and_the_status_history_cannot_be_changed_or_deleted_even_by_a_superuser(
     staff, product
 ):
-    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    order = factories.order(product=product, email="a@example.com")
     order_process(order_id=order.pk)
     sandbox = SandboxCharge.objects.get()
 
@@ -315,7 +302,7 @@ def history(order) -> list[tuple[str, str, str, str]]:
 
 
 def test_rerun_processing_of_a_paid_order_does_nothing_and_says_so(staff, product):
-    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    order = factories.order(product=product, email="a@example.com")
     order_process(order_id=order.pk)
     django_rq.get_queue("default").empty()
 
@@ -327,7 +314,7 @@ def test_rerun_processing_of_a_paid_order_does_nothing_and_says_so(staff, produc
 
 
 def test_rerun_processing_of_a_stuck_order_twice_enqueues_it_once_and_charges_it_once(staff, product):
-    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    order = factories.order(product=product, email="a@example.com")
     django_rq.get_queue("default").empty()  # Redis lost the job: the order is stuck in pending
 
     for _ in range(2):
@@ -377,7 +364,7 @@ def test_rerun_processing_of_a_failed_order_is_a_new_attempt_and_never_a_second_
 
 
 def test_resend_confirmation_asks_then_queues_one_new_message_per_request_with_a_new_message_id(staff, product, smtp):
-    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    order = factories.order(product=product, email="a@example.com")
     order_process(order_id=order.pk)
     assert outbox_send_due() == 1
 
@@ -409,7 +396,7 @@ def test_resend_confirmation_asks_then_queues_one_new_message_per_request_with_a
 
 
 def test_resend_confirmation_of_a_pending_order_sends_nothing(staff, product):
-    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    order = factories.order(product=product, email="a@example.com")
     response = run_action(
         staff, "orders/order", "resend_confirmation", [order.pk], token=uuid.uuid4().hex, confirm="yes"
     )
@@ -459,8 +446,8 @@ def test_a_retried_message_gets_the_whole_give_up_time_again(settings):
 
 
 def test_the_actions_need_the_change_permission(client, product):
-    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
-    viewer = get_user_model().objects.create_user("viewer", password="pw-123456789", is_staff=True)
+    order = factories.order(product=product, email="a@example.com")
+    viewer = factories.staff_user(username="viewer")
     viewer.user_permissions.add(*Permission.objects.filter(codename__in=["view_order", "view_outboxmessage"]))
     client.force_login(viewer)
 

@@ -12,8 +12,6 @@ import pytest
 from django.db import connections
 from playwright.sync_api import sync_playwright
 
-from tests.process.conftest import formation, formation_env  # noqa: F401 - the Procfile's processes, as fixtures
-
 CHROMIUM = Path("/usr/bin/chromium")
 SKIP_REASON = f"browser tests need Debian's chromium at {CHROMIUM}: apt-get install chromium"
 
@@ -29,7 +27,7 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture
-def context(formation, monkeypatch):  # noqa: F811 - the fixture imported above
+def context(formation, monkeypatch):
     """A fresh Chromium browser context (its own cookies: one shopper), closed after the test.
 
     Requests ``formation`` first so its processes' environment is taken before the variable

@@ -7,22 +7,18 @@ with a new Message-ID. django-rq's dashboard opens from the admin index.
 """
 
 import re
-import uuid
 
 import pytest
-from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Charge, Order, OrderStatus, SandboxCharge
-from orders.services import LineRequest, order_create
 from tests import factories
 from tests.browser.support import assert_accessible, screenshot
-from tests.support import ALL_DATABASES, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
-
-PASSWORD = "pw-staff-123456789"
 
 
 @pytest.fixture
@@ -47,11 +43,8 @@ def run_action(page, order: Order, label: str) -> None:
 
 
 def test_staff_find_an_order_rerun_it_and_resend_its_confirmation_with_one_charge(shop, context, smtp):
-    get_user_model().objects.create_superuser("staff", "staff@example.com", PASSWORD)
-    product = factories.product()
-    order, _ = order_create(
-        email="shopper@example.com", lines=[LineRequest(product.pk, 2)], idempotency_key=uuid.uuid4()
-    )
+    factories.staff_user(username="staff", superuser=True)
+    order = factories.order(quantity=2)
     wait_until(lambda: Order.objects.get(pk=order.pk).status == OrderStatus.PAID, deadline=60, message="paid")
     wait_until(lambda: OutboxMessage.objects.exists() and all_sent(), deadline=60, message="the confirmation sent")
 
@@ -60,7 +53,7 @@ def test_staff_find_an_order_rerun_it_and_resend_its_confirmation_with_one_charg
     expect(page).to_have_url(re.compile(r"/admin/login/"))
     assert_accessible(page)
     page.get_by_label("Username").fill("staff")
-    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_label("Password").fill(factories.STAFF_PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#site-name")).to_have_text("Formation admin")
 

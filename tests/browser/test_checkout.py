@@ -12,7 +12,8 @@ from playwright.sync_api import expect
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order, OrderStatus, SandboxCharge
 from tests import factories
-from tests.support import ALL_DATABASES, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

@@ -2,33 +2,18 @@
 announces each change to screen readers, falls back to a refresh without JavaScript, says why a
 payment failed in the shopper's words, and passes axe; the storefront is usable on a phone."""
 
-import uuid
-
 import pytest
 from playwright.sync_api import expect
 
-from orders.models import Order, PaymentMethod
-from orders.services import LineRequest, order_create
+from orders.models import PaymentMethod
 from tests import factories
 from tests.browser.support import assert_accessible, screenshot
-from tests.support import ALL_DATABASES
+from tests.support.databases import ALL_DATABASES
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
 # Milliseconds to wait for what a process does (start, pick up a job, send a message) to reach the page.
 PROCESS_DEADLINE = 30_000
-
-
-def place(*, payment_method: str = PaymentMethod.VISA) -> Order:
-    """Place an order of two mugs through the service layer (its job is enqueued on commit)."""
-    mug = factories.product()
-    order, _ = order_create(
-        email="shopper@example.com",
-        lines=[LineRequest(mug.pk, 2)],
-        idempotency_key=uuid.uuid4(),
-        payment_method=payment_method,
-    )
-    return order
 
 
 def base_url(web) -> str:
@@ -37,7 +22,7 @@ def base_url(web) -> str:
 
 def test_the_order_page_follows_the_order_to_paid_and_sent_without_reloading(formation, context):
     web = formation.start("web")
-    order = place()
+    order = factories.order(quantity=2)
     page = context.new_page()
     navigations = []
     page.on("framenavigated", lambda frame: navigations.append(frame.url) if frame == page.main_frame else None)
@@ -67,7 +52,7 @@ def test_the_order_page_follows_the_order_to_paid_and_sent_without_reloading(for
 
 def test_without_javascript_the_order_page_refreshes_until_paid(formation, context):
     web = formation.start("web")
-    order = place()
+    order = factories.order(quantity=2)
     no_script = context.browser.new_context(java_script_enabled=False)
     try:
         page = no_script.new_page()
@@ -84,7 +69,7 @@ def test_the_order_page_stops_polling_after_the_wait_and_says_it_takes_longer(fo
     # No worker: the order stays pending. The wait counts from the order's creation, so it leaves room
     # for a slow page load (a loaded CI machine took over 4 s and the page never polled at all).
     web = formation.start("web", ORDER_PAGE_WAIT_SECONDS="8")
-    order = place()
+    order = factories.order(quantity=2)
     page = context.new_page()
     polls = []
     page.on("request", lambda request: polls.append(request.url) if "status.json" in request.url else None)
@@ -104,7 +89,7 @@ def test_a_declined_order_shows_the_reason_in_the_shoppers_words(formation, cont
     web = formation.start("web")
     formation.start("worker")
     formation.start("mailer")
-    order = place(payment_method=PaymentMethod.DECLINED)
+    order = factories.order(quantity=2, payment_method=PaymentMethod.DECLINED)
     page = context.new_page()
     page.goto(f"{base_url(web)}/orders/{order.pk}/")
     expect(page.locator("#order-status")).to_have_text("failed", timeout=PROCESS_DEADLINE)

@@ -2,15 +2,13 @@
 it without a single violation (no inline script or style anywhere), and the admin's scripts work."""
 
 import re
-import uuid
 
 import pytest
-from django.contrib.auth import get_user_model
 from playwright.sync_api import expect
 
-from orders.services import LineRequest, order_create
 from tests import factories
-from tests.support import ALL_DATABASES, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
@@ -42,8 +40,7 @@ def test_the_storefront_and_the_order_page_report_no_csp_violation(formation, wa
     web = formation.start("web")
     formation.start("worker")
     base = f"http://127.0.0.1:{web.env['PORT']}"
-    mug = factories.product()
-    order, _ = order_create(email="shopper@example.com", lines=[LineRequest(mug.pk, 1)], idempotency_key=uuid.uuid4())
+    order = factories.order()
     page, reports = watched
 
     page.goto(base + "/")
@@ -66,14 +63,13 @@ def test_the_storefront_and_the_order_page_report_no_csp_violation(formation, wa
 def test_the_admin_works_under_the_policy(formation, watched):
     web = formation.start("web")
     base = f"http://127.0.0.1:{web.env['PORT']}"
-    get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-123456789")
-    mug = factories.product()
-    order, _ = order_create(email="shopper@example.com", lines=[LineRequest(mug.pk, 1)], idempotency_key=uuid.uuid4())
+    factories.staff_user(username="admin", superuser=True)
+    order = factories.order()
     page, reports = watched
 
     page.goto(base + "/admin/login/")
     page.get_by_label("Username").fill("admin")
-    page.get_by_label("Password").fill("pw-123456789")
+    page.get_by_label("Password").fill(factories.STAFF_PASSWORD)
     page.get_by_role("button", name="Log in").click()
     expect(page.locator("#user-tools")).to_contain_text("admin")
 

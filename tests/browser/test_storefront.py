@@ -12,7 +12,7 @@ from playwright.sync_api import expect
 from orders.models import Order, Product
 from tests import factories
 from tests.browser.support import assert_accessible, screenshot
-from tests.support import ALL_DATABASES
+from tests.support.databases import ALL_DATABASES
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

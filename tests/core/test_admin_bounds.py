@@ -4,13 +4,13 @@ import re
 import uuid
 
 import pytest
-from django.contrib.auth import get_user_model
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from mailer.models import OutboxMessage
 from orders.models import Order, Product, SandboxCharge
-from tests.support import ALL_DATABASES
+from tests import factories
+from tests.support.databases import ALL_DATABASES
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -38,7 +38,7 @@ def _fill():
 @pytest.mark.parametrize("query", ["", "?all=", "?all=1&p=0", "?o=" + ".".join(["1"] * 500)])
 def test_a_changelist_renders_at_most_one_page(client, changelist, query):
     _fill()
-    client.force_login(get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-123456789"))
+    client.force_login(factories.staff_user(superuser=True))
     response = client.get(changelist + query)
     assert response.status_code in (200, 302)
     table = re.search(r'<table id="result_list">.*?</table>', response.content.decode(), re.DOTALL)
@@ -49,7 +49,7 @@ def test_a_changelist_renders_at_most_one_page(client, changelist, query):
 
 @pytest.mark.parametrize("changelist", ["/admin/orders/order/", "/admin/mailer/outboxmessage/"])
 def test_a_search_of_many_words_is_refused_without_a_query_growing_with_them(client, changelist):
-    client.force_login(get_user_model().objects.create_superuser("admin", "admin@example.com", "pw-123456789"))
+    client.force_login(factories.staff_user(superuser=True))
     with CaptureQueriesContext(connection) as few:
         assert client.get(changelist, {"q": "a@example.com"}).status_code == 200
     with CaptureQueriesContext(connection) as many:
@@ -78,8 +78,7 @@ def test_a_search_of_many_words_is_refused_without_a_query_growing_with_them(cli
     ],
 )
 def test_a_filter_value_out_of_range_is_an_incorrect_lookup_or_an_empty_list_never_a_500(client, query, status):
-    get_user_model().objects.create_superuser("staff", "staff@example.com", "a-long-password")
-    client.force_login(get_user_model().objects.get(username="staff"))
+    client.force_login(factories.staff_user(username="staff", superuser=True))
     response = client.get(query)
     assert response.status_code == status
     if status == 302:

@@ -2,19 +2,20 @@
 
 import pytest
 from axes.models import AccessAttempt, AccessFailureLog
-from django.contrib.auth import get_user_model
 from django.core.management import call_command
 
-from tests.support import ALL_DATABASES, element
+from tests import factories
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import element
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
-PASSWORD = "pw-123456789"
+PASSWORD = factories.STAFF_PASSWORD
 
 
 @pytest.fixture
 def admin_user(db):
-    return get_user_model().objects.create_superuser("admin", "admin@example.com", PASSWORD)
+    return factories.staff_user(username="admin", superuser=True)
 
 
 def log_in(client, password: str, *, address: str = "203.0.113.7", **headers):

@@ -15,7 +15,8 @@ from django.views import defaults
 from core import middleware
 from embedded.harness import formation_database_url
 from tests import factories
-from tests.support import ALL_DATABASES, element
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import element
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

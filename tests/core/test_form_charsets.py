@@ -15,7 +15,8 @@ import pytest
 from django.test import Client
 
 from orders.models import Order
-from tests.support import ALL_DATABASES, cart_fill, checkout_data, hidden
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import cart_fill, checkout_data, hidden
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

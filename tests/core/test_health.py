@@ -10,7 +10,7 @@ from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE, redis_connection
-from tests.support import ALL_DATABASES
+from tests.support.databases import ALL_DATABASES
 
 
 def test_health_touches_no_backing_service(client, settings):

@@ -8,8 +8,7 @@ import pytest
 
 from core import context
 from core.logs import JsonLineFormatter, TextFormatter
-from processes.procfile import process_type
-from tests.support import ALL_DATABASES
+from tests.support.databases import ALL_DATABASES
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
 
@@ -90,24 +89,3 @@ def test_a_text_line_appends_the_ids_there_are():
     with context.bind(order_id="o-1", job_id="j-1"):
         assert formatter.format(record()) == "INFO hello [job_id=j-1 order_id=o-1]"
     assert formatter.format(record()) == "INFO hello"
-
-
-@pytest.mark.parametrize(
-    ("argv", "expected"),
-    [
-        ([".venv/bin/gunicorn", "--config", "gunicorn.conf.py", "project.wsgi"], "web"),
-        (["manage.py", "rqworker", "maintenance", "default"], "worker"),
-        (["manage.py", "rqscheduler", "--interval", "5"], "scheduler"),
-        (["/usr/local/bin/python", "manage.py", "mailer"], "mailer"),
-        (["manage.py", "migrate", "--noinput"], "release"),
-        (["manage.py", "shell"], "shell"),  # a one-off: named after its command
-    ],
-)
-def test_the_process_type_is_the_procfile_type_running_the_command(monkeypatch, argv, expected):
-    monkeypatch.delenv("PROCESS_TYPE", raising=False)
-    assert process_type(argv) == expected
-
-
-def test_process_type_overrides_what_the_command_says(monkeypatch):
-    monkeypatch.setenv("PROCESS_TYPE", "worker-priority")
-    assert process_type(["manage.py", "rqworker"]) == "worker-priority"

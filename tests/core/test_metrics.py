@@ -8,10 +8,12 @@ from prometheus_client import REGISTRY
 
 from core.metrics import QueueDepthCollector, metrics_serve
 from core.queues import DEFAULT_QUEUE
+from embedded.servers import free_port
 from orders.models import Order, OrderStatus
-from tests.process.support import place_order
-from tests.project.test_settings import assert_check_fails_with_one_line_naming
-from tests.support import free_port, metric_samples, run_burst_worker, sample, scrape
+from tests import factories
+from tests.support.configuration import assert_check_fails_with_one_line_naming
+from tests.support.metrics import metric_samples, sample, scrape
+from tests.support.queues import run_burst_worker
 
 TOKEN = "test-metrics-token-0123456789"
 
@@ -88,8 +90,8 @@ def test_requests_are_counted_by_view_name_and_status_never_by_path(client, toke
 @pytest.mark.django_db
 def test_orders_are_counted_by_status_at_each_scrape(client, token, product):
     for _ in range(2):
-        place_order()
-    Order.objects.filter(pk=place_order().pk).update(status=OrderStatus.PAID)
+        factories.order()
+    Order.objects.filter(pk=factories.order().pk).update(status=OrderStatus.PAID)
     samples = samples_of(client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}"))
     assert sample(samples, "formation_orders", status="pending") == 2
     assert sample(samples, "formation_orders", status="paid") == 1

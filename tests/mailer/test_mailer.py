@@ -11,6 +11,7 @@ from django.db import connection
 from django.utils import timezone
 
 from embedded.harness import Process, process_env
+from embedded.servers import free_port
 from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import (
@@ -19,7 +20,6 @@ from mailer.services import (
     outbox_message_mark_sent,
     outbox_release_expired_leases,
 )
-from tests.support import free_port
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

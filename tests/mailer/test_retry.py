@@ -5,13 +5,13 @@ a deadline inside the lease), and never loses one because the SMTP server is awa
 import logging
 import threading
 import time
-import uuid
 from datetime import timedelta
 
 import pytest
 from django.test import Client
 from django.utils import timezone
 
+from embedded.servers import free_port
 from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import (
@@ -21,9 +21,11 @@ from mailer.services import (
     outbox_message_mark_sent,
     outbox_release_expired_leases,
 )
-from orders.services import LineRequest, order_create, order_process
-from tests.mailer.trickle import TrickleSMTP
-from tests.support import ALL_DATABASES, element, free_port
+from orders.services import order_process
+from tests import factories
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import element
+from tests.support.trickle import TrickleSMTP
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -187,10 +189,7 @@ def test_a_send_whose_row_another_mailer_leased_meanwhile_says_so(caplog):
 
 # The order page tells the two causes of a failed confirmation apart.
 def failed_confirmation_sentence(product, last_error: str, *, gave_up: bool) -> tuple[str, str]:
-    order, _ = order_create(
-        email="shopper@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4()
-    )
-    order = order_process(order_id=order.pk)  # its confirmation is in the outbox now
+    order = order_process(order_id=factories.order(product=product).pk)  # its confirmation is in the outbox now
     OutboxMessage.objects.filter(key=order.confirmation_key).update(
         status=OutboxStatus.FAILED, last_error=last_error, gave_up=gave_up
     )

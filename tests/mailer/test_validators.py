@@ -8,7 +8,7 @@ from django.core.mail.message import sanitize_address
 from django.core.validators import validate_email
 
 from mailer.validators import BLANK_LOOKING, DEFAULT_IGNORABLE, address_for_display, validate_deliverable_address
-from tests.support import UNDELIVERABLE
+from tests.support.addresses import UNDELIVERABLE
 
 DELIVERABLE = {
     "plain": ("shopper@example.com", "shopper@example.com"),

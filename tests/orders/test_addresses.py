@@ -7,7 +7,10 @@ from django.test import Client
 from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order, OrderLine, SandboxCharge
-from tests.support import ALL_DATABASES, UNDELIVERABLE, cart_fill, checkout_data, element, hidden, run_burst_worker
+from tests.support.addresses import UNDELIVERABLE
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import cart_fill, checkout_data, element, hidden
+from tests.support.queues import run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

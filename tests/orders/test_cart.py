@@ -16,7 +16,8 @@ from orders.checkout import checkout_complete
 from orders.models import MAX_LINE_QUANTITY, MAX_LINES, Order, Product
 from orders.services import LineRequest
 from tests import factories
-from tests.support import ALL_DATABASES, cart_fill, checkout_data, element, hidden, page_lines
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import cart_fill, checkout_data, element, hidden, page_lines
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

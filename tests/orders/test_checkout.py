@@ -23,16 +23,9 @@ from orders.jobs import clear_expired_sessions
 from orders.models import DEFAULT_STOCK, MAX_LINES, Charge, Order, OrderLine, Product, SandboxCharge
 from orders.services import LineRequest, PriceChanged, order_create
 from tests import factories
-from tests.support import (
-    ALL_DATABASES,
-    cart_fill,
-    checkout_data,
-    element,
-    hidden,
-    page_lines,
-    queued_job_ids,
-    run_burst_worker,
-)
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import cart_fill, checkout_data, element, hidden, page_lines
+from tests.support.queues import queued_job_ids, run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

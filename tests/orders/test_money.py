@@ -1,7 +1,6 @@
 """Money is shown as it is charged: ISO 4217 minor-unit exponents, locale formatting, everywhere."""
 
 import logging
-import uuid
 from decimal import Decimal
 
 import pytest
@@ -12,9 +11,10 @@ from django.template import Context, Template
 
 from orders.models import Charge, Product
 from orders.money import CURRENCY_NAMES, SUPPORTED_CURRENCIES, format_money, minor_unit_exponent, to_major, to_minor
-from orders.services import LineRequest, order_create
 from tests import factories
-from tests.support import ALL_DATABASES, cart_fill, element_text, run_burst_worker
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import cart_fill, element_text
+from tests.support.queues import run_burst_worker
 
 NBSP = "\u00a0"  # CLDR's currencySpacing puts a no-break space between a letter code and a digit
 
@@ -145,9 +145,7 @@ def test_a_yen_product_is_shown_as_charged_in_catalogue_checkout_order_page_emai
     assert element_text(client.get("/checkout/").content.decode(), "#checkout-total") == "¥1,000"
 
     with caplog.at_level(logging.INFO, logger="orders.services"):
-        order, _ = order_create(
-            email="shopper@example.com", lines=[LineRequest(product.pk, 2)], idempotency_key=uuid.uuid4()
-        )
+        order = factories.order(product=product, quantity=2)
     assert f"order {order.pk} created: 1 line(s), total ¥1,000" in caplog.messages
     run_burst_worker()
     charge = Charge.objects.get(order=order)

@@ -10,24 +10,18 @@ from orders.models import PaymentMethod, Product
 from orders.operations import ConfirmationNotSent, Rerun, order_confirmation_resend, order_rerun
 from orders.services import (
     InvalidStatusTransition,
-    LineRequest,
     OrderRefused,
-    order_create,
     order_process,
     order_set_status,
 )
-from tests.support import ALL_DATABASES
+from tests import factories
+from tests.support.databases import ALL_DATABASES
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
 
 def declined(product):
-    order, _ = order_create(
-        email="a@example.com",
-        lines=[LineRequest(product.pk, 1)],
-        idempotency_key=uuid.uuid4(),
-        payment_method=PaymentMethod.DECLINED,
-    )
+    order = factories.order(product=product, email="a@example.com", payment_method=PaymentMethod.DECLINED)
     return order_process(order_id=order.pk)
 
 
@@ -44,7 +38,7 @@ def test_failed_goes_back_to_pending_only_when_staff_ask(product):
 
 
 def test_paid_orders_never_go_back_to_pending(product):
-    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    order = factories.order(product=product, email="a@example.com")
     order_process(order_id=order.pk)
     with pytest.raises(InvalidStatusTransition), transaction.atomic():
         order_set_status(order=order_lock(order_id=order.pk), status="pending", actor="admin")
@@ -52,7 +46,7 @@ def test_paid_orders_never_go_back_to_pending(product):
 
 
 def test_a_resend_needs_a_processed_order_and_a_well_formed_token(product):
-    order, _ = order_create(email="a@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4())
+    order = factories.order(product=product, email="a@example.com")
     with pytest.raises(ConfirmationNotSent):
         order_confirmation_resend(order_id=order.pk, actor="admin", token=uuid.uuid4().hex)
     order_process(order_id=order.pk)

@@ -11,15 +11,12 @@ from django.utils import timezone
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order, PaymentMethod
 from orders.selectors import order_failure_message
-from orders.services import LineRequest, order_create, order_process
-from tests.support import ALL_DATABASES, cart_fill, checkout_data, element, hidden
+from orders.services import order_process
+from tests import factories
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import cart_fill, checkout_data, element, hidden
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
-
-
-def new_order(product, email="shopper@example.com", **kwargs):
-    order, _ = order_create(email=email, lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4(), **kwargs)
-    return order
 
 
 def confirmation(order):
@@ -29,13 +26,13 @@ def confirmation(order):
 
 
 def test_pending_order_says_the_confirmation_will_be_sent(product):
-    status, state, text = confirmation(new_order(product))
+    status, state, text = confirmation(factories.order(product=product))
     assert (status, state) == ("pending", "waiting")
     assert text == "A confirmation will be sent to shopper@example.com once the order is processed."
 
 
 def test_paid_order_with_the_confirmation_still_queued_does_not_say_it_was_sent(product):
-    order = new_order(product)
+    order = factories.order(product=product)
     order_process(order_id=order.pk)
     status, state, text = confirmation(order)
     assert (status, state) == ("paid", "queued")
@@ -43,7 +40,7 @@ def test_paid_order_with_the_confirmation_still_queued_does_not_say_it_was_sent(
 
 
 def test_sent_confirmation_says_it_was_sent(product, smtp):
-    order = new_order(product)
+    order = factories.order(product=product)
     order_process(order_id=order.pk)
     call_command("mailer", "--once", verbosity=0)
     assert len(smtp.messages) == 1
@@ -51,7 +48,7 @@ def test_sent_confirmation_says_it_was_sent(product, smtp):
 
 
 def test_failed_confirmation_says_it_could_not_be_sent_and_why(product):
-    order = order_process(order_id=new_order(product).pk)
+    order = order_process(order_id=factories.order(product=product).pk)
     # What the mailer records when it gives up on a message (mailer.services).
     OutboxMessage.objects.filter(key=order.confirmation_key).update(status=OutboxStatus.FAILED, last_error="550")
     status, state, text = confirmation(order)
@@ -60,7 +57,7 @@ def test_failed_confirmation_says_it_could_not_be_sent_and_why(product):
 
 
 def test_declined_order_says_nothing_was_charged_and_where_the_notice_stands(product, smtp):
-    order = new_order(product, payment_method=PaymentMethod.DECLINED)
+    order = factories.order(product=product, payment_method=PaymentMethod.DECLINED)
     order_process(order_id=order.pk)
     assert confirmation(order) == (
         "failed",
@@ -111,7 +108,7 @@ def refreshes(order) -> bool:
 
 
 def test_the_page_refreshes_until_the_order_is_processed_and_its_confirmation_sent(product, smtp):
-    order = new_order(product)
+    order = factories.order(product=product)
     assert refreshes(order)  # pending
     order_process(order_id=order.pk)
     assert refreshes(order)  # paid, confirmation queued: the shopper still waits for it
@@ -143,7 +140,7 @@ def test_an_unknown_order_is_a_404_for_its_page_and_its_status():
 
 
 def test_the_status_endpoint_follows_the_order_until_its_confirmation_is_sent(product, smtp):
-    order = new_order(product)
+    order = factories.order(product=product)
     assert status(order) | {"steps": None, "confirmation": None} == {
         "status": "pending",
         "step": "received",
@@ -165,7 +162,7 @@ def test_the_status_endpoint_follows_the_order_until_its_confirmation_is_sent(pr
 
 
 def test_the_page_shows_the_progress_as_steps(product, smtp):
-    order = new_order(product)
+    order = factories.order(product=product)
     page = Client().get(f"/orders/{order.pk}/").content.decode()
     assert element(page, "#order-label").text == "Order received: taking payment…"
     assert element(page, "#order-steps [data-step=received]").attrs["class"] == "done"
@@ -179,7 +176,7 @@ def test_the_page_shows_the_progress_as_steps(product, smtp):
 
 
 def test_a_declined_order_gives_the_reason_in_the_shoppers_words(product):
-    order = order_process(order_id=new_order(product, payment_method=PaymentMethod.DECLINED).pk)
+    order = order_process(order_id=factories.order(product=product, payment_method=PaymentMethod.DECLINED).pk)
     page = Client().get(f"/orders/{order.pk}/").content.decode()
     assert element(page, "#order-label").text == "Payment failed: Your card was declined."
     assert element(page, "#order-steps [data-step=failed]").attrs["class"] == "failed"
@@ -188,7 +185,7 @@ def test_a_declined_order_gives_the_reason_in_the_shoppers_words(product):
 
 
 def test_the_page_stops_following_a_slow_order_and_says_it_takes_longer_than_usual(product, settings):
-    order = new_order(product)
+    order = factories.order(product=product)
     page = Client().get(f"/orders/{order.pk}/").content.decode()
     assert "hidden" in element(page, "#order-slow").attrs
     assert int(element(page, "#order-progress").attrs["data-follow-seconds"]) > settings.ORDER_PAGE_WAIT_SECONDS - 5
@@ -218,7 +215,7 @@ def test_failure_reasons_are_shown_in_the_shoppers_words(reason, message):
 
 def test_the_confirmation_email_links_to_the_order_page(product, smtp, settings):
     settings.SITE_URL = "https://shop.example.com"
-    order = order_process(order_id=new_order(product).pk)
+    order = order_process(order_id=factories.order(product=product).pk)
     call_command("mailer", "--once", verbosity=0)
     assert len(smtp.messages) == 1
     body = smtp.messages[0].get_content()
@@ -228,7 +225,7 @@ def test_the_confirmation_email_links_to_the_order_page(product, smtp, settings)
 
 def test_the_decline_notice_gives_the_reason_in_the_shoppers_words_and_links_to_the_order(product, smtp, settings):
     settings.SITE_URL = "http://127.0.0.1:8000"
-    order = order_process(order_id=new_order(product, payment_method=PaymentMethod.DECLINED).pk)
+    order = order_process(order_id=factories.order(product=product, payment_method=PaymentMethod.DECLINED).pk)
     call_command("mailer", "--once", verbosity=0)
     body = smtp.messages[0].get_content()
     assert body.startswith("We could not take payment for this order: Your card was declined. Nothing was charged.")

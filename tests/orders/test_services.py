@@ -12,24 +12,15 @@ from orders import services
 from orders.models import Charge, Order, OrderStatusChange, PaymentMethod, SandboxCharge
 from orders.queueing import orders_sweep_pending
 from orders.services import InvalidStatusTransition, LineRequest, order_create, order_process
-from tests.support import ALL_DATABASES, queued_job_ids, run_burst_worker
+from tests import factories
+from tests.support.databases import ALL_DATABASES
+from tests.support.queues import queued_job_ids, run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
 
-def new_order(product, **kwargs):
-    order, created = order_create(
-        email="shopper@example.com",
-        lines=[LineRequest(product_id=product.pk, quantity=2)],
-        idempotency_key=uuid.uuid4(),
-        **kwargs,
-    )
-    assert created
-    return order
-
-
 def test_process_twice_charges_once_and_emails_once(product):
-    order = new_order(product)
+    order = factories.order(product=product)
     assert order_process(order_id=order.pk).status == "paid"
     assert order_process(order_id=order.pk).status == "paid"
     assert Charge.objects.filter(order=order).count() == 1
@@ -39,7 +30,7 @@ def test_process_twice_charges_once_and_emails_once(product):
 
 
 def test_duplicate_jobs_run_by_a_real_worker_charge_once(product):
-    order = new_order(product)
+    order = factories.order(product=product)
     queue = django_rq.get_queue(DEFAULT_QUEUE)
     queue.enqueue("orders.jobs.process_order", str(order.pk))  # a stray second job for the same order
     assert len(queued_job_ids()) == 2
@@ -49,7 +40,7 @@ def test_duplicate_jobs_run_by_a_real_worker_charge_once(product):
 
 
 def test_crash_after_charge_before_commit_is_retried_without_a_second_charge(product, monkeypatch):
-    order = new_order(product)
+    order = factories.order(product=product)
     real_create = Charge.objects.create
 
     def crash(**kwargs):
@@ -71,7 +62,7 @@ def test_crash_after_charge_before_commit_is_retried_without_a_second_charge(pro
 
 
 def test_declined_payment_fails_the_order_with_a_reason(product):
-    order = new_order(product, payment_method=PaymentMethod.DECLINED)
+    order = factories.order(product=product, payment_method=PaymentMethod.DECLINED)
     processed = order_process(order_id=order.pk)
     assert processed.status == "failed"
     assert "declined" in processed.failure_reason
@@ -81,7 +72,7 @@ def test_declined_payment_fails_the_order_with_a_reason(product):
 
 
 def test_final_statuses_cannot_move(product):
-    order = new_order(product)
+    order = factories.order(product=product)
     order_process(order_id=order.pk)
     with pytest.raises(InvalidStatusTransition):
         services.order_set_status(order=Order.objects.get(), status="pending")
@@ -99,7 +90,7 @@ def test_same_idempotency_key_returns_the_first_order(product):
 def test_checkout_while_redis_is_down_keeps_the_order_and_the_sweep_enqueues_it(product):
     closed = "redis://127.0.0.1:9/0?socket_connect_timeout=0.5"
     with override_settings(RQ_QUEUES={DEFAULT_QUEUE: {"URL": closed, "DEFAULT_TIMEOUT": 60}}):
-        order = new_order(product)
+        order = factories.order(product=product)
     assert Order.objects.get().status == "pending"
     assert queued_job_ids() == []
 
@@ -111,7 +102,7 @@ def test_checkout_while_redis_is_down_keeps_the_order_and_the_sweep_enqueues_it(
 
 
 def test_sweep_replaces_a_failed_job(product):
-    order = new_order(product)
+    order = factories.order(product=product)
     queue = django_rq.get_queue(DEFAULT_QUEUE)
     job = queue.fetch_job(order.job_id)
     queue.remove(job)
@@ -121,7 +112,7 @@ def test_sweep_replaces_a_failed_job(product):
 
 
 def test_sweep_leaves_young_orders_alone(product):
-    new_order(product)
+    factories.order(product=product)
     django_rq.get_connection(DEFAULT_QUEUE).flushdb()
     assert orders_sweep_pending(older_than=3600) == 0
 
@@ -130,7 +121,7 @@ def test_sweep_leaves_young_orders_alone(product):
 def test_sweep_replaces_a_job_whose_status_no_queue_or_registry_backs(product, status):
     """A worker on several queues pops a job (rq's dequeue_any) and marks it started only in its
     work horse: killed in between, it leaves a job that says queued while no queue holds it."""
-    order = new_order(product)
+    order = factories.order(product=product)
     queue = django_rq.get_queue(DEFAULT_QUEUE)
     assert queue.connection.lpop(queue.key) == order.job_id.encode()  # what the worker's pop does
     queue.fetch_job(order.job_id).set_status(status)
@@ -142,11 +133,11 @@ def test_sweep_replaces_a_job_whose_status_no_queue_or_registry_backs(product, s
 
 
 def test_orders_enqueue_through_one_redis_connection(product):
-    new_order(product)  # the process's client connects once
+    factories.order(product=product)  # the process's client connects once
     connection = django_rq.get_connection(DEFAULT_QUEUE)
     before = connection.info("stats")["total_connections_received"]
     for _ in range(5):
-        new_order(product)
+        factories.order(product=product)
     assert len(queued_job_ids()) == 6
     # queued_job_ids' own client is the one new connection.
     assert connection.info("stats")["total_connections_received"] - before <= 1

@@ -1,7 +1,6 @@
 """Helpers for process-level tests: the processes a worker forks, the formation's database
-sessions, the crash invariants, orders placed through the checkout service."""
+sessions, the crash invariants, an order's stored status. Orders come from tests/factories.py."""
 
-import uuid
 from collections.abc import Iterable
 
 import psutil
@@ -10,9 +9,8 @@ from django.db import connection, connections
 from embedded.harness import Process
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Charge, Order, SandboxCharge
-from orders.services import LineRequest, order_create
-from tests import factories
-from tests.support import RecordingSMTP, wait_until
+from tests.support.polling import wait_until
+from tests.support.smtp import RecordingSMTP
 
 
 def work_horse(worker: Process) -> psutil.Process:
@@ -61,12 +59,6 @@ def assert_exactly_once(orders: Iterable[Order], smtp: RecordingSMTP | None = No
         if smtp is not None:
             received = smtp.message_ids().count(sent.get().message_id)
             assert received == 1 if smtp_once else received >= 1, f"{order.pk}: received {received} times"
-
-
-def place_order(email: str = "shopper@example.com") -> Order:
-    """Create a pending order of one mug through the checkout service (enqueued after commit)."""
-    order, _ = order_create(email=email, lines=[LineRequest(factories.product().pk, 1)], idempotency_key=uuid.uuid4())
-    return order
 
 
 def order_status(order: Order) -> str:

@@ -22,11 +22,12 @@ from django.db import connection
 
 from core.queues import DEFAULT_QUEUE
 from mailer.models import OutboxMessage, OutboxStatus
-from mailer.services import outbox_message_create
 from orders.models import Order, SandboxCharge
 from tests import factories
-from tests.process.support import assert_exactly_once, order_status, place_order, work_horse
-from tests.support import ALL_DATABASES, Browser, checkout_data, hidden, wait_until
+from tests.process.support import assert_exactly_once, order_status, work_horse
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import Browser, checkout_data, hidden
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.crash, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
@@ -52,7 +53,7 @@ def test_work_horse_killed_after_the_charge_before_the_commit(formation, smtp):
     formation.start("scheduler")
     formation.start("mailer")
     worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
-    order, other = place_order("crash@example.com"), place_order("crash@example.com")
+    order, other = factories.order(email="crash@example.com"), factories.order(email="crash@example.com")
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the gateway's charge")
     work_horse(worker).kill()  # SIGKILL: the charge is at the gateway, the shop's transaction never commits
     killed = time.monotonic()
@@ -69,7 +70,7 @@ def test_whole_worker_killed_mid_job_is_recovered_by_another_worker(formation, s
     formation.start("scheduler")
     formation.start("mailer")
     worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
-    order = place_order("crash@example.com")
+    order = factories.order(email="crash@example.com")
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the gateway's charge")
     for process in (psutil.Process(worker.pid), work_horse(worker)):  # the container dies: every process
         process.kill()
@@ -100,7 +101,7 @@ def test_worker_killed_between_taking_a_job_and_starting_it_loses_no_order(forma
     )
     os.kill(worker.pid, signal.SIGSTOP)  # blocked in its pop, which Redis still answers
     try:
-        order = place_order("popped@example.com")
+        order = factories.order(email="popped@example.com")
         queue = django_rq.get_queue(DEFAULT_QUEUE)
         wait_until(
             lambda: queue.get_job_position(order.job_id) is None, deadline=15, message="the worker's pop of the job"
@@ -132,7 +133,7 @@ def _block_rcpt_once(smtp) -> tuple[threading.Event, threading.Event]:
 
 def test_mailer_killed_before_the_server_accepted_sends_the_message_once(formation, smtp):
     arrived, release = _block_rcpt_once(smtp)
-    message = outbox_message_create(key="crash-before", to="a@example.com", subject="s", body="b")
+    message = factories.outbox_message(to="a@example.com")
     mailer = formation.start("mailer")
     assert arrived.wait(timeout=15)
     mailer.kill()
@@ -153,7 +154,7 @@ def test_mailer_killed_before_the_server_accepted_sends_the_message_once(formati
 def test_mailer_killed_after_the_server_accepted_resends_with_the_same_message_id(formation, smtp):
     """The one window where a duplicate is possible: the SMTP server said 250, the mailer died
     before recording it. The retry carries the same Message-ID, so the receiver can drop it."""
-    message = outbox_message_create(key="crash-after", to="a@example.com", subject="s", body="b")
+    message = factories.outbox_message(to="a@example.com")
     db = connection.settings_dict
     locker = psycopg.connect(
         host=db["HOST"],

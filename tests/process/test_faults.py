@@ -12,8 +12,10 @@ from django.db import connection
 from orders.models import Order, SandboxCharge
 from processes.worker import Worker
 from tests import factories
-from tests.process.support import app_backends, assert_exactly_once, order_status, place_order
-from tests.support import ALL_DATABASES, Browser, checkout_data, element, hidden, wait_until
+from tests.process.support import app_backends, assert_exactly_once, order_status
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import Browser, checkout_data, element, hidden
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.faults, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
@@ -22,7 +24,7 @@ def test_all_database_connections_killed(formation, smtp):
     web = formation.start("web")
     processes = [web, formation.start("worker"), formation.start("mailer")]
     browser = Browser(f"http://127.0.0.1:{web.env['PORT']}")
-    first = place_order("fault@example.com")
+    first = factories.order(email="fault@example.com")
     wait_until(lambda: smtp.messages, deadline=30, message="the first confirmation")
     assert browser.request("/")[0] == 200  # web now holds a persistent connection
     assert app_backends(), "the formation should hold database connections"
@@ -32,7 +34,7 @@ def test_all_database_connections_killed(formation, smtp):
 
     assert browser.request("/")[0] == 200  # the very first request after: no dead pooled connection
     assert browser.request("/ready")[0] == 200
-    second = place_order("fault@example.com")
+    second = factories.order(email="fault@example.com")
     wait_until(lambda: len(smtp.messages) == 2, deadline=30, message="the second confirmation")
     assert all(process.popen.poll() is None for process in processes)
     assert_exactly_once([first, second], smtp)
@@ -42,7 +44,7 @@ def test_redis_restarted_while_the_worker_is_idle(formation, own_redis):
     worker = formation.start("worker")
     own_redis.stop()
     own_redis.start()
-    order = place_order("fault@example.com")
+    order = factories.order(email="fault@example.com")
     try:
         wait_until(lambda: order_status(order) == "paid", deadline=60, message="the worker to dequeue after a restart")
     except AssertionError as exc:  # say what the worker did meanwhile
@@ -54,13 +56,13 @@ def test_redis_restarted_while_the_worker_is_idle(formation, own_redis):
 def test_redis_restarted_while_a_job_runs(formation, own_redis, smtp):
     worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
     formation.start("mailer")
-    order = place_order("fault@example.com")
+    order = factories.order(email="fault@example.com")
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the job to be charging")
     own_redis.stop()
     # The job commits in PostgreSQL while Redis is down; RQ then fails to record its result.
     wait_until(lambda: order_status(order) == "paid", deadline=30, message="the running job to commit")
     own_redis.start()
-    after = place_order("fault@example.com")
+    after = factories.order(email="fault@example.com")
     wait_until(lambda: order_status(after) == "paid", deadline=60, message="the next job after the restart")
     wait_until(lambda: len(smtp.messages) == 2, deadline=30, message="both confirmations")
     assert_exactly_once([order, after], smtp)

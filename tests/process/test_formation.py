@@ -12,7 +12,9 @@ import pytest
 from embedded.harness import procfile, run_release
 from orders.models import Charge, Order
 from tests import factories
-from tests.support import ALL_DATABASES, Browser, checkout_data, element, hidden, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import Browser, checkout_data, element, hidden
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

@@ -14,8 +14,10 @@ from django.core.management.base import CommandError
 
 from embedded.harness import ROOT
 from mailer.models import OutboxMessage, OutboxStatus
-from mailer.services import outbox_message_create
-from tests.support import ALL_DATABASES, start_smtp, wait_until
+from tests import factories
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
+from tests.support.smtp import start_smtp
 
 pytestmark = [
     pytest.mark.process,
@@ -54,7 +56,7 @@ def alive(max_age: float = MAX_AGE) -> bool:
 def test_a_mailer_draining_a_long_backlog_stays_alive(formation, slow_smtp):
     count = 12  # 12 s of sending in one pass, three times MAX_AGE
     for i in range(count):
-        outbox_message_create(key=f"slow-{i}", to=f"user{i}@example.com", subject=f"Message {i}", body="Hello")
+        factories.outbox_message(to=f"user{i}@example.com")
     formation.start("mailer", EMAIL_URL=slow_smtp.url, MAILER_HEARTBEAT_SECONDS="1")
     wait_until(lambda: slow_smtp.messages, deadline=15, message="the first message to arrive")
     started = time.monotonic()

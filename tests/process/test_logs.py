@@ -13,7 +13,9 @@ from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order
 from processes.procfile import READY_LINES
 from tests import factories
-from tests.support import ALL_DATABASES, Browser, checkout_data, hidden, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import Browser, checkout_data, hidden
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

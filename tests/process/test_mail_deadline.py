@@ -9,9 +9,10 @@ import time
 import pytest
 
 from mailer.models import OutboxMessage, OutboxStatus
-from mailer.services import outbox_message_create
-from tests.mailer.trickle import TrickleSMTP
-from tests.support import ALL_DATABASES, wait_until
+from tests import factories
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
+from tests.support.trickle import TrickleSMTP
 
 pytestmark = [
     pytest.mark.process,
@@ -30,10 +31,7 @@ def trickle():
 
 
 def test_two_mailers_and_the_lease_job_never_send_a_message_twice_through_a_slow_server(formation, trickle):
-    messages = [
-        outbox_message_create(key=f"slow-{i}", to=f"user{i}@example.com", subject=f"Message {i}", body="Hello")
-        for i in range(2)
-    ]
+    messages = [factories.outbox_message(to=f"user{i}@example.com") for i in range(2)]
     env = {"EMAIL_URL": trickle.url, "EMAIL_TIMEOUT": "2", "MAILER_LEASE_SECONDS": "12", "ORDER_SWEEP_INTERVAL": "1"}
     formation.start("worker", **env)  # runs the periodic release-leases job
     formation.start("scheduler", command="exec python manage.py rqscheduler --interval 1", **env)

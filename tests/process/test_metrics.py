@@ -11,8 +11,12 @@ import psutil
 import pytest
 
 from embedded.harness import procfile
-from tests.process.support import place_order
-from tests.support import ALL_DATABASES, Browser, free_port, sample, scrape, wait_until
+from embedded.servers import free_port
+from tests import factories
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import Browser
+from tests.support.metrics import sample, scrape
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
@@ -133,7 +137,7 @@ def test_an_order_processed_moves_the_metrics_of_worker_mailer_scheduler_and_web
     before = {kind: scrape(url, token=TOKEN)[2] for kind, url in urls.items()}
     assert sample(before["web"], "formation_orders", status="paid") == 0
 
-    order = place_order()
+    order = factories.order()
 
     def scraped(kind: str, name: str, **labels: str) -> float:
         return sample(scrape(urls[kind], token=TOKEN)[2], name, **labels)

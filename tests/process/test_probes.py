@@ -12,7 +12,8 @@ import yaml
 
 from embedded.harness import ROOT
 from embedded.servers import port_open
-from tests.support import ALL_DATABASES, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
 
 pytestmark = [
     pytest.mark.process,

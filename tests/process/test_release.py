@@ -17,8 +17,8 @@ from django.db import connection
 
 from embedded.harness import ROOT, formation_database_url, process_env, run_release
 from processes.release import RELEASE_LOCK_KEY
-from tests.process.support import place_order
-from tests.support import wait_until
+from tests import factories
+from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.release, pytest.mark.django_db(transaction=True)]
 
@@ -151,7 +151,7 @@ def get(url: str) -> tuple[int, dict, float]:
 def test_shop_requests_wait_at_most_the_lock_timeout_behind_a_release_blocked_by_a_long_read(
     formation, release_env, blocker
 ):
-    order = place_order()
+    order = factories.order()
     web = formation.start("web")
     page = f"http://127.0.0.1:{web.env['PORT']}/orders/{order.pk}/"
     blocker.hold()
@@ -243,7 +243,7 @@ def test_a_release_waiting_too_long_for_another_exits_with_one_line_naming_it(re
 
 
 def test_a_shop_statement_past_the_statement_timeout_answers_503(formation):
-    order = place_order()
+    order = factories.order()
     web = formation.start("web", DATABASE_STATEMENT_TIMEOUT="1")
     page = f"http://127.0.0.1:{web.env['PORT']}/orders/{order.pk}/"
     assert get(page)[0] == 200

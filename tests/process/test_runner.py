@@ -22,8 +22,9 @@ import pytest
 from embedded.harness import spawn
 from orders.models import SandboxCharge
 from processes.procfile import formation_types, web_healthy
-from tests.process.support import place_order
-from tests.support import ALL_DATABASES, wait_until
+from tests import factories
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
 
 pytestmark = [
     pytest.mark.process,
@@ -183,7 +184,7 @@ def test_runner_exits_non_zero_when_a_process_had_to_be_killed(runner_env, launc
     env = {**runner_env, "PAYMENT_SANDBOX_LATENCY_MS": "30000", "FORMATION_KILL_WAIT": "2"}
     runner = launch([sys.executable, "-m", "embedded", "run"], env)
     runner.wait_until_up()
-    place_order()
+    factories.order()
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=20, message="the worker to charge the order")
     assert stop_and_check(runner, signal.SIGTERM) == 128 + signal.SIGKILL
     output = runner.output()

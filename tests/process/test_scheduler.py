@@ -13,7 +13,8 @@ from django.conf import settings
 
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 from processes.worker import Worker
-from tests.support import ALL_DATABASES, wait_until
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
 
 pytestmark = [
     pytest.mark.process,

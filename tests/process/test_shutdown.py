@@ -22,11 +22,12 @@ import rq
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 from embedded.harness import ROOT, Process
 from mailer.models import OutboxMessage, OutboxStatus
-from mailer.services import outbox_message_create
 from orders.models import Order, OrderStatus, SandboxCharge
 from processes.worker import Worker
-from tests.process.support import place_order, work_horse
-from tests.support import ALL_DATABASES, wait_until
+from tests import factories
+from tests.process.support import work_horse
+from tests.support.databases import ALL_DATABASES
+from tests.support.polling import wait_until
 
 pytestmark = [
     pytest.mark.process,
@@ -145,7 +146,7 @@ def test_web_quick_shutdown_does_not_wait_for_requests_in_flight(formation, sig)
 @pytest.mark.parametrize("target", ["process", "group", "every-process"])
 def test_worker_warm_shutdown_finishes_the_job_and_takes_no_new_one(formation, target):
     worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="2000")
-    first, second = place_order(), place_order()
+    first, second = factories.order(), factories.order()
     work_horse(worker)
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the first charge")
     if target == "every-process":
@@ -161,7 +162,7 @@ def test_worker_warm_shutdown_finishes_the_job_and_takes_no_new_one(formation, t
 
 def test_worker_second_signal_is_a_cold_shutdown(formation):
     worker = formation.start("worker", PAYMENT_SANDBOX_LATENCY_MS="20000")
-    order = place_order()
+    order = factories.order()
     horse = work_horse(worker)
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=15, message="the charge")
 
@@ -203,7 +204,7 @@ def test_mailer_finishes_the_message_being_sent_and_leaves_the_rest(formation, s
 
     smtp.handle_DATA = slow_data
     for i in range(3):
-        outbox_message_create(key=f"shutdown-{i}", to=f"u{i}@example.com", subject="s", body="b")
+        factories.outbox_message(to=f"u{i}@example.com")
     mailer = formation.start("mailer")
     assert sending.wait(timeout=15)
     mailer.send_signal(signal.SIGTERM, group=group)
@@ -216,7 +217,7 @@ def test_mailer_finishes_the_message_being_sent_and_leaves_the_rest(formation, s
 def test_dev_runner_waits_for_a_job_longer_than_honchos_default(formation_env):
     """The runner's stop signal reaches honcho alone; it must wait longer than its built-in 5 s,
     and it exits 0 when every process stopped gracefully (honcho's own code would be 130)."""
-    order = place_order()
+    order = factories.order()
     env = {**formation_env, "PAYMENT_SANDBOX_LATENCY_MS": "7000"}
     honcho = Process("honcho", env, command="exec python -m embedded.honcho -e /dev/null start worker")
     try:

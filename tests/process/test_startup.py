@@ -6,7 +6,8 @@ import urllib.request
 
 import pytest
 
-from tests.support import ALL_DATABASES, free_port
+from embedded.servers import free_port
+from tests.support.databases import ALL_DATABASES
 
 pytestmark = [
     pytest.mark.process,

@@ -7,7 +7,8 @@ import urllib.request
 import pytest
 
 from tests import factories
-from tests.support import ALL_DATABASES, Browser, element
+from tests.support.databases import ALL_DATABASES
+from tests.support.http import Browser, element
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

@@ -7,7 +7,8 @@ import pytest
 
 from core.queues import DEFAULT_QUEUE
 from processes import worker
-from tests.support import ALL_DATABASES, run_burst_worker
+from tests.support.databases import ALL_DATABASES
+from tests.support.queues import run_burst_worker
 
 preloads: list[int] = []
 

@@ -6,8 +6,8 @@ import uuid
 import pytest
 from django.test import Client
 
-from orders.services import LineRequest, order_create
-from tests.support import ALL_DATABASES
+from tests import factories
+from tests.support.databases import ALL_DATABASES
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 
@@ -29,9 +29,7 @@ def directives(header: str) -> dict[str, str]:
 
 @pytest.fixture
 def pages(product):
-    order, _ = order_create(
-        email="shopper@example.com", lines=[LineRequest(product.pk, 1)], idempotency_key=uuid.uuid4()
-    )
+    order = factories.order(product=product)
     return {
         "storefront": "/",
         "order page": f"/orders/{order.pk}/",

@@ -1,117 +1,13 @@
-"""Test helpers: an SMTP server that records what it receives, checkout form data, polling, a burst worker."""
+"""The storefront over HTTP as a shopper uses it (a cookie-keeping client, the cart, the checkout
+form's fields) and reading its pages (hidden fields, elements by a simple selector)."""
 
 import http.cookiejar
 import re
-import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass, field
-from email import message_from_bytes
-from email.message import EmailMessage
-from email.policy import default as default_policy
+from dataclasses import dataclass
 from html.parser import HTMLParser
-
-import django_rq
-from aiosmtpd.controller import Controller
-from django.core.management import call_command
-
-from core.queues import DEFAULT_QUEUE
-from embedded.servers import free_port
-
-# The database aliases: the shop's and the sandbox gateway's own connection (project.settings).
-ALL_DATABASES = ["default", "gateway"]
-
-
-def wait_until(predicate, *, deadline: float, interval: float = 0.05, message: str = "condition"):
-    """Poll ``predicate()`` every ``interval`` seconds; return its first truthy value.
-
-    Raise AssertionError naming ``message`` when ``deadline`` seconds pass first.
-    """
-    end = time.monotonic() + deadline
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > end:
-            raise AssertionError(f"timed out after {deadline:g}s waiting for {message}")
-        time.sleep(interval)
-
-
-def run_burst_worker() -> None:
-    """Run a real RQ worker (it forks a work horse per job) until the queue is empty."""
-    call_command("rqworker", DEFAULT_QUEUE, "--burst", verbosity=0)
-
-
-def queued_job_ids() -> list[str]:
-    """Return the ids of the jobs waiting in the default queue."""
-    return django_rq.get_queue(DEFAULT_QUEUE).get_job_ids()
-
-
-@dataclass
-class RecordingSMTP:
-    """A real SMTP server (aiosmtpd) on 127.0.0.1 that keeps every message it accepts."""
-
-    host: str = "127.0.0.1"
-    port: int = 0
-    messages: list[EmailMessage] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle_DATA(self, server, session, envelope):  # noqa: N802 - aiosmtpd's hook name
-        with self.lock:
-            self.messages.append(message_from_bytes(envelope.content, policy=default_policy))
-        return "250 OK"
-
-    @property
-    def url(self) -> str:
-        return f"smtp://{self.host}:{self.port}"
-
-    def message_ids(self) -> list[str]:
-        with self.lock:
-            return [str(message["Message-ID"]) for message in self.messages]
-
-
-# Addresses Django's SMTP backend cannot encode or no server can deliver (mailer.validators):
-# the checkout refuses each, and the mailer fails a legacy row holding one at once.
-# 18 characters, 61 octets once encoded (a label may have 63).
-LONG_CJK_LABEL = "数据库服务器测试邮件地址域名标签长度"
-UNDELIVERABLE = {
-    "left-to-right mark in the domain": "shopper@exa\u200emple.com",
-    "noncharacter U+FFFF in the domain": "shopper@exa\uffffmple.com",
-    "label of 60 x ü (64 octets once encoded)": "shopper@" + "ü" * 60 + ".example",
-    "zero-width space (IDNA would drop it)": "shopper@exa\u200bmple.com",
-    "right-to-left override": "shopper@exa\u202emple.com",
-    "soft hyphen": "shopper@ex\u00adample.com",
-    "non-ASCII local part (no SMTPUTF8)": "zoë@example.com",
-    "local part of 65 octets": "a" * 65 + "@example.com",
-    "domain over 255 octets once encoded": "shopper@" + ("ü" * 50 + ".") * 5 + "example",
-    "ASCII label of 64 characters": "shopper@" + "a" * 64 + ".example",
-    # RFC 5321 4.5.3.1.3: the path "<local@domain>" is at most 256 octets, so the address 254
-    # once encoded; 143 characters here (under EmailField's 254), 315 octets encoded.
-    "address over 254 octets once encoded": "a" * 64 + "@" + ".".join([LONG_CJK_LABEL] * 4) + ".de",
-    # IDNA 2003 (Django's SMTP backend) maps these to ss and σ; IDNA 2008 registries keep them
-    # (straße.de is xn--strae-oqa.de, not strasse.de): the mail would go to another domain.
-    "sharp s in the domain (IDNA 2003 sends to ss)": "shopper@straße.de",
-    "final sigma in the domain (IDNA 2003 sends to σ)": "shopper@ας.gr",
-    # IDNA's nameprep maps these to nothing (RFC 3454 table B.1): shown and stored as one domain,
-    # sent to another.
-    "combining grapheme joiner (IDNA would drop it)": "cgj@ex\u034fample.com",
-    "variation selector 16 (IDNA would drop it)": "shopper@ex\ufe0fample.com",
-    "Mongolian free variation selector (IDNA would drop it)": "shopper@ex\u180bample.com",
-    "Mongolian todo soft hyphen (IDNA would drop it)": "shopper@ex\u1806ample.com",
-    "word joiner (IDNA would drop it)": "shopper@ex\u2060ample.com",
-    # Blank-looking letters (Default_Ignorable_Code_Point, or drawn blank) that IDNA encodes as xn--.
-    "Hangul filler U+3164": "shopper@\u3164example.com",
-    "Hangul choseong filler U+115F": "shopper@ex\u115fample.com",
-    "Hangul jungseong filler U+1160": "shopper@ex\u1160ample.com",
-    "halfwidth Hangul filler U+FFA0": "shopper@ex\uffa0ample.com",
-    "braille pattern blank U+2800": "shopper@example\u2800.com",
-    "Khmer inherent vowel U+17B4": "shopper@ex\u17b4ample.com",
-    "tag character U+E0041": "shopper@example.com\U000e0041",
-    "combining grapheme joiner in the local part": "shop\u034fper@example.com",
-    "Hangul filler in the local part": "shop\u3164per@example.com",
-}
 
 
 def cart_fill(client, lines=(("procfile-mug", 1),)) -> None:
@@ -143,14 +39,6 @@ def checkout_data(*, token, email="shopper@example.com", lines=(("procfile-mug",
         data[f"lines-{index}-quantity"] = str(quantity)
     data.update(overrides)
     return data
-
-
-def start_smtp() -> tuple[RecordingSMTP, Controller]:
-    """Start a RecordingSMTP on a free port; return it and its controller (call ``.stop()``)."""
-    recorder = RecordingSMTP(port=free_port())
-    controller = Controller(recorder, hostname=recorder.host, port=recorder.port)
-    controller.start()
-    return recorder, controller
 
 
 class Browser:
@@ -281,31 +169,3 @@ def element(page: str, selector: str) -> Element:
 def element_text(page: str, selector: str) -> str:
     """Return the text (whitespace collapsed) of the first element of ``page`` matching ``selector``."""
     return element(page, selector).text
-
-
-def metric_samples(text: str) -> dict[tuple[str, frozenset], float]:
-    """Parse a Prometheus text exposition into ``{(sample name, frozenset of label pairs): value}``."""
-    from prometheus_client.parser import text_string_to_metric_families
-
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(text)
-        for sample in family.samples
-    }
-
-
-def scrape(url: str, token: str | None = None, **headers: str) -> tuple[int, dict, dict[tuple[str, frozenset], float]]:
-    """GET the metrics at ``url`` (with ``Authorization: Bearer token`` when given); return the status,
-    the headers and, for a 200, the samples (metric_samples), else an empty dict."""
-    if token is not None:
-        headers["Authorization"] = f"Bearer {token}"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=10) as response:
-            return response.status, dict(response.headers), metric_samples(response.read().decode())
-    except urllib.error.HTTPError as error:
-        return error.code, dict(error.headers), {}
-
-
-def sample(samples: dict[tuple[str, frozenset], float], name: str, **labels: str) -> float:
-    """Return the value of sample ``name`` with exactly ``labels`` in ``samples``, 0 when absent."""
-    return samples.get((name, frozenset(labels.items())), 0.0)

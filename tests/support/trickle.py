@@ -8,7 +8,7 @@ import time
 from email import message_from_bytes
 from email.policy import default as default_policy
 
-from tests.support import free_port
+from embedded.servers import free_port
 
 
 class _Handler(socketserver.StreamRequestHandler):

@@ -79,8 +79,8 @@ sys.path.insert(0, str(ROOT))
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE  # noqa: E402
 from embedded.harness import FAST  # noqa: E402
 from embedded.servers import Postgres, Redis, free_port, pid_alive, wait_for  # noqa: E402
+from embedded.shopper import Browser, checkout_data, hidden, page_lines  # noqa: E402
 from processes.procfile import READY_LINES, process_commands, web_healthy  # noqa: E402
-from tests.support.http import Browser, checkout_data, hidden, page_lines  # noqa: E402
 
 RUNS = ROOT / ".formation" / "soak"
 # The formation under test: processes per Procfile type (release runs once, before).

@@ -15,9 +15,9 @@ from django.conf import settings
 from django.db import connection
 
 from core.queues import DEFAULT_QUEUE
+from embedded.polling import wait_until
 from processes.procfile import READY_LINES, wait_for_health
 from processes.procfile import process_commands as procfile
-from tests.support.polling import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 

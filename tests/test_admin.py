@@ -17,6 +17,7 @@ from django.test import RequestFactory
 from django.urls import reverse
 from django.utils import timezone
 
+from embedded.shopper import element, element_text, hidden
 from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage
 from mailer.services import outbox_message_claim, outbox_message_release, outbox_message_retry
@@ -24,7 +25,6 @@ from orders.models import Charge, Order, OrderStatusChange, PaymentMethod, Produ
 from orders.services import order_process
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import element, element_text, hidden
 from tests.support.queues import queued_job_ids, run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from embedded.polling import wait_until
 from embedded.servers import Postgres, Redis, SmtpSink, port_free, port_open, redis_server_binary
 from processes.parity import K8S_ANNOTATION, K8S_CONFIGMAP, major
-from tests.support.polling import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SERVERS = pytest.mark.parametrize("kind", [Postgres, Redis, SmtpSink], ids=lambda kind: kind.name)

@@ -45,3 +45,12 @@ def test_the_shop_importing_a_development_tool_breaks_the_contract(tmp_path):
     result = lint_imports(code)
     assert result.returncode == 1, result.stdout + result.stderr
     assert "orders.services -> embedded.harness" in result.stdout
+
+
+def test_a_development_tool_importing_the_tests_breaks_the_contract(tmp_path):
+    code = copy_of_the_code(tmp_path)
+    harness = code / "embedded" / "harness.py"
+    harness.write_text(harness.read_text() + "\nimport tests.factories  # noqa: E402, F401\n")
+    result = lint_imports(code)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "embedded.harness -> tests.factories" in result.stdout

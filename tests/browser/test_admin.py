@@ -11,12 +11,12 @@ import re
 import pytest
 from playwright.sync_api import expect
 
+from embedded.polling import wait_until
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Charge, Order, OrderStatus, SandboxCharge
 from tests import factories
 from tests.browser.support import assert_accessible, screenshot
 from tests.support.databases import ALL_DATABASES
-from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

@@ -9,11 +9,11 @@ from urllib.parse import urlsplit
 import pytest
 from playwright.sync_api import expect
 
+from embedded.polling import wait_until
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order, OrderStatus, SandboxCharge
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

@@ -4,9 +4,9 @@ import pytest
 from axes.models import AccessAttempt, AccessFailureLog
 from django.core.management import call_command
 
+from embedded.shopper import element
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import element
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

@@ -4,8 +4,8 @@ without a query, a live one is kept without a query."""
 import pytest
 from django.db import connections
 
+from embedded.polling import wait_until
 from tests.support.databases import ALL_DATABASES
-from tests.support.polling import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

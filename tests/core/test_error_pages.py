@@ -14,9 +14,9 @@ from django.views import defaults
 
 from core import middleware
 from embedded.harness import formation_database_url
+from embedded.shopper import element
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import element
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

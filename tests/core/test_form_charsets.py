@@ -14,9 +14,9 @@ import urllib.parse
 import pytest
 from django.test import Client
 
+from embedded.shopper import cart_fill, checkout_data, hidden
 from orders.models import Order
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import cart_fill, checkout_data, hidden
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

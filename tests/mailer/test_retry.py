@@ -12,6 +12,7 @@ from django.test import Client
 from django.utils import timezone
 
 from embedded.servers import free_port
+from embedded.shopper import element
 from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage, OutboxStatus
 from mailer.services import (
@@ -24,7 +25,6 @@ from mailer.services import (
 from orders.services import order_process
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import element
 from tests.support.trickle import TrickleSMTP
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)

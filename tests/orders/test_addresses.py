@@ -4,12 +4,12 @@ an internationalised domain (IDN) goes through to the SMTP server in its punycod
 import pytest
 from django.test import Client
 
+from embedded.shopper import cart_fill, checkout_data, element, hidden
 from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order, OrderLine, SandboxCharge
 from tests.support.addresses import UNDELIVERABLE
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import cart_fill, checkout_data, element, hidden
 from tests.support.queues import run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)

@@ -11,13 +11,13 @@ from django.conf import settings
 from django.db import connections
 from django.test import Client
 
+from embedded.shopper import cart_fill, checkout_data, element, hidden, page_lines
 from orders.cart import cart_add, cart_contents, cart_remove, cart_set_quantity
 from orders.checkout import checkout_complete
 from orders.models import MAX_LINE_QUANTITY, MAX_LINES, Order, Product
 from orders.services import LineRequest
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import cart_fill, checkout_data, element, hidden, page_lines
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

@@ -17,6 +17,7 @@ from django.db import connections
 from django.test import Client
 from django.utils import timezone
 
+from embedded.shopper import cart_fill, checkout_data, element, hidden, page_lines
 from mailer.models import OutboxMessage
 from orders.checkout import COMPLETED_REMEMBERED
 from orders.jobs import clear_expired_sessions
@@ -24,7 +25,6 @@ from orders.models import DEFAULT_STOCK, MAX_LINES, Charge, Order, OrderLine, Pr
 from orders.services import LineRequest, PriceChanged, order_create
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import cart_fill, checkout_data, element, hidden, page_lines
 from tests.support.queues import queued_job_ids, run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)

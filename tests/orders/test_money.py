@@ -9,11 +9,11 @@ from django.core.management import call_command
 from django.db import IntegrityError, transaction
 from django.template import Context, Template
 
+from embedded.shopper import cart_fill, element_text
 from orders.models import Charge, Product
 from orders.money import CURRENCY_NAMES, SUPPORTED_CURRENCIES, format_money, minor_unit_exponent, to_major, to_minor
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import cart_fill, element_text
 from tests.support.queues import run_burst_worker
 
 NBSP = "\u00a0"  # CLDR's currencySpacing puts a no-break space between a letter code and a digit

@@ -8,13 +8,13 @@ from django.core.management import call_command
 from django.test import Client
 from django.utils import timezone
 
+from embedded.shopper import cart_fill, checkout_data, element, hidden
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order, PaymentMethod
 from orders.selectors import order_failure_message
 from orders.services import order_process
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import cart_fill, checkout_data, element, hidden
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

@@ -11,11 +11,11 @@ import pytest
 from django.db import connections
 from django.test import Client
 
+from embedded.shopper import cart_fill, checkout_data, element, hidden, page_lines
 from orders.models import Order, PaymentMethod, Product, SandboxCharge
 from orders.services import LineRequest, OrderRefused, order_create, order_process, order_stock_return, order_stock_take
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import cart_fill, checkout_data, element, hidden, page_lines
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
 

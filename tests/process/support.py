@@ -7,9 +7,9 @@ import psutil
 from django.db import connection, connections
 
 from embedded.harness import Process
+from embedded.polling import wait_until
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Charge, Order, SandboxCharge
-from tests.support.polling import wait_until
 from tests.support.smtp import RecordingSMTP
 
 

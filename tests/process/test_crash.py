@@ -21,13 +21,13 @@ import pytest
 from django.db import connection
 
 from core.queues import DEFAULT_QUEUE
+from embedded.polling import wait_until
+from embedded.shopper import Browser, checkout_data, hidden
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order, SandboxCharge
 from tests import factories
 from tests.process.support import assert_exactly_once, order_status, work_horse
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import Browser, checkout_data, hidden
-from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.crash, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

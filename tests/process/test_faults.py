@@ -9,13 +9,13 @@ import redis
 import rq
 from django.db import connection
 
+from embedded.polling import wait_until
+from embedded.shopper import Browser, checkout_data, element, hidden
 from orders.models import Order, SandboxCharge
 from processes.worker import Worker
 from tests import factories
 from tests.process.support import app_backends, assert_exactly_once, order_status
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import Browser, checkout_data, element, hidden
-from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.faults, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

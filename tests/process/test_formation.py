@@ -10,11 +10,11 @@ import time
 import pytest
 
 from embedded.harness import procfile, run_release
+from embedded.polling import wait_until
+from embedded.shopper import Browser, checkout_data, element, hidden
 from orders.models import Charge, Order
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import Browser, checkout_data, element, hidden
-from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

@@ -13,10 +13,10 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from embedded.harness import ROOT
+from embedded.polling import wait_until
 from mailer.models import OutboxMessage, OutboxStatus
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.polling import wait_until
 from tests.support.smtp import start_smtp
 
 pytestmark = [

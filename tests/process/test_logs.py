@@ -9,13 +9,13 @@ import uuid
 import pytest
 
 from embedded.harness import run_release
+from embedded.polling import wait_until
+from embedded.shopper import Browser, checkout_data, hidden
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order
 from processes.procfile import READY_LINES
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import Browser, checkout_data, hidden
-from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

@@ -8,10 +8,10 @@ import time
 
 import pytest
 
+from embedded.polling import wait_until
 from mailer.models import OutboxMessage, OutboxStatus
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.polling import wait_until
 from tests.support.trickle import TrickleSMTP
 
 pytestmark = [

@@ -11,12 +11,12 @@ import psutil
 import pytest
 
 from embedded.harness import procfile
+from embedded.polling import wait_until
 from embedded.servers import free_port
+from embedded.shopper import Browser
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import Browser
 from tests.support.metrics import sample, scrape
-from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

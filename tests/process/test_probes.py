@@ -11,9 +11,9 @@ import pytest
 import yaml
 
 from embedded.harness import ROOT
+from embedded.polling import wait_until
 from embedded.servers import port_open
 from tests.support.databases import ALL_DATABASES
-from tests.support.polling import wait_until
 
 pytestmark = [
     pytest.mark.process,

@@ -16,9 +16,9 @@ import pytest
 from django.db import connection
 
 from embedded.harness import ROOT, formation_database_url, process_env, run_release
+from embedded.polling import wait_until
 from processes.release import RELEASE_LOCK_KEY
 from tests import factories
-from tests.support.polling import wait_until
 
 pytestmark = [pytest.mark.process, pytest.mark.release, pytest.mark.django_db(transaction=True)]
 

@@ -20,11 +20,11 @@ import psutil
 import pytest
 
 from embedded.harness import spawn
+from embedded.polling import wait_until
 from orders.models import SandboxCharge
 from processes.procfile import formation_types, web_healthy
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.polling import wait_until
 
 pytestmark = [
     pytest.mark.process,

@@ -12,9 +12,9 @@ import rq
 from django.conf import settings
 
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
+from embedded.polling import wait_until
 from processes.worker import Worker
 from tests.support.databases import ALL_DATABASES
-from tests.support.polling import wait_until
 
 pytestmark = [
     pytest.mark.process,

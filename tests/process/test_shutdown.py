@@ -21,13 +21,13 @@ import rq
 
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
 from embedded.harness import ROOT, Process
+from embedded.polling import wait_until
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Order, OrderStatus, SandboxCharge
 from processes.worker import Worker
 from tests import factories
 from tests.process.support import work_horse
 from tests.support.databases import ALL_DATABASES
-from tests.support.polling import wait_until
 
 pytestmark = [
     pytest.mark.process,

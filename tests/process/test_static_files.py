@@ -6,9 +6,9 @@ import urllib.request
 
 import pytest
 
+from embedded.shopper import Browser, element
 from tests import factories
 from tests.support.databases import ALL_DATABASES
-from tests.support.http import Browser, element
 
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 

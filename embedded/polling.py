@@ -1,4 +1,4 @@
-"""Polling: wait for a condition another thread or process brings about."""
+"""Polling with a deadline, for tests, the process harness and the benchmarks."""
 
 import time
 

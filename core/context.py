@@ -1,16 +1,8 @@
 """The log context: which request, job and order the code running now works for.
 
-Three ids, each a string or absent: ``request_id`` (the HTTP request that caused the work; taken
-from its ``X-Request-ID`` header or made, see request_id_from_header), ``job_id`` (the RQ job
-being performed) and ``order_id``. They live in one ``contextvars.ContextVar``, so a value bound
-in a request or a job never leaks into the next one, and a forked RQ work horse starts with its
-parent's context. ContextFilter copies them onto every log record (core/logs.py installs it
-on every handler), so each log line carries them where there is one.
-
-Who binds what: the web middleware (core.middleware.RequestIdMiddleware) the request id;
-the worker (processes.worker.Worker) the job id and the request id the job was enqueued with; the
-order job (orders.jobs.process_order) the order id; the mailer (mailer.engine.outbox_message_send)
-the context captured when the message was written (OutboxMessage.log_context).
+Up to three ids (FIELDS), each a string or absent, bound for a block with bind() and copied onto
+every log record by ContextFilter, so each log line carries them where there is one. Documented in
+docs/observability.md#request-ids.
 """
 
 import contextlib
@@ -20,8 +12,14 @@ import uuid
 from collections.abc import Iterator, Mapping
 from contextvars import ContextVar
 
+# The HTTP request that caused the work (request_id_from_header), the RQ job being performed, the order.
 FIELDS = ("request_id", "job_id", "order_id")
 
+# One ContextVar: ids bound in a request or a job never leak into the next one, and a forked RQ work
+# horse starts with its parent's. Who binds what: core.middleware.RequestIdMiddleware the request id;
+# processes.worker.Worker the job id and the request id the job was enqueued with;
+# orders.jobs.process_order the order id; mailer.engine.outbox_message_send the ids kept with the
+# message when it was written (OutboxMessage.log_context).
 _context: ContextVar[Mapping[str, str]] = ContextVar("formation_log_context", default={})  # noqa: B039 - never mutated: bind() sets a new mapping
 
 # Heroku's router's rule for a request id it passes on (Dev Center, "HTTP Request IDs"): 20 to 200
@@ -71,6 +69,8 @@ def request_id_from_header(value: str | None) -> str:
 
 class ContextFilter(logging.Filter):
     """Put the bound ids (see current()) on each record as attributes; never drops a record.
+
+    core/logs.py installs it on every handler.
 
     An attribute the record has already (passed with ``extra=``) wins over the context.
     """

@@ -1,17 +1,8 @@
 """Log lines on stdout (factor 11): JSON for machines by default, or today's text for people.
 
-``LOG_FORMAT=json`` (the default) writes one JSON object per line with the fields ``time`` (ISO
-8601, UTC), ``level``, ``process_type``, ``pid``, ``logger``, ``message``, and ``request_id``,
-``job_id``, ``order_id`` where there is one (core.context), plus ``exc_info`` with the stack of
-an error; gunicorn's access lines add ``http_method``, ``path``, ``status`` and ``duration_ms``.
-``LOG_FORMAT=text`` writes the readable lines ``time level logger pid message`` with
-``[request_id=… job_id=… order_id=…]`` appended where there is one; ``python -m embedded run``
-(``make run``) sets it when it is unset. JSON lines come from python-json-logger
-(https://nhairs.github.io/python-json-logger/).
-
-The process type is passed in by whoever configures logging (settings.LOGGING from
-PROCESS_TYPE, which each entry point sets from the Procfile; see processes.procfile.process_type);
-this module reads no file.
+The logging configurations of Django (logging_config) and gunicorn (gunicorn_logconfig), their
+formatters and filters: LOG_FORMAT=json writes one JSON object per line (python-json-logger),
+LOG_FORMAT=text readable lines. Documented in docs/observability.md#logs.
 """
 
 import io
@@ -69,7 +60,7 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonLineFormatter(JsonFormatter):
-    """python-json-logger's formatter with Formation's field names (see the module docstring)."""
+    """python-json-logger's formatter with Formation's field names (docs/observability.md#logs)."""
 
     def __init__(self, *, process_type: str):
         super().__init__(
@@ -108,7 +99,8 @@ def _formatter(fmt: str, process_type: str) -> dict:
 def logging_config(*, level: str, fmt: str, process_type: str) -> dict:
     """Return the dictConfig for settings.LOGGING: everything to stdout in ``fmt`` ("json" or "text").
 
-    ``process_type`` (str) is the ``process_type`` field of every JSON line.
+    ``process_type`` (str) is the ``process_type`` field of every JSON line; the caller passes it
+    (settings.LOGGING: PROCESS_TYPE), so this module reads no Procfile.
     ``level`` (a level name) is the root logger's; the SQL of django.db.backends stays off below
     INFO. Every line gets the log context (core.context.ContextFilter).
     """

@@ -1,25 +1,8 @@
 """Prometheus metrics of every process type (prometheus-client, https://prometheus.github.io/client_python/).
 
-- web: ``GET /metrics`` (core.middleware.ProbeMiddleware serves it whatever the Host header,
-  as Prometheus scrapes by pod IP). Requests by view and status, a latency histogram by view,
-  and the orders by status (one ``GROUP BY`` at each scrape). Gunicorn's workers are separate
-  processes: prometheus-client's multiprocess mode keeps each worker's values in memory-mapped
-  files under PROMETHEUS_MULTIPROC_DIR, and a scrape, whichever worker answers it, adds them up
-  (gunicorn.conf.py makes and cleans that directory).
-- worker, scheduler and mailer: an HTTP server of their own on METRICS_PORT (when set, on
-  METRICS_ADDR, ``0.0.0.0`` by default), any path, with the process's own metrics (jobs, sends,
-  ``process_*`` and ``python_*``) and the gauges read at scrape time (queue depth from Redis,
-  outbox backlog from PostgreSQL).
-
-Access: the bearer token METRICS_TOKEN. web's ``/metrics`` answers 404 while METRICS_TOKEN is
-unset (never public), 401 with ``WWW-Authenticate: Bearer`` without an ``Authorization: Bearer``
-header, 403 for a wrong token (compared in constant time), 200 with the exposition otherwise. The
-METRICS_PORT servers ask for the same token when it is set and answer anyone otherwise: that port
-is opened only by setting METRICS_PORT, for a scraper inside the cluster (docs/observability.md, "Metrics").
-
-Cardinality is bounded: views are the URL patterns' names (``product-list``, ``admin:index``,
-never a raw path; ``unresolved`` for a path no pattern matches), statuses are HTTP codes, queues
-and outbox or order statuses are the code's own lists.
+The metric objects, the collector registry the apps add theirs to (collector_register), web's
+``/metrics`` view and the METRICS_PORT server of worker, scheduler and mailer (metrics_serve); both
+ask for the bearer METRICS_TOKEN. Documented in docs/observability.md#metrics.
 """
 
 import functools
@@ -47,7 +30,9 @@ from core.preflight import first_line
 logger = logging.getLogger(__name__)
 
 # Every metric here has labels, so none has a value (and, in web's multiprocess mode, no file)
-# in a process that never records it: web does not show the mailer's metrics at zero.
+# in a process that never records it: web does not show the mailer's metrics at zero. Every label's
+# values are bounded: views are URL pattern names (request_observe), statuses HTTP codes, queues and
+# results the code's own lists.
 HTTP_REQUESTS = Counter(
     "formation_http_requests",
     "Requests web answered, by view (the URL pattern's name) and HTTP status code.",
@@ -204,8 +189,9 @@ class QueueDepthCollector(Collector):
 
 
 class _ProcessMetrics(Collector):
-    """This process's own metrics: every gunicorn worker's (added up from PROMETHEUS_MULTIPROC_DIR)
-    in multiprocess mode, else prometheus-client's default registry."""
+    """This process's own metrics: every gunicorn worker's (added up from PROMETHEUS_MULTIPROC_DIR,
+    which gunicorn.conf.py makes and cleans) in multiprocess mode, else prometheus-client's default
+    registry."""
 
     def __init__(self):
         directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
@@ -306,7 +292,7 @@ _servers: list[ThreadingWSGIServer] = []
 
 def metrics_serve(*, process_type: str, collectors: Iterable[Collector] = ()) -> ThreadingWSGIServer | None:
     """Serve this process's metrics, the collectors registered for ``process_type`` (collector_register)
-    and ``collectors`` on METRICS_ADDR:METRICS_PORT in a daemon
+    and ``collectors`` on METRICS_ADDR:METRICS_PORT, any path, in a daemon
     thread (prometheus-client's own threaded WSGI server); return the server, or None when
     METRICS_PORT is unset or the port cannot be bound (logged as an error: the process type goes
     on doing its work without metrics rather than stopping for them).

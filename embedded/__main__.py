@@ -4,17 +4,10 @@
     python -m embedded test -- COMMAND…                      # COMMAND against the test servers
     python -m embedded exec -- COMMAND…                      # one-off COMMAND against the dev servers
 
-For each of DATABASE_URL, REDIS_URL and EMAIL_URL that is unset, start (or reuse) the
-embedded server of the profile and set the variable; variables already set are used as they
-are. ``run`` and ``exec`` also write the URLs to ``.env``, where honcho and one-off commands
-read them. Servers this runner started are stopped after the command ends. Every command runs
-with this interpreter's ``bin`` directory first on its PATH, so the Procfile's ``python`` is the
-virtual environment's even when the runner is started without an activated environment.
-
-``run`` stops the formation gracefully on SIGTERM, SIGINT or SIGHUP sent to this runner's PID
-(inherited "ignore" dispositions are overridden: a background ``make run &`` stops on
-``kill -INT`` too). It exits 0 after a graceful stop (every process exited 0), otherwise with the
-code of what failed (128+N for a process ended by signal N; 137: killed after the grace period).
+Each starts (or reuses) an embedded server for every unset DATABASE_URL, REDIS_URL and EMAIL_URL,
+and stops the ones it started when the command ends. ``run`` stops gracefully on SIGTERM, SIGINT or
+SIGHUP sent to this runner's PID and exits 0 after a graceful stop. Documented in
+docs/local-development.md#the-embedded-servers and docs/local-development.md#stop-the-shop.
 """
 
 import argparse
@@ -147,7 +140,8 @@ def write_env_file(env: dict[str, str]) -> None:
 def child_env(env_updates: dict[str, str]) -> dict[str, str]:
     """Return the environment of the runner's children: ours, ``env_updates``, and on PATH first
     the directory of this interpreter as invoked (``.venv/bin``; symlinks deliberately not
-    resolved, since resolving would give the base Python outside the virtual environment)."""
+    resolved, since resolving would give the base Python outside the virtual environment), so the
+    Procfile's ``python`` is the virtual environment's even when no environment is activated."""
     env = {**os.environ, **env_updates}
     env["PATH"] = os.pathsep.join(filter(None, [os.path.dirname(sys.executable), env.get("PATH", "")]))
     return env
@@ -168,7 +162,8 @@ class GracefulStop:
         self.forwarded = False
 
     def install(self) -> None:
-        """Handle STOP_SIGNALS from now on, whatever this process inherited (SIG_IGN included)."""
+        """Handle STOP_SIGNALS from now on, whatever this process inherited (SIG_IGN included: a
+        background ``make run &`` inherits SIGINT ignored, and still stops on ``kill -INT``)."""
         for signum in STOP_SIGNALS:
             signal.signal(signum, self._handle)
 

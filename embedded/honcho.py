@@ -1,21 +1,9 @@
 """Run honcho with a longer shutdown grace period and an exit status that says how it stopped.
 
-honcho sends SIGTERM to each process group on SIGTERM or SIGINT, then SIGKILL after
-``honcho.manager.KILL_WAIT`` seconds (5, not configurable on its command line). A worker in
-the middle of a job needs up to the job timeout to finish, so the grace period here is
-``FORMATION_KILL_WAIT`` seconds (default: RQ_JOB_TIMEOUT + 10, i.e. 70).
-
-honcho itself exits 130 or 143 after any stop by signal, graceful or not. Here the exit status
-is 0 when every process exited 0 (a graceful stop); otherwise the code of the process that
-exited first on its own (honcho's rule) or, after a stop signal, of the first process that did
-not exit 0, as a shell status (128+N for signal N: 137 means it was killed after the grace period).
-The kill after the grace period reaches every descendant of a process, once: honcho's own kill
-(SIGKILL to the process group, repeated every 0.1 s) misses RQ's work horse, which runs in a
-session of its own, so a long job kept running past the grace period and honcho with it.
-Its output goes on after the terminal is gone (a hang-up makes every write fail with EIO): the
-lines are dropped and the stop goes on, instead of honcho dying mid-stop and leaving its
-processes, each in its own session, running.
-Usage: ``python -m embedded.honcho start …`` (any honcho arguments).
+Usage: ``python -m embedded.honcho start …`` (any honcho arguments; ``python -m embedded run``
+starts it). It waits FORMATION_KILL_WAIT seconds before SIGKILL, kills work horses too, exits 0
+after a graceful stop and survives a hung-up terminal. Documented in
+docs/local-development.md#stop-the-shop.
 """
 
 import contextlib
@@ -33,7 +21,12 @@ SIGNAL_CODES = {entry["rc"] for entry in honcho.manager.SIGNALS.values()}
 
 
 def grace_period() -> int:
-    """Return the kill wait in seconds from FORMATION_KILL_WAIT or RQ_JOB_TIMEOUT (+10)."""
+    """Return the kill wait in seconds from FORMATION_KILL_WAIT or RQ_JOB_TIMEOUT (+10).
+
+    honcho sends SIGTERM to each process group on SIGTERM or SIGINT, then SIGKILL after
+    ``honcho.manager.KILL_WAIT`` seconds (5, not configurable on its command line): too short for a
+    worker in the middle of a job, which needs up to the job timeout to finish.
+    """
     if os.environ.get("FORMATION_KILL_WAIT"):
         return int(os.environ["FORMATION_KILL_WAIT"])
     return int(os.environ.get("RQ_JOB_TIMEOUT", "60")) + 10
@@ -51,6 +44,12 @@ class Manager(honcho.manager.Manager):
     _killed = False
 
     def kill(self) -> None:
+        """SIGKILL, once, each process still running and all its descendants.
+
+        honcho's own kill (SIGKILL to the process group, repeated every 0.1 s) misses RQ's work horse,
+        which runs in a session of its own: a long job kept running past the grace period, and honcho
+        with it.
+        """
         if self._killed:
             return
         self._killed = True
@@ -69,6 +68,13 @@ class Manager(honcho.manager.Manager):
                     process.kill()
 
     def loop(self) -> None:
+        """Run honcho's loop, then set ``returncode`` to a shell status that says how the formation stopped.
+
+        honcho itself exits 130 or 143 after any stop by signal, graceful or not. Here: 0 when every
+        process exited 0 (a graceful stop); otherwise the code of the process that exited first on
+        its own (honcho's rule) or, after a stop signal, of the first process that did not exit 0
+        (128+N for signal N: 137 means it was killed after the grace period).
+        """
         super().loop()
         # loop() returns once every process has stopped, so each has its returncode.
         failed = [p["returncode"] for p in self._processes.values() if p["returncode"] != 0]
@@ -81,7 +87,11 @@ class Manager(honcho.manager.Manager):
 
 
 class Printer(honcho.printer.Printer):
-    """honcho's Printer that drops a line it cannot write (terminal hung up, pipe closed)."""
+    """honcho's Printer that drops a line it cannot write (terminal hung up, pipe closed).
+
+    After a hang-up every write fails with EIO; honcho would die mid-stop and leave its processes,
+    each in a session of its own, running. Dropping the line lets the stop go on.
+    """
 
     def write(self, message) -> None:
         with contextlib.suppress(OSError):

@@ -1,13 +1,9 @@
 """Send the outbox over SMTP: one message's exchange, the send loop and the mailer's heartbeat.
 
-The row state (lease, sent, release, retry policy) is mailer.services'; this module drives it.
-Messages are sent one at a time, each leased and recorded in short transactions of its own,
-with no transaction held across the exchange (django-mailer's engine.py has the same shape).
-One SMTP exchange is bounded as a whole by a deadline that ends before the lease does
-(outbox_message_send), so a slow server cannot make the lease pass to another mailer while the
-message is still being sent. Each error is classified once (outbox_error_classify): a known one
-releases the message and logs one line, an unknown one is logged with its stack. mailer_run is
-the loop of the ``mailer`` process type (processes/management/commands/mailer.py).
+mailer_run is the loop of the ``mailer`` process type (processes/management/commands/mailer.py); it
+drives the row state of mailer.services. Each message's SMTP exchange is cut off before its lease
+ends, so no second mailer sends it meanwhile (docs/order-flow.md#the-send-deadline). Documented in
+docs/order-flow.md#5-the-mailer.
 """
 
 import contextlib
@@ -73,18 +69,10 @@ def _send(*, message: OutboxMessage, connection) -> bool:
     The Message-ID header is the row's fixed one. The recipient is first checked with
     mailer.validators.validate_deliverable_address (rows written before that validator existed
     may hold an address Django's SMTP backend cannot encode). Any failure is classified once
-    (outbox_error_classify) and the message released in one place (outbox_message_release). Return True
-    when the message was sent.
-
-    The whole exchange (connect, greeting, EHLO, AUTH, MAIL, RCPT, DATA) must end
-    2 x EMAIL_TIMEOUT before the lease does, leaving time to record the result: EMAIL_TIMEOUT
-    bounds each socket operation only (Python's smtplib/socket timeouts), so a server that
-    answers slowly but steadily could otherwise outlast the lease and let another mailer send
-    the message too. Past the deadline the connection is dropped and the message retried
-    (SMTPDeadlineExceeded, transient). The deadline is SIGALRM (signal.setitimer) in the main
-    thread, where the mailer command runs; called from another thread, a watchdog shuts the
-    socket down instead, which cannot interrupt the TCP connect and greeting (each still bounded
-    by EMAIL_TIMEOUT).
+    (outbox_error_classify) and the message released in one place (outbox_message_release): a known
+    error logs one line, an unknown one its stack. The exchange runs under _Deadline: past the send
+    deadline the connection is dropped and the message retried (SMTPDeadlineExceeded, transient).
+    Return True when the message was sent.
     """
     email = EmailMessage(
         subject=message.subject,
@@ -94,6 +82,7 @@ def _send(*, message: OutboxMessage, connection) -> bool:
         headers={"Message-ID": message.message_id},
         connection=connection,
     )
+    # The send deadline: docs/order-flow.md#the-send-deadline.
     budget = (message.lease_expires_at - timezone.now()).total_seconds() - 2 * settings.EMAIL_TIMEOUT
     start = time.perf_counter()
     try:
@@ -160,11 +149,12 @@ def outbox_error_classify(exc: BaseException) -> tuple[str, bool | None]:
 class _Deadline:
     """Context manager: raise SMTPDeadlineExceeded in the block once ``seconds`` have passed.
 
-    In the main thread a SIGALRM timer (signal.setitimer) interrupts any blocking call; in other
-    threads a threading.Timer shuts down the socket of Django's SMTP ``connection`` (its
-    ``connection.sock``), which ends a blocked read, and the resulting error is replaced by
-    SMTPDeadlineExceeded. The timer is always disarmed on exit. A budget of zero or less raises
-    at once (the lease is about to end).
+    In the main thread (where the mailer command runs) a SIGALRM timer (signal.setitimer)
+    interrupts any blocking call; in other threads a threading.Timer shuts down the socket of
+    Django's SMTP ``connection`` (its ``connection.sock``), which ends a blocked read, and the
+    resulting error is replaced by SMTPDeadlineExceeded; that watchdog cannot interrupt the TCP
+    connect and the greeting, each still bounded by EMAIL_TIMEOUT. The timer is always disarmed on
+    exit. A budget of zero or less raises at once (the lease is about to end).
     """
 
     def __init__(self, *, seconds: float, connection):
@@ -250,6 +240,9 @@ def outbox_send_due(
     *, stop: threading.Event | None = None, limit: int | None = None, beat: Callable[[], None] | None = None
 ) -> int:
     """Send due messages one at a time until none is due, ``stop`` is set or ``limit`` are sent.
+
+    Each message is leased and recorded in short transactions of its own, and no transaction is held
+    across an SMTP exchange (django-mailer's engine has the same shape).
 
     ``beat`` is called before each message is leased (and once when none is due): the mailer's
     liveness heartbeat, so a long drain keeps beating and a loop stuck in one message does not.

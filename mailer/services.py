@@ -1,18 +1,9 @@
 """Outbox row state: write a message, lease due ones, record or release an attempt, release expired leases.
 
-Several mailers share one outbox: a claim is ``SELECT … FOR UPDATE SKIP LOCKED`` that sets a
-lease in its own short transaction (django-mailer's engine shares a queue the same way), so
-two mailers never take the same row. Nothing here talks SMTP: mailer.engine sends the leased
-rows, bounding each exchange by a deadline that ends before the lease does, and calls these
-functions to record each outcome.
-
-Retry policy: a permanent error (the address or the message refused, RFC 5321 §4.2.1) fails a
-message at once; a transient one (server unreachable, 4xx, our account or the server refused,
-the exchange deadline) retries with a capped backoff until the message is older than
-settings.MAILER_GIVE_UP_AFTER (RFC 5321 §4.5.4.1: give up after "at least 4-5 days"), never
-because of an attempt count. settings.MAILER_MAX_ATTEMPTS bounds only attempts in a row that
-ended with no known outcome: an unexpected error, or a lease that expired (the mailer died).
-Which kind an error is, mailer.engine.outbox_error_classify says.
+Several mailers share one outbox: a lease is taken with ``SELECT … FOR UPDATE SKIP LOCKED`` in a
+short transaction of its own, so two mailers never take the same row. Nothing here talks SMTP:
+mailer.engine sends the leased rows and records each outcome here; outbox_message_release applies
+the retry policy. Documented in docs/order-flow.md#5-the-mailer.
 """
 
 import logging
@@ -97,7 +88,8 @@ def outbox_message_claim(*, lease_seconds: int | None = None) -> OutboxMessage |
     """Lease the oldest due message for ``lease_seconds`` (default settings.MAILER_LEASE_SECONDS).
 
     Due means pending with ``due_at`` passed, or sending with an expired lease (its mailer
-    died). Rows locked by another mailer are skipped, never waited for. A row taken over from
+    died). Rows locked by another mailer are skipped, never waited for, and each lease is its own
+    short transaction, so several mailers share the queue (as django-mailer's engine does). A row taken over from
     an expired lease counts one more attempt with no outcome; after settings.MAILER_MAX_ATTEMPTS
     in a row it is failed here with the reason instead of leased (a message that kills its
     mailers is not retried forever), and the next due row is looked at. Return the leased row,
@@ -179,12 +171,12 @@ def outbox_message_mark_sent(*, message: OutboxMessage) -> bool:
 def outbox_message_release(*, message: OutboxMessage, error: str, permanent: bool | None = False) -> str:
     """Give a leased ``message`` back after a failed attempt: due again after a backoff, or failed.
 
-    ``permanent``: True (no retry can succeed: fail now), False (transient: retry until the
-    message is older than settings.MAILER_GIVE_UP_AFTER seconds (counted from its last retry by
-    staff, if any), then fail with a reason
-    marked ``gave_up``), None (unknown outcome: retry, fail after settings.MAILER_MAX_ATTEMPTS such
-    attempts in a row, marked ``gave_up``). Return what the caller logs:
-    ``"failed for good: <reason>"`` or ``"will retry in N s: <reason>"``.
+    ``permanent``, as mailer.engine.outbox_error_classify says: True (no retry can succeed: fail
+    now), False (transient: retry until the message is older than settings.MAILER_GIVE_UP_AFTER
+    seconds (counted from its last retry by staff, if any; RFC 5321 §4.5.4.1), never because of an
+    attempt count, then fail with a reason marked ``gave_up``), None (unknown outcome: retry, fail
+    after settings.MAILER_MAX_ATTEMPTS such attempts in a row, marked ``gave_up``). Return what the
+    caller logs: ``"failed for good: <reason>"`` or ``"will retry in N s: <reason>"``.
     """
     delay = min(2**message.attempts, BACKOFF_CAP_SECONDS)
     unsettled, gave_up = 0, False  # a known outcome ends a run of attempts without one

@@ -1,13 +1,9 @@
 """Refuse email addresses that the mailer could never deliver, before anything depends on them.
 
-Django's EmailField accepts any Unicode in the domain (its regex allows U+00A1–U+FFFF) and any
-characters its user regex allows before the @. The SMTP backend then encodes each recipient with
-``django.core.mail.message.sanitize_address``: the domain through
-``django.utils.encoding.punycode``, i.e. Python's ``idna`` codec (IDNA 2003, RFC 3490, with
-nameprep, RFC 3491), which raises UnicodeError for a prohibited character (a bidi mark, a
-noncharacter such as U+FFFF) or a label longer than 63 octets once encoded. Such an address
-passes the form, the order is charged, and every send fails. This validator applies that same
-encoding at the door, with the limits of RFC 5321 (section 4.5.3.1).
+validate_deliverable_address applies, at the door, the encoding Django's SMTP backend applies when
+it sends (IDNA 2003 for the domain, ASCII before the @) and RFC 5321's lengths; address_for_display
+shows a stored punycode domain as typed. Documented in
+docs/order-flow.md#addresses-the-mailer-could-never-deliver.
 """
 
 import contextlib
@@ -82,6 +78,14 @@ def _is_invisible(char: str) -> bool:
 
 def validate_deliverable_address(value: str) -> None:
     """Raise ValidationError (code ``undeliverable``) unless Django's SMTP backend can send to ``value``.
+
+    Django's EmailField accepts any Unicode in the domain (its regex allows U+00A1–U+FFFF) and any
+    characters its user regex allows before the @. The SMTP backend then encodes each recipient with
+    ``django.core.mail.message.sanitize_address``: the domain through
+    ``django.utils.encoding.punycode``, i.e. Python's ``idna`` codec (IDNA 2003, RFC 3490, with
+    nameprep, RFC 3491), which raises UnicodeError for a prohibited character (a bidi mark, a
+    noncharacter such as U+FFFF) or a label longer than 63 octets once encoded. Such an address
+    would pass the form, the order would be charged, and every send would fail.
 
     ``value`` is a bare address (``local@domain``), as Django's EmailField cleans it. Checks, in
     order, each with a message a shopper can act on:

@@ -1,23 +1,9 @@
 """The checkout: one intent of one shopper, bound to their session, completed at most once.
 
-A checkout lives in the shopper's Django session (database-backed, so every web process sees
-it): a token (a UUID) and the cart's contents when the checkout page was shown (orders.cart).
-The token binds to those contents: when the cart changes, the next checkout page opens a new
-checkout, and a page showing the old one is out of date (CheckoutStale) rather than a way to
-order something other than the cart. Placing the order empties the cart. The token is the idempotency key of
-the order the checkout becomes (``Order.idempotency_key``); the checkout is *completed* when an
-order with that key exists. Every later view of a completed checkout (Back, reload, a second
-tab, a replayed POST) shows that order and can make no other; buying again opens a new
-checkout from the catalogue. This is how Stripe Checkout Sessions and Saleor's checkout work
-(https://docs.stripe.com/api/checkout/sessions). A completed checkout's token submitted with
-other contents is refused, as Stripe refuses an idempotency key reused with other parameters
-(https://docs.stripe.com/api/idempotent_requests): the views answer 409 for it.
-
-A checkout belongs to the session that opened it: its token is accepted only from that
-session, which remembers the tokens of its last COMPLETED_REMEMBERED completed checkouts
-besides the current one (so its replays keep working after it started another checkout). Any
-other session submitting the token, even the right one with the same contents, learns nothing
-of the order: CheckoutUnknown, as for a forged token.
+A checkout is a token, the idempotency key of the order it becomes, bound to the cart's contents
+and prices its page showed, and kept in the shopper's session: only that session can complete it,
+once, and every later submission gets that order, a conflict or a refusal (checkout_complete).
+Documented in docs/order-flow.md#3-checkout.
 """
 
 import uuid
@@ -42,7 +28,9 @@ COMPLETED_REMEMBERED = 20
 class CheckoutConflict(ApplicationError):
     """The token is that of a completed checkout whose order has other contents.
 
-    ``order`` (also ``extra["order"]``) is the order the checkout became; nothing was created.
+    ``order`` (also ``extra["order"]``) is the order the checkout became; nothing was created. The
+    views answer 409, as Stripe refuses an idempotency key reused with other parameters
+    (https://docs.stripe.com/api/idempotent_requests).
     """
 
     def __init__(self, order: Order):
@@ -70,7 +58,12 @@ Prices = tuple[tuple[str, int], ...]
 @dataclass(frozen=True)
 class Checkout:
     """A shopper's checkout: its ``token``, the cart ``lines`` ((sku, quantity), …) it was opened
-    with and the unit ``prices`` ((sku, minor units), …) its page showed."""
+    with and the unit ``prices`` ((sku, minor units), …) its page showed.
+
+    Stored in the session (SESSION_KEY); completed once an order has ``token`` as its
+    ``idempotency_key``. Modelled on Stripe Checkout Sessions and Saleor's checkout
+    (https://docs.stripe.com/api/checkout/sessions).
+    """
 
     token: uuid.UUID
     lines: Contents = ()

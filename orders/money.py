@@ -1,18 +1,9 @@
 """Money as the shop charges it: integer minor units, each currency with its ISO 4217 exponent.
 
 Amounts are stored and sent to the gateway as integers in the currency's minor unit
-(https://docs.stripe.com/currencies#zero-decimal): 950 EUR is €9.50, 500 JPY is ¥500 (the yen has
-no minor unit), 1250 KWD is 1.250 dinar (three decimals). The exponent of each currency and the
-locale's way of writing an amount come from babel's copy of the Unicode CLDR
-(``babel.numbers.get_currency_precision``, ``babel.numbers.format_currency``), so this module
-keeps no table of its own. Pages, emails, log lines and the admin all format through
-``format_money``; the admin converts what an operator types with ``to_minor``.
-
-The shop supports only the currencies in ``SUPPORTED_CURRENCIES``: the codes whose CLDR "digits"
-equal ISO 4217's minor unit. CLDR's digits describe usual display, and for some codes they differ
-from the standard's exponent that payment providers charge in (HUF, IDR and COP are 0 in CLDR,
-2 in ISO 4217); a code joins the tuple only after checking it against ISO 4217's list
-(tests/orders/test_money.py writes the expected exponents down).
+(https://docs.stripe.com/currencies#zero-decimal): 950 EUR is €9.50, 500 JPY is ¥500. Pages,
+emails, log lines and the admin all write amounts with format_money; the admin reads typed amounts
+with to_minor. Documented in docs/order-flow.md#money.
 """
 
 import functools
@@ -28,6 +19,12 @@ from core.errors import ApplicationError
 if TYPE_CHECKING:
     from babel import Locale
 
+# Each currency's exponent and the locale's way of writing an amount come from babel's copy of the
+# Unicode CLDR (get_currency_precision, format_currency), so this module keeps no table of them. So a
+# code is supported only when CLDR's "digits" equal ISO 4217's minor unit: CLDR's digits describe
+# usual display, and for some codes they differ from the exponent payment providers charge in (HUF,
+# IDR and COP are 0 in CLDR, 2 in ISO 4217). A code joins this tuple only after checking it against
+# ISO 4217's list (tests/orders/test_money.py writes the expected exponents down).
 SUPPORTED_CURRENCIES: tuple[str, ...] = ("EUR", "USD", "GBP", "CHF", "JPY", "KWD")
 
 # English names, as the admin is, written here rather than read from babel at import: importing

@@ -1,21 +1,9 @@
 """The gunicorn worker class of the ``web`` process type (``worker_class`` in gunicorn.conf.py).
 
-gunicorn's sync worker, changed in what it does on SIGTERM (graceful stop). Stock gunicorn stops
-accepting and exits once its request in flight is done; the listening socket is closed when the
-last process holding it exits, and Linux then resets every connection still waiting in the
-socket's listen backlog: connections the kernel had accepted before the stop, whose clients have
-sent their requests, get a reset instead of a response (a failed request in a rolling restart).
-
-Here, on SIGTERM, each worker first takes everything waiting in the backlog (non-blocking
-``accept`` until EAGAIN), then closes its copy of the listening socket, so that new connections
-are refused at once (the arbiter closed its copy already) while the requests in flight and the
-taken ones are served before the worker exits, within ``graceful_timeout``. A taken connection
-that sends nothing for DRAIN_IDLE_SECONDS (a browser's speculative preconnect) is closed unserved.
-A connection that arrives in the instant between the last ``accept`` and the close is reset: it
-came after the stop.
-
-SIGINT and SIGQUIT stay gunicorn's quick shutdown: workers exit at once, requests in flight and
-the backlog are dropped (https://docs.gunicorn.org/en/stable/signals.html).
+Procfile: ``web: exec gunicorn --config gunicorn.conf.py --bind 0.0.0.0:$PORT project.wsgi``. On
+SIGTERM each worker also serves the connections already waiting in its listen backlog, refuses new
+ones, and exits once they and the requests in flight are answered; SIGINT and SIGQUIT stay
+gunicorn's quick shutdown. Documented in docs/processes.md#graceful-shutdown.
 """
 
 import contextlib
@@ -27,12 +15,21 @@ from gunicorn.workers.sync import SyncWorker
 
 from core.lifecycle import STOPPING
 
-# Seconds a connection taken from the backlog at SIGTERM may stay silent before it is closed unserved.
+# Seconds a connection taken from the backlog at SIGTERM may stay silent (a browser's speculative
+# preconnect sends nothing) before it is closed unserved.
 DRAIN_IDLE_SECONDS = 2.0
 
 
 class DrainingSyncWorker(SyncWorker):
-    """SyncWorker that, on SIGTERM, serves the connections waiting in its listen backlog before exiting."""
+    """SyncWorker that, on SIGTERM, serves the connections waiting in its listen backlog before exiting.
+
+    Stock gunicorn stops accepting and exits once its request in flight is done; the listening
+    socket is closed when the last process holding it exits, and Linux then resets every connection
+    still waiting in its listen backlog: connections the kernel had accepted before the stop, whose
+    clients have sent their requests, get a reset instead of a response (a failed request in a
+    rolling restart). SIGINT and SIGQUIT are left as gunicorn's quick shutdown: workers exit at once,
+    requests in flight and the backlog are dropped (https://docs.gunicorn.org/en/stable/signals.html).
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -62,8 +59,11 @@ class DrainingSyncWorker(SyncWorker):
     def drain_listeners(self) -> None:
         """Accept every connection waiting on each listener, then close the listener.
 
-        Runs inside the SIGTERM handler, possibly in the middle of a request: the listeners are
-        non-blocking (gunicorn's run() sets them so), so this never waits.
+        Accepting until EAGAIN empties the backlog; closing this worker's copy of the listening socket
+        (the arbiter closed its own already) makes the kernel refuse new connections at once. One that
+        arrives between the last accept and the close is reset: it came after the stop. Runs inside
+        the SIGTERM handler, possibly in the middle of a request: the listeners are non-blocking
+        (gunicorn's run() sets them so), so this never waits.
         """
         for listener in self.sockets:
             # A request served later still asks its listener for the local address (sync worker's

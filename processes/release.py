@@ -1,22 +1,10 @@
 """The release phase's guards around Django's migrations: one release at a time, short lock waits.
 
-Run by ``processes/management/commands/migrate.py``, i.e. the Procfile's
-``release: exec python manage.py migrate --noinput`` (also the compose ``release`` service and the
-Kubernetes release Job). Two faults of real deploys are handled here:
-
-- **A migration stalls the shop.** PostgreSQL grants table locks in queue order: while an
-  ``ALTER TABLE`` waits for its ACCESS EXCLUSIVE lock behind a long transaction (a report,
-  ``pg_dump``), every later query on that table waits behind the ALTER, even a plain SELECT
-  (https://www.postgresql.org/docs/current/explicit-locking.html). So the release session sets a
-  short ``lock_timeout``: the ALTER gives up after MIGRATION_LOCK_TIMEOUT seconds, Django rolls
-  that migration's transaction back, the queued shop queries proceed, and the migration is
-  retried after a growing pause, a bounded number of times. Then the release exits 1 with one
-  line naming the blocking session. The release session's ``statement_timeout`` is 0: a migration
-  may rightly run long statements; only its lock waits are bounded.
-- **Releases overlap** (a retried deploy, a Job applied twice). Each release first takes a
-  PostgreSQL session advisory lock with a fixed key in the target database; a second release
-  waits for it (up to RELEASE_LOCK_WAIT seconds, then exits 1 naming the holder), and then
-  finds the migrations applied and has nothing to do.
+Used by the ``migrate`` command that the Procfile's ``release:`` line runs. release_session holds a
+PostgreSQL advisory lock, so releases never overlap, and bounds the session's lock waits;
+migrations_run retries a migration rolled back on a lock wait and, when the retries run out, names
+the session blocking it. Documented in docs/releases.md#one-release-at-a-time and
+docs/releases.md#short-lock-waits.
 """
 
 import contextlib
@@ -132,7 +120,13 @@ def release_session(
         _release_lock_acquire(cursor, lock_wait=lock_wait, poll=poll)
     try:
         with connection.cursor() as cursor:
-            # Session-level (is_local false), so it outlives each migration's transaction.
+            # PostgreSQL grants table locks in queue order: while an ALTER TABLE waits for its ACCESS
+            # EXCLUSIVE lock behind a long transaction (a report, pg_dump), every later query on that
+            # table waits behind it, even a plain SELECT
+            # (https://www.postgresql.org/docs/current/explicit-locking.html). A short lock_timeout
+            # ends that wait and lets the queued shop queries go on. statement_timeout 0: a
+            # migration may rightly run long statements; only its lock waits are bounded.
+            # Session-level (is_local false), so both outlive each migration's transaction.
             cursor.execute(
                 "SELECT set_config('lock_timeout', %s, false), set_config('statement_timeout', '0', false)",
                 [f"{round(lock_timeout * 1000)}ms"],

@@ -1,36 +1,10 @@
 """The RQ worker class of the ``worker`` process type (settings.RQ["WORKER_CLASS"]).
 
-RQ's work horse (the forked child that runs one job) resets SIGTERM to its default action
-(rq/worker/base.py, ``setup_work_horse_signals``). RQ puts it in a process group of its own,
-so honcho's signal to the worker's group does not reach it; but platforms that signal every
-process of the container do (Heroku sends SIGTERM to "all processes in the dyno"; systemd's
-default KillMode=control-group), and that would kill the job mid-way while the parent is doing
-a warm shutdown and would wait for it. Here the horse ignores SIGTERM and SIGINT: the parent
-alone decides — warm shutdown lets the job finish; a second signal (cold shutdown) makes RQ
-SIGKILL the horse (``kill_horse``), and the job is recovered by the scheduler's sweep.
-
-Redis going away at any instant must not end the worker either. RQ retries only around its
-blocking pop; every other Redis call of its loop (the suspension check, the registry clean-up,
-the IDLE state it writes before the pop, what it records after a job) ends the worker with
-"found an unhandled exception, quitting", which under honcho stops the whole formation, and a
-SIGTERM while Redis is down exits 1 because the worker cannot record its death. Here each of
-those steps says what failed in one line, waits for Redis to answer again and goes on; a job's
-own effects are in PostgreSQL by then. A stop while Redis is down exits 0: the worker's key in
-Redis expires by itself (``worker_ttl``).
-
-A stop must hold wherever its signal lands. RQ's handler raises StopRequested when the worker is
-not busy and records nothing; if the signal lands inside a log call, ``logging.Handler.emit``
-swallows that exception ("--- Logging error ---") and the worker went on listening until
-honcho's SIGKILL (CI saw it on the "job dequeued" line). Here the request is always recorded
-first, and the loop checks it again before it blocks on Redis.
-
-Metrics (core.metrics, on METRICS_PORT) are recorded here, in the worker, around each job: a
-counter incremented in the work horse would vanish with it (the horse is forked per job and ends
-with os._exit). The outcome is the job's status in Redis once the horse has ended: one HGET per job.
-
-While a job runs, every line logged for it, by the worker and by its work horse, carries the
-job's id and the request id it was enqueued with (``job.meta["request_id"]``, set by
-orders.queueing.order_enqueue), through the log context (core.context).
+Procfile: ``worker: exec python manage.py rqworker maintenance default``. On SIGTERM or SIGINT the
+worker finishes the job in progress (warm shutdown; its work horse ignores the signal) and a second
+signal kills the horse (cold shutdown). It also outlives Redis going away at any step of its loop,
+and records each job's metrics and log ids around the horse. Documented in
+docs/processes.md#graceful-shutdown and docs/processes.md#backing-service-faults.
 """
 
 import signal
@@ -45,6 +19,12 @@ from rq.job import Job, JobStatus
 
 from core import context, metrics
 
+# Redis going away at any instant must not end the worker. RQ retries only around its blocking pop;
+# every other Redis call of its loop (the suspension check, the registry clean-up, the IDLE state it
+# writes before the pop, what it records after a job) ends the worker with "found an unhandled
+# exception, quitting", which under honcho stops the whole formation. So each of those steps below
+# says what failed in one line, waits for Redis to answer again and goes on: a job's own effects are
+# in PostgreSQL by then.
 REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
 # Seconds to wait for Redis to answer again after it failed around a job.
 REDIS_WAIT = 60.0
@@ -86,6 +66,16 @@ class Worker(rq.Worker):
         self.queue_class = StopCheckedQueue
 
     def setup_work_horse_signals(self):
+        """Make the work horse ignore SIGTERM and SIGINT: the worker alone decides how its job ends.
+
+        RQ resets SIGTERM to its default action in the horse (rq/worker/base.py). RQ puts the horse
+        in a process group of its own, so honcho's signal to the worker's group does not reach it;
+        but platforms that signal every process of the container do (Heroku sends SIGTERM to "all
+        processes in the dyno"; systemd's default KillMode=control-group), and that would kill the
+        job mid-way while the worker, in a warm shutdown, waits for it. Ignored here: a warm shutdown
+        lets the job finish; a second signal (cold shutdown) makes RQ SIGKILL the horse
+        (``kill_horse``), and the sweep recovers the job.
+        """
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
@@ -103,6 +93,9 @@ class Worker(rq.Worker):
             connections.close_all()
 
     def execute_job(self, job, queue):
+        # Metrics are recorded here, in the worker, around the horse: a counter incremented in the
+        # horse would vanish with it (forked per job, it ends with os._exit). The outcome is the
+        # job's status in Redis once the horse has ended (_job_outcome: one HGET per job).
         metrics.WORKER_JOBS_STARTED.labels(queue.name).inc()
         start = time.perf_counter()
         try:
@@ -131,8 +124,11 @@ class Worker(rq.Worker):
         return {JobStatus.FINISHED: "finished", JobStatus.FAILED: "failed"}.get(status)
 
     def _shutdown(self):
-        # Recorded before RQ raises StopRequested, which a log handler may swallow: the work loop
-        # breaks on this flag after the current step (rq/worker/base.py, ``work``).
+        # Recorded before RQ raises StopRequested. When the worker is not busy, RQ's handler raises it
+        # and records nothing; if the signal lands inside a log call, logging.Handler.emit swallows
+        # the exception ("--- Logging error ---") and the worker went on listening until honcho's
+        # SIGKILL (seen in CI on the "job dequeued" line). The work loop breaks on this flag after the
+        # current step (rq/worker/base.py, ``work``), and StopCheckedQueue checks it before the pop.
         self._stop_requested = True
         super()._shutdown()
 
@@ -175,6 +171,8 @@ class Worker(rq.Worker):
         try:
             super().teardown()
         except REDIS_ERRORS as exc:
+            # RQ would exit 1, unable to record the worker's death. A stop while Redis is down is
+            # still graceful (exit 0): the worker's key in Redis expires by itself (``worker_ttl``).
             self.log.warning("Worker %s: death not recorded, Redis unavailable (%s)", self.name, exc)
             if self.pubsub_thread:
                 self.pubsub_thread.stop()
@@ -212,6 +210,10 @@ class Worker(rq.Worker):
 
 
 def job_context(job: Job):
-    """Return core.context.bind() of ``job``'s id and the request id in its meta (if any)."""
+    """Return core.context.bind() of ``job``'s id and the request id in its meta (if any).
+
+    That request id is ``job.meta["request_id"]``, set by orders.queueing.order_enqueue: bound in the
+    worker and again in the work horse, every line logged for the job carries both ids.
+    """
     meta = job.meta if isinstance(job.meta, dict) else {}
     return context.bind(job_id=job.id, request_id=meta.get("request_id") or None)

@@ -225,10 +225,8 @@ EMAIL_USE_SSL = _email["EMAIL_USE_SSL"]
 EMAIL_TIMEOUT = _email["EMAIL_TIMEOUT"] or env_int("EMAIL_TIMEOUT", 10, minimum=1)
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "Formation shop <shop@formation.localhost>")
 MAILER_LEASE_SECONDS = env_int("MAILER_LEASE_SECONDS", 60, minimum=5)
-# EMAIL_TIMEOUT bounds each socket operation, not an exchange: the mailer bounds the whole SMTP
-# exchange by a deadline 2 x EMAIL_TIMEOUT before its lease ends (time to record the result), so
-# a lease that runs out mid-exchange never lets a second mailer send the same message while the
-# first still is (mailer.engine.outbox_message_send). Six timeouts leave the exchange at least four.
+# A shorter lease would leave too little time before the send deadline for a whole SMTP exchange
+# (docs/order-flow.md#the-send-deadline).
 if MAILER_LEASE_SECONDS < 6 * EMAIL_TIMEOUT:
     raise ImproperlyConfigured(
         f"MAILER_LEASE_SECONDS={MAILER_LEASE_SECONDS} is too short: it must be at least 6 x EMAIL_TIMEOUT "

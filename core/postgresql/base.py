@@ -1,14 +1,8 @@
 """Django's PostgreSQL backend whose connection health check asks the socket, not the server.
 
-With ``CONN_HEALTH_CHECKS`` Django checks a reused connection before the first query of each
-request, and the stock check is a ``SELECT 1``: one more round trip to PostgreSQL per request, a
-measurable share of a page that makes one to three queries (`make bench`). A server that ended a
-connection (``pg_terminate_backend``, a restart, ``idle_session_timeout``) writes an error message
-and closes the socket, so an idle connection whose socket has anything to read, or an end of
-file, is dead. Here the check polls the socket without waiting: a readable (or failed) socket,
-or a connection psycopg already knows is broken, is unusable and Django opens a new one. A
-connection that went silent without a word (a network partition) is found by neither check
-before the query's own timeouts; that case is unchanged.
+The database ENGINE ``core.postgresql``: with CONN_HEALTH_CHECKS, a reused connection is checked
+before each request by a poll of its socket instead of a ``SELECT 1``. Documented in
+docs/processes.md#backing-service-faults.
 """
 
 import select
@@ -17,7 +11,15 @@ from django.db.backends.postgresql.base import DatabaseWrapper as PostgreSQLData
 
 
 class DatabaseWrapper(PostgreSQLDatabaseWrapper):
-    """PostgreSQL connection whose ``is_usable`` is a non-blocking poll of its socket."""
+    """PostgreSQL connection whose ``is_usable`` is a non-blocking poll of its socket.
+
+    Django's stock check is a ``SELECT 1``: one more round trip to PostgreSQL per request, a
+    measurable share of a page that makes one to three queries (`make bench`). A server that ends a
+    connection (``pg_terminate_backend``, a restart, ``idle_session_timeout``) writes an error
+    message and closes the socket, so an idle connection whose socket has anything to read, or an end
+    of file, is dead. A connection that went silent without a word (a network partition) is found by
+    neither check, only by the query's own timeouts.
+    """
 
     def is_usable(self) -> bool:
         """Return False when the connection is closed, broken, or the server has written to (or

@@ -1,21 +1,9 @@
 """The ``mailer`` process type: drain the email outbox over SMTP.
 
-Procfile: ``mailer: exec python manage.py mailer``. At start it waits for PostgreSQL with a
-bound (core.preflight; exit 1 with one line when it stays unreachable), then runs
-mailer.engine.mailer_run: each pass leases due messages one at a time and sends them
-(mailer.engine.outbox_send_due; each SMTP exchange is aborted at a deadline inside its lease,
-using SIGALRM in this main thread), recording a heartbeat before each message and at the start
-of each pass, at most every MAILER_HEARTBEAT_SECONDS (read by ``manage.py probe mailer``), then
-waits ``--interval`` seconds. A long drain therefore keeps beating, and a mailer stuck in one
-message stops. A lost database connection is logged in one line and the pass retried; the
-process goes on without a restart.
-On SIGTERM or SIGINT it finishes the message being sent, records it as sent, leaves the rest
-queued and exits 0. After kill -9, a message leased but not marked sent is due again when its
-lease (MAILER_LEASE_SECONDS) expires.
-With METRICS_PORT set, its metrics (send results and latency, and the outbox backlog by status
-read from PostgreSQL at scrape time) are served there (core.metrics).
-``--verbosity`` sets the level of the ``mailer`` loggers as django-rq's rqworker sets rq's:
-0 WARNING, 1 INFO (the default), 2 or 3 DEBUG.
+Procfile: ``mailer: exec python manage.py mailer``. It waits (bounded) for PostgreSQL, then sends due
+messages in passes (mailer.engine.mailer_run), ``--interval`` seconds apart. On SIGTERM or SIGINT it
+finishes and records the message being sent, leaves the rest queued and exits 0. Documented in
+docs/order-flow.md#5-the-mailer and docs/processes.md#graceful-shutdown.
 """
 
 import logging
@@ -63,4 +51,6 @@ class Command(BaseCommand):
         except ServiceUnavailable as exc:
             raise CommandError(f"mailer: {exc}") from None
         metrics_serve(process_type="mailer")
+        # In this main thread: the send deadline's SIGALRM timer can interrupt any blocking step of an
+        # SMTP exchange there (mailer.engine._Deadline).
         mailer_run(stop=stop, interval=settings.MAILER_POLL_INTERVAL if interval is None else interval, once=once)

@@ -1,22 +1,9 @@
 """Django's ``migrate``, guarded for the release phase: one release at a time, short lock waits.
 
-Procfile: ``release: exec python manage.py migrate --noinput`` (also the compose ``release``
-service and the Kubernetes release Job). This command replaces Django's own ``migrate`` (the
-``project`` app is first in INSTALLED_APPS, and the first app with a command of a name wins) and
-adds, around the same migrations, what ``processes/release.py`` describes:
-
-- a second release started while one runs waits for it (up to RELEASE_LOCK_WAIT seconds), then
-  finds nothing to apply;
-- each lock wait lasts at most MIGRATION_LOCK_TIMEOUT seconds, so shop queries queued behind a
-  migration's ALTER TABLE wait no longer; a blocked migration is rolled back and retried up to
-  MIGRATION_LOCK_RETRIES times with a doubling pause from MIGRATION_RETRY_DELAY seconds;
-- when that runs out, exit 1 with one line naming the blocking session.
-
-With LOG_FORMAT=json its progress lines ("Applying orders.0007_order_request_id... OK") are log
-lines of the ``release`` logger, so the release phase writes JSON lines like every process type.
-
-``--plan`` and ``--check`` only read, and run unguarded. A one-off process: SIGTERM stops it
-like Django's migrate (the running migration's transaction rolls back with the session).
+Procfile: ``release: exec python manage.py migrate --noinput``. It applies the same migrations
+inside processes.release's guards and exits 1 with one line naming the session that blocks it. A
+one-off with no signal handler of its own: SIGTERM or SIGINT ends it, and the migration in progress
+rolls back with its session. Documented in docs/releases.md#the-release-phase.
 """
 
 import functools
@@ -32,12 +19,16 @@ from processes.release import ReleaseBlocked, migrations_run, release_session
 
 
 class Command(migrate.Command):
+    """Django's migrate, which it replaces: an app's command wins over Django's own of the same name."""
+
     help = (
         "Apply the migrations as the release phase: one release at a time, lock waits bounded by "
         "MIGRATION_LOCK_TIMEOUT seconds and retried; exit 1 with one line naming what blocks it."
     )
 
     def execute(self, *args, **options):
+        # With LOG_FORMAT=json the progress lines ("Applying orders.0007_order_request_id... OK") become
+        # log lines of the ``release`` logger: the release phase writes JSON lines like every process type.
         if settings.LOG_FORMAT != "json" or options.get("stdout"):
             return super().execute(*args, **options)
         options["stdout"] = lines = LogLines(logging.getLogger("release"))
@@ -49,6 +40,7 @@ class Command(migrate.Command):
     def handle(self, *args, **options) -> None:
         """Run Django's migrate inside the release guards; raise CommandError (one line) when blocked."""
         connection = connections[options["database"]]
+        # --plan and --check only read: nothing to guard.
         if options["plan"] or options["check_unapplied"] or connection.vendor != "postgresql":
             return super().handle(*args, **options)
         self._line_open = False

@@ -2,26 +2,9 @@
 
     python manage.py probe web|worker|scheduler|mailer [--any-host] [--max-age SECONDS]
 
-Exit 0 with one line when a live process of that type runs on this host, 1 with one line
-otherwise. What "live" means per type:
-
-- web: ``GET http://127.0.0.1:$PORT/health`` answers 200 within 2 s (no backing service used;
-  PORT as validated by the settings, settings.WEB_SERVER, so a bad value fails with one line);
-- worker: an RQ worker of this host is registered in Redis (its key expires RQ_WORKER_TTL + 60 s
-  after its last heartbeat, rq's Worker.heartbeat);
-- scheduler: an rq-scheduler instance of this host is registered in Redis (its key expires
-  ``interval + 10`` s after its last tick);
-- mailer: a mailer of this host recorded a heartbeat within ``--max-age`` seconds.
-
-A process that makes progress beats, however long its pass; a stuck one stops beating. The
-mailer beats before each message it leases (at most every MAILER_HEARTBEAT_SECONDS), never from
-a separate thread, so its beat stops when its loop stops. Between two beats of a working mailer
-lie at most MAILER_HEARTBEAT_SECONDS plus one message: an SMTP exchange aborted at a deadline
-2 x EMAIL_TIMEOUT before its lease ends (mailer.engine.outbox_message_send; EMAIL_TIMEOUT alone bounds
-each socket operation, not the exchange) and the recording of its result, which gives up before
-the lease ends; both fit in MAILER_LEASE_SECONDS. So ``--max-age`` defaults
-to MAILER_LEASE_SECONDS + MAILER_HEARTBEAT_SECONDS (65 s with the defaults): a slow but working
-SMTP server never makes a working mailer look dead, and a stuck one is reported after that age.
+Exit 0 when a live process of that type runs on this host (on any host with ``--any-host``), else 1;
+one line either way. Live means the heartbeat the process writes from its own loop is recent (web:
+``/health`` answers). Documented in docs/processes.md#liveness.
 """
 
 import socket
@@ -55,6 +38,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, type: str, any_host: bool, max_age: float | None, **options):
         if max_age is None:
+            # A working mailer beats before each message, and one message's exchange and recording end
+            # within its lease (docs/order-flow.md#the-send-deadline): only a stuck one gets this old.
             max_age = settings.MAILER_LEASE_SECONDS + settings.MAILER_HEARTBEAT_SECONDS
         hostname = socket.gethostname()
         where = "any host" if any_host else f"host {hostname}"
@@ -64,6 +49,9 @@ class Command(BaseCommand):
         self.stdout.write(f"{type}: {count} live on {where}")
 
     def _web(self, *, hostname, max_age) -> int:
+        """Return 1 when web's ``/health`` on this host answers 200 within 2 s (it touches no backing
+        service); raise CommandError when it does not answer."""
+        # PORT as the settings validated it (settings.WEB_SERVER): a bad value fails with one line.
         url = f"http://127.0.0.1:{settings.WEB_SERVER['port']}/health"
         try:
             with urllib.request.urlopen(url, timeout=2) as response:
@@ -75,6 +63,11 @@ class Command(BaseCommand):
         return django_rq.get_connection(DEFAULT_QUEUE)
 
     def _worker(self, *, hostname, max_age) -> int:
+        """Return how many RQ workers of ``hostname`` (None: any) are registered in Redis.
+
+        An idle worker's key expires RQ_WORKER_TTL + 60 s after its last heartbeat (rq's Worker.heartbeat).
+        Raise CommandError when Redis is unreachable.
+        """
         try:
             workers = Worker.all(connection=self._redis())
         except RedisError as exc:
@@ -82,6 +75,9 @@ class Command(BaseCommand):
         return sum(1 for worker in workers if hostname is None or worker.hostname == hostname)
 
     def _scheduler(self, *, hostname, max_age) -> int:
+        """Return how many rq-scheduler instances of ``hostname`` (None: any) are registered in Redis
+        and not dead; an instance's key expires ``--interval`` + 10 s after its last tick. Raise
+        CommandError when Redis is unreachable."""
         pattern = f"{Scheduler.redis_scheduler_namespace_prefix}{hostname or ''}*"
         try:
             keys = list(self._redis().scan_iter(match=pattern))
@@ -90,6 +86,8 @@ class Command(BaseCommand):
             raise CommandError(f"scheduler: Redis unreachable: {exc}") from None
 
     def _mailer(self, *, hostname, max_age) -> int:
+        """Return how many mailers of ``hostname`` (None: any) recorded a heartbeat within ``max_age``
+        seconds; raise CommandError when the database is unreachable."""
         try:
             return mailer_alive(hostname=hostname, max_age=max_age)
         except DatabaseError as exc:

@@ -1,14 +1,10 @@
 """The ``scheduler`` process type: rq-scheduler, with Formation's periodic jobs.
 
-Procfile: ``scheduler: exec python manage.py rqscheduler --interval 1``. Overrides django-rq's
-command of the same name (``project`` comes before ``django_rq`` in INSTALLED_APPS): it waits
-for Redis with a bound (core.preflight), registers settings.PERIODIC_JOBS under fixed ids,
-then runs rq-scheduler (processes.scheduler.scheduler_run). Several copies may run: each tick
-takes rq-scheduler's Redis lock (``rq:scheduler_lock``, expiring ``interval + 10`` seconds after
-it was taken), so a due job is moved to its queue once; a copy killed while holding the lock
-delays the others by at most that TTL. On SIGTERM or SIGINT rq-scheduler releases the lock and the process exits 0. If
-Redis goes away, the process says so in one line and reconnects with a backoff (up to 30 s).
-With METRICS_PORT set, its metrics (scheduled jobs moved to their queues) are served there.
+Procfile: ``scheduler: exec python manage.py rqscheduler --interval 1``. It waits (bounded) for
+Redis, registers settings.PERIODIC_JOBS under fixed ids and runs rq-scheduler
+(processes.scheduler.scheduler_run); several copies may run, each tick taking rq-scheduler's Redis
+lock. On SIGTERM or SIGINT it releases the lock and exits 0. Documented in
+docs/processes.md#crash-recovery and docs/order-flow.md#the-sweep.
 """
 
 import logging

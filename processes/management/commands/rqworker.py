@@ -1,15 +1,10 @@
 """The ``worker`` process type: django-rq's rqworker with Formation's start-up and shutdown rules.
 
-Procfile: ``worker: exec python manage.py rqworker maintenance default`` (RQ takes jobs
-from the queues in that order, so the sweep never waits behind a backlog of orders). Overrides django-rq's command
-of the same name: it waits for PostgreSQL and Redis with a bound (core.preflight; exit 1
-with one line when they stay unreachable), defaults ``--worker-ttl`` to RQ_WORKER_TTL, then
-runs django-rq's command with the worker class processes.worker.Worker.
-SIGTERM or SIGINT: warm shutdown — the job in progress (its work horse ignores the signal)
-runs to completion and commits, no new job is taken, exit 0. A second signal: cold shutdown —
-the work horse is killed and the job is left to the scheduler's sweep.
-With METRICS_PORT set, its metrics (jobs started, finished, failed, their durations, and each
-queue's depth read from Redis at scrape time) are served there (core.metrics).
+Procfile: ``worker: exec python manage.py rqworker maintenance default`` (the periodic jobs' queue
+first, so the sweep never waits behind a backlog of orders). It waits (bounded) for PostgreSQL and
+Redis, then runs django-rq's command with processes.worker.Worker. SIGTERM or SIGINT: warm
+shutdown, the job in progress runs to completion and commits, exit 0; a second signal: cold
+shutdown, the job is left to the sweep. Documented in docs/processes.md#graceful-shutdown.
 """
 
 from django.conf import settings

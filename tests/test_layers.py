@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("project", "processes", "orders", "mailer", "core", "embedded", "bench", "tests")
 LINT_IMPORTS = Path(sys.executable).parent / "lint-imports"
@@ -29,28 +31,31 @@ def test_the_code_keeps_the_layers():
     assert "BROKEN" not in result.stdout
 
 
-def test_an_import_from_the_shared_core_up_into_the_process_runtime_breaks_the_contract(tmp_path):
+# An import against each contract: (file of the copy, the line added, the import the linter must name).
+UPWARD_IMPORTS = {
+    "shared core up into the process runtime": (
+        "core/errors.py",
+        "from processes import worker",
+        "core.errors -> processes.worker",
+    ),
+    "the shop importing a development tool": (
+        "orders/services.py",
+        "import embedded.harness",
+        "orders.services -> embedded.harness",
+    ),
+    "a development tool importing the tests": (
+        "embedded/harness.py",
+        "import tests.factories",
+        "embedded.harness -> tests.factories",
+    ),
+}
+
+
+@pytest.mark.parametrize(("module", "line", "named"), UPWARD_IMPORTS.values(), ids=UPWARD_IMPORTS.keys())
+def test_an_import_against_the_direction_breaks_a_contract(tmp_path, module, line, named):
     code = copy_of_the_code(tmp_path)
-    errors = code / "core" / "errors.py"
-    errors.write_text(errors.read_text() + "\nfrom processes import worker  # noqa: E402, F401\n")
+    path = code / module
+    path.write_text(path.read_text() + f"\n{line}  # noqa: E402, F401\n")
     result = lint_imports(code)
     assert result.returncode == 1, result.stdout + result.stderr
-    assert "core.errors -> processes.worker" in result.stdout
-
-
-def test_the_shop_importing_a_development_tool_breaks_the_contract(tmp_path):
-    code = copy_of_the_code(tmp_path)
-    services = code / "orders" / "services.py"
-    services.write_text(services.read_text() + "\nimport embedded.harness  # noqa: E402, F401\n")
-    result = lint_imports(code)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "orders.services -> embedded.harness" in result.stdout
-
-
-def test_a_development_tool_importing_the_tests_breaks_the_contract(tmp_path):
-    code = copy_of_the_code(tmp_path)
-    harness = code / "embedded" / "harness.py"
-    harness.write_text(harness.read_text() + "\nimport tests.factories  # noqa: E402, F401\n")
-    result = lint_imports(code)
-    assert result.returncode == 1, result.stdout + result.stderr
-    assert "embedded.harness -> tests.factories" in result.stdout
+    assert named in result.stdout

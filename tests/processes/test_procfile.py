@@ -2,7 +2,7 @@
 
 import pytest
 
-from processes.procfile import process_type
+from processes.procfile import formation_types, process_type
 
 
 @pytest.mark.parametrize(
@@ -24,3 +24,11 @@ def test_the_process_type_is_the_procfile_type_running_the_command(monkeypatch, 
 def test_process_type_overrides_what_the_command_says(monkeypatch):
     monkeypatch.setenv("PROCESS_TYPE", "worker-priority")
     assert process_type(["manage.py", "rqworker"]) == "worker-priority"
+
+
+def test_every_long_running_process_type_of_the_procfile_has_a_liveness_probe():
+    from processes.management.commands.probe import Command
+
+    parser = Command().create_parser("manage.py", "probe")
+    [choices] = [action.choices for action in parser._actions if action.dest == "type"]
+    assert sorted(choices) == sorted(formation_types())

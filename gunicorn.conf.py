@@ -18,7 +18,7 @@ import tempfile
 from django.core.exceptions import ImproperlyConfigured
 
 from core.logs import gunicorn_logconfig, log_format
-from project.env import web_server_settings
+from project.env import release_version, web_server_settings
 
 # web's log lines name their process type; settings.LOGGING reads it in each worker too.
 os.environ.setdefault("PROCESS_TYPE", "web")
@@ -41,7 +41,7 @@ accesslog = "-"
 errorlog = "-"
 # LOG_FORMAT=json: the error and access lines as JSON on stdout like every other line (core/logs.py);
 # text: gunicorn's own lines. The access line's request id is the response's X-Request-ID header.
-logconfig_dict = gunicorn_logconfig(_log_format, os.environ["PROCESS_TYPE"])
+logconfig_dict = gunicorn_logconfig(_log_format, os.environ["PROCESS_TYPE"], release_version())
 access_log_format = '%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %({x-request-id}o)s'
 capture_output = True
 # Heartbeat files in memory, not on a possibly slow container overlay filesystem.

@@ -62,11 +62,11 @@ class TextFormatter(logging.Formatter):
 class JsonLineFormatter(JsonFormatter):
     """python-json-logger's formatter with Formation's field names (docs/observability.md#logs)."""
 
-    def __init__(self, *, process_type: str):
+    def __init__(self, *, process_type: str, release: str):
         super().__init__(
-            ["asctime", "levelname", "process_type", "process", "name", "message"],
+            ["asctime", "levelname", "process_type", "release", "process", "name", "message"],
             rename_fields={"asctime": "time", "levelname": "level", "process": "pid", "name": "logger"},
-            static_fields={"process_type": process_type},
+            static_fields={"process_type": process_type, "release": release},
         )
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802 - logging's name
@@ -90,17 +90,18 @@ class AccessFilter(logging.Filter):
         return True
 
 
-def _formatter(fmt: str, process_type: str) -> dict:
+def _formatter(fmt: str, process_type: str, release: str) -> dict:
     if fmt == "json":
-        return {"()": JsonLineFormatter, "process_type": process_type}
+        return {"()": JsonLineFormatter, "process_type": process_type, "release": release}
     return {"()": TextFormatter, "fmt": TEXT_FORMAT}
 
 
-def logging_config(*, level: str, fmt: str, process_type: str) -> dict:
+def logging_config(*, level: str, fmt: str, process_type: str, release: str) -> dict:
     """Return the dictConfig for settings.LOGGING: everything to stdout in ``fmt`` ("json" or "text").
 
-    ``process_type`` (str) is the ``process_type`` field of every JSON line; the caller passes it
-    (settings.LOGGING: PROCESS_TYPE), so this module reads no Procfile.
+    ``process_type`` and ``release`` (str) are the ``process_type`` and ``release`` fields of every
+    JSON line; the caller passes them (settings.PROCESS_TYPE and settings.RELEASE), so this module
+    reads no Procfile.
     ``level`` (a level name) is the root logger's; the SQL of django.db.backends stays off below
     INFO. Every line gets the log context (core.context.ContextFilter).
     """
@@ -108,7 +109,7 @@ def logging_config(*, level: str, fmt: str, process_type: str) -> dict:
         "version": 1,
         "disable_existing_loggers": False,
         "filters": {"context": {"()": ContextFilter}},
-        "formatters": {"line": _formatter(fmt, process_type)},
+        "formatters": {"line": _formatter(fmt, process_type, release)},
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
@@ -122,7 +123,7 @@ def logging_config(*, level: str, fmt: str, process_type: str) -> dict:
     }
 
 
-def gunicorn_logconfig(fmt: str, process_type: str) -> dict:
+def gunicorn_logconfig(fmt: str, process_type: str, release: str) -> dict:
     """Return gunicorn's ``logconfig_dict`` for ``fmt``: {} for "text" (gunicorn's own lines, as
     before), else its error and access logs as JSON lines on stdout (access lines through AccessFilter).
 
@@ -134,7 +135,7 @@ def gunicorn_logconfig(fmt: str, process_type: str) -> dict:
     handler = {"class": "logging.StreamHandler", "stream": "ext://sys.stdout", "formatter": "line"}
     return {
         "filters": {"context": {"()": ContextFilter}, "access": {"()": AccessFilter}},
-        "formatters": {"line": _formatter(fmt, process_type)},
+        "formatters": {"line": _formatter(fmt, process_type, release)},
         "handlers": {
             "stdout": {**handler, "filters": ["context"]},
             "access": {**handler, "filters": ["access", "context"]},

@@ -204,10 +204,25 @@ class _ProcessMetrics(Collector):
         return self.source.collect()
 
 
+class ReleaseCollector(Collector):
+    """``formation_release_info{release, process_type} 1``: the release this process runs
+    (settings.RELEASE), Prometheus' info pattern, so a rollout shows which versions are live."""
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "formation_release_info",
+            "The release (version, commit or image tag) that this process runs, always 1.",
+            labels=["release", "process_type"],
+        )
+        family.add_metric([settings.RELEASE, settings.PROCESS_TYPE], 1)
+        yield family
+
+
 def registry_with(*collectors: Collector) -> CollectorRegistry:
-    """Return a registry of this process's metrics (_ProcessMetrics) plus ``collectors``."""
+    """Return a registry of this process's metrics (_ProcessMetrics), its release (ReleaseCollector)
+    and ``collectors``."""
     registry = CollectorRegistry(auto_describe=False)
-    for collector in (_ProcessMetrics(), *collectors):
+    for collector in (_ProcessMetrics(), ReleaseCollector(), *collectors):
         registry.register(collector)
     return registry
 

@@ -9,9 +9,11 @@ docs/processes.md#graceful-shutdown and docs/processes.md#backing-service-faults
 
 import signal
 import time
+import uuid
 
 import redis.exceptions
 import rq
+from django.conf import settings
 from django.db import connections
 from django.utils.module_loading import import_string
 from rq.exceptions import InvalidJobOperation, StopRequested
@@ -43,14 +45,28 @@ JOB_HEARTBEAT_SECONDS = 2
 WORK_HORSE_PRELOAD = ("orders.jobs.warm_up",)
 
 
+def worker_name(*, release: str) -> str:
+    """Return a new RQ worker name for ``release``: ``<32 hex digits>.<release>``."""
+    return f"{uuid.uuid4().hex}.{release}"
+
+
+def worker_release(name: str) -> str | None:
+    """Return the release in an RQ worker's ``name`` (worker_name), or None for a name without one
+    (a worker of a version before releases were named)."""
+    head, dot, release = name.partition(".")
+    return release if dot and len(head) == 32 else None
+
+
 class Worker(rq.Worker):
     """rq.Worker whose work horse ignores SIGTERM/SIGINT, that survives Redis restarts mid-job and
     refreshes a running job's heartbeat every JOB_HEARTBEAT_SECONDS, so the sweep can tell a long
     job from a dead one within seconds."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, queues, name: str | None = None, *args, **kwargs):
         kwargs.setdefault("job_monitoring_interval", JOB_HEARTBEAT_SECONDS)
-        super().__init__(*args, **kwargs)
+        # RQ's own default name (a random hex) followed by the release, so that the post-deploy step
+        # can tell the workers of another release from this one's (processes.stages.other_releases).
+        super().__init__(queues, name or worker_name(release=settings.RELEASE), *args, **kwargs)
         self._preloaded = False
         worker = self
 

@@ -7,6 +7,8 @@ line that tells the operator what to fix.
 
 import math
 import os
+import re
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import dj_database_url
@@ -116,13 +118,15 @@ def env_database(
     conn_health_checks: bool,
     connect_timeout: int,
     statement_timeout: float,
+    application_name: str = "formation",
 ) -> dict:
     """Return Django's ``DATABASES`` entry for the PostgreSQL URL in the required variable ``name``.
 
     ``conn_max_age`` and ``connect_timeout`` are in seconds; ``statement_timeout`` (seconds) is set
-    on every connection through libpq's ``options``, and ``application_name`` defaults to
-    "formation". Raise ImproperlyConfigured naming the variable when it is unset, malformed, not a
-    PostgreSQL URL, or names no database.
+    on every connection through libpq's ``options``, and ``application_name`` (what
+    ``pg_stat_activity`` shows) is ``application_name`` unless the URL sets one. Raise
+    ImproperlyConfigured naming the variable when it is unset, malformed, not a PostgreSQL URL, or
+    names no database.
     """
     url = env_str(name, required=True)
     try:
@@ -140,10 +144,57 @@ def env_database(
         raise ImproperlyConfigured(f"{name} names no database: postgres://user:password@host:port/name")
     options = database.setdefault("OPTIONS", {})
     options["connect_timeout"] = connect_timeout
-    options.setdefault("application_name", "formation")
+    options.setdefault("application_name", application_name)
     statement = f"-c statement_timeout={round(statement_timeout * 1000)}"
     options["options"] = f"{options.get('options', '')} {statement}".strip()
     return database
+
+
+# The variables a platform sets to the build it runs, in the order they are asked: our own, then
+# Heroku's build-time SOURCE_VERSION and its dyno metadata's HEROKU_SLUG_COMMIT.
+RELEASE_VARIABLES = ("RELEASE_VERSION", "SOURCE_VERSION", "HEROKU_SLUG_COMMIT")
+# Characters a release id may keep (it is part of log lines, metric labels, RQ worker names and
+# PostgreSQL's application_name); any other becomes "-".
+_RELEASE_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]")
+
+
+def release_version(checkout: Path | None = None) -> str:
+    """Return the id of the release this process runs: a version, commit or image tag (a str).
+
+    The first of RELEASE_VARIABLES that is set, else the commit of the git checkout ``checkout``
+    (the repository root by default; read from its .git files, no git program needed), else
+    "unknown". At most 40 characters of ``A-Za-z0-9._+-``; any other character becomes "-".
+    Documented in docs/releases.md#which-release-runs.
+    """
+    for name in RELEASE_VARIABLES:
+        if value := env_str(name):
+            return _RELEASE_UNSAFE.sub("-", value.strip())[:40] or "unknown"
+    return _git_commit(checkout or Path(__file__).resolve().parent.parent) or "unknown"
+
+
+def _git_commit(checkout: Path) -> str | None:
+    """Return the first 12 hex digits of HEAD's commit in ``checkout``, or None when it cannot be read."""
+    git = checkout / ".git"
+    try:
+        if git.is_file():  # a worktree or submodule: "gitdir: <path>"
+            git = (checkout / git.read_text().split(":", 1)[1].strip()).resolve()
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref: "):
+            return head[:12]
+        ref = head.removeprefix("ref: ")
+        common = git / "commondir"
+        roots = [git, (git / common.read_text().strip()).resolve()] if common.is_file() else [git]
+        for root in roots:
+            if (root / ref).is_file():
+                return (root / ref).read_text().strip()[:12]
+            packed = root / "packed-refs"
+            if packed.is_file():
+                for line in packed.read_text().splitlines():
+                    if line.endswith(f" {ref}"):
+                        return line.split()[0][:12]
+    except (OSError, IndexError):
+        return None
+    return None
 
 
 def env_redis_url(name: str, *, connect_timeout: float) -> str:

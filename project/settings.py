@@ -23,10 +23,18 @@ from project.env import (
     env_number,
     env_redis_url,
     env_str,
+    release_version,
     web_server_settings,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+# The release this process runs (RELEASE_VERSION, a platform's build variable, or the checkout's
+# commit) and its process type (PROCESS_TYPE, which the entry points set from the Procfile; a
+# process started otherwise, such as pytest, is named after its program). Both name every log
+# line, every PostgreSQL connection and the metrics (docs/releases.md#which-release-runs).
+RELEASE = release_version()
+PROCESS_TYPE = env_str("PROCESS_TYPE") or program_name()
 
 # Security. Required secrets have no default (cookiecutter-django); DEBUG is off unless set.
 DEBUG = env_bool("DEBUG", False)
@@ -163,6 +171,9 @@ _database = env_database(
     conn_health_checks=env_bool("CONN_HEALTH_CHECKS", True),
     connect_timeout=DATABASE_CONNECT_TIMEOUT,
     statement_timeout=DATABASE_STATEMENT_TIMEOUT,
+    # "formation/<process type>/<release>", at most PostgreSQL's 63 bytes: the post-deploy step
+    # reads it to tell whether processes of another release still run (processes.stages).
+    application_name=f"formation/{PROCESS_TYPE}/{RELEASE}"[:63],
 )
 if SECRET_KEY is None:
     # DEBUG without a SECRET_KEY: derive one that every process of this configuration shares
@@ -274,9 +285,7 @@ if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
 # JSON lines (the default) or today's text lines (LOG_FORMAT=text), each with the request, job and
 # order ids where there is one (core/logs.py, core/context.py).
 LOG_FORMAT = log_format()
-# The process type each line names: PROCESS_TYPE, which the entry points (manage.py, gunicorn.conf.py)
-# set from the Procfile; a process started otherwise (pytest) is named after its program.
-LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT, process_type=env_str("PROCESS_TYPE") or program_name())
+LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT, process_type=PROCESS_TYPE, release=RELEASE)
 
 # The shop's public address, for links in emails (no trailing slash). `make run` sets it to the
 # address it serves on: honcho gives each process type its own PORT, and the worker writes the emails.

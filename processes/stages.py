@@ -1,0 +1,149 @@
+"""Expand and contract: which migrations the release phase may apply while the previous version runs.
+
+An *expand* migration leaves a schema that the previous version still works with; a *contract*
+migration (a drop, a rename, NOT NULL without a database default, a type change, a constraint
+validated in place) does not, so it runs only after the rollout, in the post-deploy step, and says
+so with ``contract = True`` on its Migration class. The operations are told apart by the SQL they
+generate, with django-migration-linter's analyser (its backward-incompatible checks). Documented in
+docs/releases.md#expand-and-contract.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.migration import Migration
+from django_migration_linter.sql_analyser import analyse_sql_statements
+from django_migration_linter.sql_analyser.postgresql import PostgresqlAnalyser
+
+from core.health import migration_is_contract
+from processes.procfile import formation_types
+from processes.worker import Worker, worker_release
+
+# Migrations that shipped before the release phase refused contract steps, which every database
+# of this project has long applied: a release applies them only to a new database, where no
+# previous version runs. Each would be refused today (NOT NULL without a database default on a
+# table that the previous version's worker inserts into inside the order transaction).
+APPLIED_EVERYWHERE = frozenset(
+    {
+        ("mailer", "0004_outbox_unsettled_attempts_gave_up"),
+        ("orders", "0005_product_stock"),
+        ("orders", "0006_orderstatuschange_actor"),
+    }
+)
+
+
+@dataclass(frozen=True)
+class ContractStep:
+    """One operation of a migration that the previous version cannot run against.
+
+    ``operation`` is Django's description of it ("Add field note to order"), ``problem`` the
+    linter's ("NOT NULL constraint on columns"), ``where`` the table and column when it names them.
+    """
+
+    app_label: str
+    migration: str
+    operation: str
+    problem: str
+    where: str
+
+    def describe(self) -> str:
+        """Return the step in one line: ``orders.0008_order_note: Add field note to order (NOT NULL …)``."""
+        where = f" on {self.where}" if self.where else ""
+        return f"{self.app_label}.{self.migration}: {self.operation} ({self.problem}{where})"
+
+
+def contract_steps(
+    *, migration: Migration, loader: MigrationLoader, connection: BaseDatabaseWrapper
+) -> list[ContractStep]:
+    """Return the operations of ``migration`` that are contract steps (an empty list for an expand one).
+
+    Each operation's SQL is collected (nothing is executed: Django's ``collect_sql`` schema editor,
+    as ``sqlmigrate`` does) from the project state before it, and analysed on its own. Operations
+    that do not reduce to SQL (RunPython) are not analysed. Migrations in APPLIED_EVERYWHERE give [].
+    """
+    if (migration.app_label, migration.name) in APPLIED_EVERYWHERE:
+        return []
+    state = loader.project_state((migration.app_label, migration.name), at_end=False)
+    steps = []
+    for operation in migration.operations:
+        after = state.clone()
+        operation.state_forwards(migration.app_label, after)
+        if operation.reduces_to_sql:
+            with connection.schema_editor(collect_sql=True, atomic=migration.atomic) as editor:
+                operation.database_forwards(migration.app_label, editor, state, after)
+            errors, _ignored, _warnings = analyse_sql_statements(PostgresqlAnalyser, editor.collected_sql)
+            steps += [
+                ContractStep(
+                    app_label=migration.app_label,
+                    migration=migration.name,
+                    operation=operation.describe(),
+                    problem=issue.message,
+                    where=".".join(part for part in (issue.table, issue.column) if part),
+                )
+                for issue in errors
+            ]
+        state = after
+    return steps
+
+
+def unmarked_contract_steps(
+    *, migrations: Iterable[Migration], loader: MigrationLoader, connection: BaseDatabaseWrapper
+) -> list[ContractStep]:
+    """Return the contract steps of those ``migrations`` that are not marked ``contract = True``."""
+    return [
+        step
+        for migration in migrations
+        if not migration_is_contract(migration)
+        for step in contract_steps(migration=migration, loader=loader, connection=connection)
+    ]
+
+
+def deferred(plan: list[tuple[Migration, bool]], graph, applied: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
+    """Return the keys of the unapplied forward migrations of ``plan`` that wait for the post-deploy step.
+
+    Those are the migrations marked contract, and every migration of the plan that depends on one
+    of them (``graph``, the loader's MigrationGraph, knows the dependencies), since a migration
+    cannot run before what it depends on. Migrations in ``applied`` (keys) never wait.
+    """
+    applied = set(applied)
+    waiting: set[tuple[str, str]] = set()
+    for migration, backwards in plan:
+        key = (migration.app_label, migration.name)
+        if backwards or key in applied:
+            continue
+        if migration_is_contract(migration) or any(parent.key in waiting for parent in graph.node_map[key].parents):
+            waiting.add(key)
+    return waiting
+
+
+def other_releases(*, release: str, connection: BaseDatabaseWrapper, redis) -> list[str]:
+    """Return one line for each live process of the formation that runs another release than ``release``.
+
+    Seen two ways, each what the processes themselves leave: PostgreSQL sessions whose
+    ``application_name`` is ``formation/<type>/<release>`` for a long-running Procfile type, or the
+    bare ``formation`` of a version before releases were named; and RQ workers registered in
+    ``redis`` (a redis.Redis) whose name carries another release, or none. One-off processes (a
+    shell, a release, the tests) never count. Raise DatabaseError or RedisError when either cannot
+    be asked: the caller cannot tell, so it must not go on.
+    """
+    types = set(formation_types())
+    found = []
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT pid, application_name, coalesce(host(client_addr), 'local socket') FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid() ORDER BY pid"
+        )
+        for pid, name, client in cursor.fetchall():
+            parts = (name or "").split("/")
+            if parts == ["formation"]:
+                found.append(f"a PostgreSQL session of a release that does not name itself (pid {pid} from {client})")
+            elif len(parts) == 3 and parts[0] == "formation" and parts[1] in types and parts[2] != release:
+                found.append(f"{parts[1]} of release {parts[2]} (PostgreSQL session pid {pid} from {client})")
+    for worker in Worker.all(connection=redis):
+        other = worker_release(worker.name)
+        if other != release:
+            of = f"release {other}" if other else "a release that does not name itself"
+            found.append(f"worker of {of} (RQ worker {worker.name} on {worker.hostname}, pid {worker.pid})")
+    return found

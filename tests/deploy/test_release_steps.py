@@ -20,6 +20,8 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 IMAGE = "formation"  # the one image name of every manifest; kustomization.yaml's images: sets the build
 POST_DEPLOY = ["python", "manage.py", "migrate", "--contract", "--noinput"]
+SCHEMA_GATE = ["python", "manage.py", "migrate", "--check"]
+GATED = ("worker", "mailer")  # web waits on its readiness probe (/ready); the scheduler touches Redis only
 WORKLOADS = ("Deployment", "Job")
 
 
@@ -169,3 +171,17 @@ def test_kubectl_kustomize_renders_one_build():
     assert result.returncode == 0, result.stderr
     documents = [doc for doc in yaml.safe_load_all(result.stdout) if doc]
     assert_one_build(documents, kustomization()["images"][0]["newTag"])
+
+
+def test_workers_and_mailers_wait_for_the_schema():
+    found = workloads(manifests())
+    for name in GATED:
+        pod = found[name]["spec"]["template"]["spec"]
+        [main] = pod["containers"]
+        [gate] = pod.get("initContainers", [{}])
+        assert gate.get("command") == SCHEMA_GATE, name
+        assert gate["image"] == main["image"], name
+        assert gate["envFrom"] == main["envFrom"], name
+        assert gate["securityContext"] == main["securityContext"], name
+        assert gate["resources"]["requests"] and gate["resources"]["limits"], name
+        assert "RELEASE_VERSION" in env(gate), name

@@ -49,6 +49,15 @@ def env(container: dict) -> dict[str, str]:
     return {e["name"]: e.get("value") for e in container.get("env", [])}
 
 
+def compose() -> dict:
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def app_services() -> dict[str, dict]:
+    """The compose services built from the formation's own image (the ``x-app`` anchor)."""
+    return {name: s for name, s in compose()["services"].items() if s.get("build")}
+
+
 # A small part of kustomize, enough for this kustomization: images (name, newName, newTag) and
 # replacements whose field paths use plain keys, "*" and "[name=…]" (kustomize's own syntax).
 def _walk(node, parts: list[str], path: str) -> list:
@@ -146,7 +155,7 @@ def test_every_manifest_names_the_one_image_and_no_latest():
     for name, workload in workloads(manifests()).items():
         for container in containers(workload):
             assert container["image"] == IMAGE, f"{name}/{container['name']}: image comes from kustomization.yaml"
-    for path in K8S.glob("*.yaml"):
+    for path in [*K8S.glob("*.yaml"), ROOT / "docker-compose.yml"]:
         assert ":latest" not in path.read_text(), path.name
     [image] = kustomization()["images"]
     assert image["name"] == IMAGE
@@ -185,3 +194,22 @@ def test_workers_and_mailers_wait_for_the_schema():
         assert gate["securityContext"] == main["securityContext"], name
         assert gate["resources"]["requests"] and gate["resources"]["limits"], name
         assert "RELEASE_VERSION" in env(gate), name
+
+
+def test_compose_runs_the_post_deploy_step_only_when_asked():
+    services = compose()["services"]
+    post_deploy = services["post-deploy"]
+    assert post_deploy["command"] == POST_DEPLOY
+    assert post_deploy["profiles"] == ["post-deploy"], "docker compose up never starts it"
+    assert post_deploy["restart"] == "no"
+    assert post_deploy["image"] == services["web"]["image"]
+    assert "release" not in post_deploy.get("depends_on", {}), "running it must not run the release again"
+    assert "profiles" not in services["release"]
+
+
+def test_compose_tags_the_image_and_names_the_release_from_one_variable():
+    services = app_services()
+    assert {"release", "post-deploy", "web", "worker", "scheduler", "mailer"} <= set(services)
+    for name, service in services.items():
+        assert service["image"] == "formation:${RELEASE_VERSION:-dev}", name
+        assert service["environment"]["RELEASE_VERSION"] == "${RELEASE_VERSION:-dev}", name

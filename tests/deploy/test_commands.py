@@ -4,7 +4,7 @@ The Procfile is the one home of each command; the Dockerfile's default command (
 services and the Kubernetes workloads repeat it because their formats need it written out, so
 these tests keep every copy equal to it (``$PORT`` stands for the port each platform sets: 8000).
 The post-deploy step is no Procfile type but a one-off of the release's image: POST_DEPLOY here is
-its one home, which the compose service and the Kubernetes Job repeat.
+its one home, which the compose service, the Kubernetes Job and the Heroku recipe repeat.
 """
 
 import json
@@ -81,3 +81,6 @@ def test_the_post_deploy_step_runs_one_command_everywhere():
     assert "post-deploy" not in process_commands(), "a one-off, never a process type that a platform starts"
     assert compose_commands()["post-deploy"] == shlex.split(POST_DEPLOY)
     assert kubernetes_commands()["post-deploy"] == shlex.split(POST_DEPLOY)
+    deployment = (ROOT / "docs" / "deployment.md").read_text()
+    assert f"heroku run {POST_DEPLOY}" in deployment
+    assert "docker compose run --rm post-deploy" in deployment

@@ -128,8 +128,12 @@ def test_kubernetes_deployments_fit_each_process_type():
     assert set(of_kind("Service")) == {"web"}
     assert set(of_kind("HorizontalPodAutoscaler")) == {"web"}
     assert set(of_kind("PodDisruptionBudget")) == {"web"}
-    [job] = of_kind("Job").values()
-    assert job["spec"]["template"]["spec"]["containers"][0]["command"][-2:] == ["migrate", "--noinput"]
+    jobs = of_kind("Job")
+    assert set(jobs) == {"formation-release", "formation-post-deploy"}
+    for job in jobs.values():
+        [container] = job["spec"]["template"]["spec"]["containers"]
+        assert container["command"][2] == "migrate" and container["command"][-1] == "--noinput"
+        assert container["resources"]["requests"] and container["resources"]["limits"]
     assert not of_kind("Secret"), "no secret values in the repository"
 
 

@@ -1,7 +1,7 @@
 """The README is a short front door and every reference it and docs/ make resolves.
 
 Links between pages, their #anchors (GitHub's rule: the heading in lower case, punctuation
-dropped, spaces as hyphens), ``docs/page.md#anchor`` references written in code and deploy
+dropped, spaces as hyphens), the ``docs/<page>.md#<anchor>`` references written in code and deploy
 files, and the test files that docs/testing.md names.
 """
 

@@ -98,9 +98,14 @@ class Shoppers:
             )
 
     def wait_for_checkouts(self, count: int, *, since: float = 0.0, accepted: bool = True) -> None:
-        """Wait (30 s at most) until ``count`` checkouts were answered at or after ``since`` (see checkouts)."""
+        """Wait (30 s at most) until ``count`` checkouts were answered at or after ``since`` (see
+        checkouts), or every shopper has stopped by itself (its bounds: the caller asserts on what
+        they saw)."""
         wait_until(
-            lambda: self.checkouts(since=since, accepted=accepted) >= count,
+            lambda: (
+                self.checkouts(since=since, accepted=accepted) >= count
+                or not any(thread.is_alive() for thread in self.threads)
+            ),
             deadline=30,
             message=f"{count} checkout(s) {'accepted' if accepted else 'answered'}",
         )
@@ -254,9 +259,10 @@ def test_version_a_serves_every_checkout_while_version_b_releases_an_expand_migr
     with Shoppers(f"http://127.0.0.1:{formation.env['PORT']}") as shoppers:
         shoppers.wait_for_checkouts(2)
         # B's hold keeps its release running until A has placed 2 orders against the expanded schema.
-        release = run_release(version_b_env(formation, VERSION_B_HOLD_ORDERS="2", VERSION_B_HOLD_SECONDS="30"))
+        release = run_release(version_b_env(formation, VERSION_B_HOLD_ORDERS="2", VERSION_B_HOLD_SECONDS="20"))
         # And after it: 2 more checkouts, whatever A answers (the assertions below say what it should).
-        shoppers.wait_for_checkouts(2, since=time.monotonic(), accepted=False)
+        released = time.monotonic()
+        shoppers.wait_for_checkouts(2, since=released, accepted=False)
     print(release.stdout, release.stderr, shoppers.summary(), sep="\n")
 
     assert shoppers.errors == []
@@ -269,6 +275,7 @@ def test_version_a_serves_every_checkout_while_version_b_releases_an_expand_migr
     assert set(applied) == {"0001_order_expand", "0002_hold"}
     during = Order.objects.filter(created_at__gt=applied["0001_order_expand"], created_at__lt=applied["0002_hold"])
     assert during.count() >= 2, "no checkout of A inserted an order into the expanded table while B's release ran"
+    assert shoppers.checkouts(since=released) >= 2, "A took no checkout after B's release"
 
     orders = list(Order.objects.filter(pk__in=shoppers.orders))
     assert len(orders) == len(shoppers.orders) == len(set(shoppers.orders)) >= 4
@@ -335,7 +342,8 @@ def test_an_unmarked_contract_step_is_refused_and_version_a_keeps_serving(format
     with Shoppers(f"http://127.0.0.1:{formation.env['PORT']}") as shoppers:
         shoppers.wait_for_checkouts(1)
         release = run_release(version_b_env(formation, VERSION_B_UNMARKED))
-        shoppers.wait_for_checkouts(1, since=time.monotonic(), accepted=False)
+        released = time.monotonic()
+        shoppers.wait_for_checkouts(1, since=released, accepted=False)
     print(release.stdout, release.stderr, shoppers.summary(), sep="\n")
 
     assert shoppers.errors == []
@@ -347,6 +355,7 @@ def test_an_unmarked_contract_step_is_refused_and_version_a_keeps_serving(format
     assert "nothing was applied" in last
     # Nothing of B' applied: not its expand migration before the refused one either.
     assert (b_columns(), b_applied()) == ({}, {})
+    assert shoppers.checkouts(since=released) >= 1, "A took no checkout after B's release"
     wait_until(
         lambda: not Order.objects.filter(pk__in=shoppers.orders).exclude(status="paid").exists(),
         deadline=60,

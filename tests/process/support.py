@@ -35,8 +35,9 @@ def app_backends() -> list[int]:
             own.append(cursor.fetchone()[0])
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'formation'"
-            " AND NOT (pid = ANY(%s))",
+            # Each process names its type and release: formation/<process type>/<release>.
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database()"
+            " AND application_name LIKE 'formation/%%' AND NOT (pid = ANY(%s))",
             [own],
         )
         return [row[0] for row in cursor.fetchall()]

@@ -149,6 +149,18 @@ def on_starting(server):
             server.log.warning("%s unreachable (%s); serving, /ready answers 503 until it is back", name, problem)
 
 
+# This worker's registration of its release in Redis (core.releases), deleted at a clean exit.
+_registration = []
+
+
+def post_worker_init(worker):
+    """Register the worker's release in Redis (core.releases) once its app is loaded: the post-deploy
+    step sees a web of another release even while it holds no database session."""
+    from core.releases import release_register
+
+    _registration.append(release_register(process_type="web"))
+
+
 def child_exit(server, worker):
     """Drop the live-gauge files of a worker that exited (prometheus-client's multiprocess rule);
     its counters and histograms stay, so totals never go back."""
@@ -174,6 +186,8 @@ def worker_exit(server, worker):
     from django.db import connections
 
     connections.close_all()
+    for registration in _registration:  # its atexit will not run: the worker ends with os._exit
+        registration.stop()
     _exit_now()
 
 

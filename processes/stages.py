@@ -8,6 +8,8 @@ generate, with django-migration-linter's analyser (its backward-incompatible che
 docs/releases.md#expand-and-contract.
 """
 
+import contextlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ from django_migration_linter.sql_analyser import analyse_sql_statements
 from django_migration_linter.sql_analyser.postgresql import PostgresqlAnalyser
 
 from core.health import migration_is_contract
+from core.releases import registered_processes
 from processes.procfile import formation_types
 from processes.worker import Worker, worker_release
 
@@ -74,18 +77,45 @@ def contract_steps(
             with connection.schema_editor(collect_sql=True, atomic=migration.atomic) as editor:
                 operation.database_forwards(migration.app_label, editor, state, after)
             errors, _ignored, _warnings = analyse_sql_statements(PostgresqlAnalyser, editor.collected_sql)
+            problems = [
+                (issue.message, ".".join(part for part in (issue.table, issue.column) if part)) for issue in errors
+            ]
+            if not problems and _drops_a_required_default(operation, editor.collected_sql, migration.app_label, after):
+                problems.append((DROP_REQUIRED_DEFAULT, ""))
             steps += [
                 ContractStep(
                     app_label=migration.app_label,
                     migration=migration.name,
                     operation=operation.describe(),
-                    problem=issue.message,
-                    where=".".join(part for part in (issue.table, issue.column) if part),
+                    problem=problem,
+                    where=where,
                 )
-                for issue in errors
+                for problem, where in problems
             ]
         state = after
     return steps
+
+
+# What django-migration-linter does not flag: ``ALTER COLUMN … DROP DEFAULT`` on a NOT NULL column.
+# The previous version's INSERTs leave that column out and rely on the default, so they fail.
+DROP_REQUIRED_DEFAULT = "DROPPING the database default of a NOT NULL column"
+_DROP_DEFAULT = re.compile(r"ALTER COLUMN .* DROP DEFAULT", re.IGNORECASE)
+
+
+def _drops_a_required_default(operation, sql: list[str], app_label: str, after) -> bool:
+    """Return whether ``operation`` drops a column's database default while the column is NOT NULL.
+
+    A field operation (AlterField) is judged by its field in ``after`` (the state once it ran); SQL
+    of any other operation (RunSQL) that drops a default is taken as dropping a required one, since
+    nothing says the column may be null.
+    """
+    if not any(_DROP_DEFAULT.search(statement) for statement in sql):
+        return False
+    model_name, field_name = getattr(operation, "model_name", None), getattr(operation, "name", None)
+    if model_name and field_name:
+        with contextlib.suppress(KeyError, LookupError):
+            return not after.models[app_label, model_name.lower()].fields[field_name].null
+    return True
 
 
 def unmarked_contract_steps(
@@ -121,7 +151,8 @@ def deferred(plan: list[tuple[Migration, bool]], graph, applied: Iterable[tuple[
 def other_releases(*, release: str, connection: BaseDatabaseWrapper, redis) -> list[str]:
     """Return one line for each live process of the formation that runs another release than ``release``.
 
-    Seen two ways, each what the processes themselves leave: PostgreSQL sessions whose
+    Seen three ways, each what the processes themselves leave: the registrations of web, worker,
+    scheduler and mailer processes in ``redis`` (core.releases), PostgreSQL sessions whose
     ``application_name`` is ``formation/<type>/<release>`` for a long-running Procfile type, or the
     bare ``formation`` of a version before releases were named; and RQ workers registered in
     ``redis`` (a redis.Redis) whose name carries another release, or none. One-off processes (a
@@ -141,6 +172,10 @@ def other_releases(*, release: str, connection: BaseDatabaseWrapper, redis) -> l
                 found.append(f"a PostgreSQL session of a release that does not name itself (pid {pid} from {client})")
             elif len(parts) == 3 and parts[0] == "formation" and parts[1] in types and parts[2] != release:
                 found.append(f"{parts[1]} of release {parts[2]} (PostgreSQL session pid {pid} from {client})")
+    for process in registered_processes(redis):
+        if process.get("type") in types and process.get("release") != release:
+            where = f"pid {process.get('pid')} on {process.get('host')}"
+            found.append(f"{process['type']} of release {process.get('release')} ({where})")
     for worker in Worker.all(connection=redis):
         other = worker_release(worker.name)
         if other != release:

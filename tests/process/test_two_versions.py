@@ -361,3 +361,23 @@ def test_an_unmarked_contract_step_is_refused_and_version_a_keeps_serving(format
         deadline=60,
         message="every order of A to be paid",
     )
+
+
+def test_the_post_deploy_step_sees_a_web_of_the_previous_release_that_holds_no_database_session(formation):
+    # CONN_MAX_AGE=0 and no request served: A's web has no PostgreSQL session to be seen by; its
+    # registration in Redis (core.releases) is what tells the post-deploy step that it still runs.
+    web = formation.start("web", RELEASE_VERSION="A", CONN_MAX_AGE="0")
+    wait_until(no_session_of_release_a, deadline=15, message="A's web to hold no PostgreSQL session")
+    env = version_b_env(formation)
+    assert run_release(env).returncode == 0
+
+    refused = post_deploy(env)
+    assert refused.returncode == 1, refused.stdout + refused.stderr
+    assert "post-deploy: web of release A " in refused.stderr
+    assert "0003_order_gift_note_required" not in b_applied()
+
+    web.send_signal(signal.SIGTERM)
+    assert web.wait(deadline=30) == 0
+    applied = post_deploy(env)
+    assert applied.returncode == 0, applied.stderr
+    assert "0003_order_gift_note_required" in b_applied()

@@ -67,7 +67,11 @@ class StagedExecutor(MigrationExecutor):
                 len(waiting),
                 ", ".join(f"{app}.{name}" for app, name in sorted(waiting)),
             )
-        return [(migration, backwards) for migration, backwards in plan if (migration.app_label, migration.name) not in waiting]
+        return [
+            (migration, backwards)
+            for migration, backwards in plan
+            if (migration.app_label, migration.name) not in waiting
+        ]
 
 
 @contextlib.contextmanager

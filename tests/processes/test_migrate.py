@@ -14,7 +14,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from embedded.harness import formation_database_url
-from tests.support.stages import INITIAL, NOTE, SIZE, recorded, shelf_columns
+from tests.support.stages import COLOUR, INITIAL, NOTE, SIZE, recorded, shelf_columns
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -42,7 +42,7 @@ def test_the_release_phase_refuses_an_unmarked_contract_migration_and_applies_no
     assert (recorded(connection), shelf_columns(connection)) == ([], [])
 
 
-def test_a_marked_contract_migration_waits_for_the_post_deploy_step(stages_app, caplog):
+def test_a_marked_contract_migration_and_those_after_it_wait_for_the_post_deploy_step(stages_app, caplog):
     stages_app("marked")
     with pytest.raises(SystemExit) as check:
         migrate(check_unapplied=True)
@@ -54,16 +54,21 @@ def test_a_marked_contract_migration_waits_for_the_post_deploy_step(stages_app, 
     assert "Applying stages_app.0002_shelf_note... OK" in output
     assert SIZE not in output
     assert (recorded(connection), shelf_columns(connection)) == ([INITIAL, NOTE], ["id", "label", "note"])
+    # 0004 is an expand migration, but it depends on 0003.
     assert (
-        "release: 1 contract migration(s) wait for the post-deploy step (manage.py migrate --contract): "
-        "stages_app.0003_shelf_size"
+        "release: 2 contract migration(s) wait for the post-deploy step (manage.py migrate --contract): "
+        "stages_app.0003_shelf_size, stages_app.0004_shelf_colour"
     ) in caplog.messages
     migrate(check_unapplied=True)  # no SystemExit: exit 0, only the post-deploy step's migration waits
 
     output = migrate(contract=True)
 
     assert "Applying stages_app.0003_shelf_size... OK" in output
-    assert (recorded(connection), shelf_columns(connection)) == ([INITIAL, NOTE, SIZE], ["id", "label", "note", "size"])
+    assert "Applying stages_app.0004_shelf_colour... OK" in output
+    assert (recorded(connection), shelf_columns(connection)) == (
+        [INITIAL, NOTE, SIZE, COLOUR],
+        ["id", "label", "note", "size", "colour"],
+    )
 
 
 def test_the_post_deploy_step_refuses_while_a_process_of_another_release_runs_unless_told_to_go_on(stages_app):
@@ -81,4 +86,4 @@ def test_the_post_deploy_step_refuses_while_a_process_of_another_release_runs_un
         output = migrate(contract=True, ignore_other_releases=True)
 
     assert "Applying stages_app.0003_shelf_size... OK" in output
-    assert recorded(connection) == [INITIAL, NOTE, SIZE]
+    assert recorded(connection) == [INITIAL, NOTE, SIZE, COLOUR]

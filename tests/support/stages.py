@@ -3,8 +3,9 @@ what of it is there, and dropping it."""
 
 APP = "stages_app"
 TABLE = "stages_app_shelf"
-# Its migrations in both sets, in order.
+# Its migrations in both sets, in order, and the one only the ``marked`` set has.
 INITIAL, NOTE, SIZE = "0001_initial", "0002_shelf_note", "0003_shelf_size"
+COLOUR = "0004_shelf_colour"
 
 
 def shelf_columns(connection) -> list[str]:

@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE, redis_connection
 from tests.support.databases import ALL_DATABASES
-from tests.support.stages import APP, INITIAL, NOTE
+from tests.support.stages import APP, INITIAL, NOTE, SIZE
 
 
 def test_health_touches_no_backing_service(client, settings):
@@ -79,7 +79,18 @@ def test_not_ready_while_an_expand_migration_waits_naming_it_and_not_the_contrac
     MigrationRecorder(connection).record_applied(APP, INITIAL)
     response = client.get("/ready")
     assert response.status_code == 503
+    # 0003 (contract) and 0004 (after it) wait for the post-deploy step: not counted.
     assert response.json()["checks"]["database"] == "1 unapplied migration(s), first stages_app.0002_shelf_note"
+
+
+@pytest.mark.django_db
+def test_not_ready_while_an_expand_migration_after_an_applied_contract_one_waits(client, stages_app):
+    stages_app("marked")
+    for name in (INITIAL, NOTE, SIZE):  # the post-deploy step of an earlier release applied 0003
+        MigrationRecorder(connection).record_applied(APP, name)
+    response = client.get("/ready")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "1 unapplied migration(s), first stages_app.0004_shelf_colour"
 
 
 def test_probes_answer_get_only(client):

@@ -3,7 +3,8 @@
 The fixtures every package may use are here and in the modules of tests/fixtures/, which
 ``pytest_plugins`` below registers for the whole suite (pytest allows it in this top-level
 conftest only): ``smtp`` and the autouse ``smtp_backend`` (tests.fixtures.smtp); ``formation``,
-``formation_env`` and ``own_redis`` (tests.fixtures.formation). A package's own conftest.py keeps
+``formation_env`` and ``own_redis`` (tests.fixtures.formation); ``stages_app``, the test app with
+migrations (tests.fixtures.stages). A package's own conftest.py keeps
 what only its tests use. Helpers are in tests/support/, saved rows come from tests/factories.py.
 """
 
@@ -13,7 +14,7 @@ import pytest
 from core.queues import DEFAULT_QUEUE
 from tests import factories
 
-pytest_plugins = ["tests.fixtures.smtp", "tests.fixtures.formation"]
+pytest_plugins = ["tests.fixtures.smtp", "tests.fixtures.formation", "tests.fixtures.stages"]
 
 
 @pytest.fixture(autouse=True)

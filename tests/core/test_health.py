@@ -5,12 +5,14 @@ import socket
 import django_rq
 import pytest
 from django.core.management import call_command
-from django.db import connections
+from django.db import connection, connections
+from django.db.migrations.recorder import MigrationRecorder
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE, redis_connection
 from tests.support.databases import ALL_DATABASES
+from tests.support.stages import APP, INITIAL, NOTE, SIZE
 
 
 def test_health_touches_no_backing_service(client, settings):
@@ -60,6 +62,35 @@ def test_not_ready_with_an_unapplied_migration_names_it():
     finally:
         call_command("migrate", "mailer", verbosity=0)
     assert Client().get("/ready").status_code == 200
+
+
+@pytest.mark.django_db
+def test_ready_while_only_a_contract_migration_waits_for_the_post_deploy_step(client, stages_app):
+    stages_app("marked")
+    for name in (INITIAL, NOTE):
+        MigrationRecorder(connection).record_applied(APP, name)
+    response = client.get("/ready")
+    assert response.status_code == 200, response.json()
+
+
+@pytest.mark.django_db
+def test_not_ready_while_an_expand_migration_waits_naming_it_and_not_the_contract_one(client, stages_app):
+    stages_app("marked")
+    MigrationRecorder(connection).record_applied(APP, INITIAL)
+    response = client.get("/ready")
+    assert response.status_code == 503
+    # 0003 (contract) and 0004 (after it) wait for the post-deploy step: not counted.
+    assert response.json()["checks"]["database"] == "1 unapplied migration(s), first stages_app.0002_shelf_note"
+
+
+@pytest.mark.django_db
+def test_not_ready_while_an_expand_migration_after_an_applied_contract_one_waits(client, stages_app):
+    stages_app("marked")
+    for name in (INITIAL, NOTE, SIZE):  # the post-deploy step of an earlier release applied 0003
+        MigrationRecorder(connection).record_applied(APP, name)
+    response = client.get("/ready")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"] == "1 unapplied migration(s), first stages_app.0004_shelf_colour"
 
 
 def test_probes_answer_get_only(client):

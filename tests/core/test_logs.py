@@ -7,7 +7,7 @@ import re
 import pytest
 
 from core import context
-from core.logs import JsonLineFormatter, TextFormatter
+from core.logs import JsonLineFormatter, TextFormatter, logging_config
 from tests.support.databases import ALL_DATABASES
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
@@ -73,15 +73,24 @@ def test_bound_ids_are_on_each_record_until_the_block_ends():
 
 def test_a_json_line_has_the_fields_and_only_the_ids_there_are():
     with context.bind(request_id="r" * 20):
-        line = json.loads(JsonLineFormatter(process_type="worker").format(record("order paid")))
-    assert list(line) == ["time", "level", "process_type", "pid", "logger", "message", "request_id"]
-    assert (line["level"], line["process_type"], line["logger"], line["message"]) == (
+        line = json.loads(JsonLineFormatter(process_type="worker", release="v42").format(record("order paid")))
+    assert list(line) == ["time", "level", "process_type", "release", "pid", "logger", "message", "request_id"]
+    assert (line["level"], line["process_type"], line["release"], line["logger"], line["message"]) == (
         "INFO",
         "worker",
+        "v42",
         "orders.services",
         "order paid",
     )
     assert line["time"].endswith("+00:00")
+
+
+def test_json_log_lines_are_configured_with_the_process_type_and_release():
+    assert logging_config(level="INFO", fmt="json", process_type="worker", release="v42")["formatters"]["line"] == {
+        "()": JsonLineFormatter,
+        "process_type": "worker",
+        "release": "v42",
+    }
 
 
 def test_a_text_line_appends_the_ids_there_are():

@@ -98,16 +98,32 @@ def test_orders_are_counted_by_status_at_each_scrape(client, token, product):
     assert sample(samples, "formation_orders", status="failed") == 0
 
 
+def release_info(samples: dict) -> dict:
+    """Return the formation_release_info samples of ``samples``: {sorted label pairs: value}."""
+    return {
+        tuple(sorted(labels)): value for (name, labels), value in samples.items() if name == "formation_release_info"
+    }
+
+
+@pytest.mark.django_db
+def test_web_metrics_name_the_release_this_process_runs(client, token, settings):
+    settings.RELEASE, settings.PROCESS_TYPE = "v42", "web"
+    samples = samples_of(client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}"))
+    assert release_info(samples) == {(("process_type", "web"), ("release", "v42")): 1}
+
+
 @pytest.mark.parametrize("with_token", [False, True])
 def test_metrics_port_serves_this_process_and_asks_for_the_token_when_set(settings, with_token):
     settings.METRICS_PORT, settings.METRICS_ADDR = free_port(), "127.0.0.1"
     settings.METRICS_TOKEN = TOKEN if with_token else None
+    settings.RELEASE, settings.PROCESS_TYPE = "v42", "test"
     server = metrics_serve(process_type="test")
     try:
         url = f"http://127.0.0.1:{settings.METRICS_PORT}/metrics"
         status, _, samples = scrape(url, token=TOKEN if with_token else None)
         assert status == 200
         assert ("process_cpu_seconds_total", frozenset()) in samples
+        assert release_info(samples) == {(("process_type", "test"), ("release", "v42")): 1}
         if with_token:
             status, headers, _ = scrape(url)
             assert (status, headers["WWW-Authenticate"]) == (401, 'Bearer realm="metrics"')

@@ -20,7 +20,9 @@ from tests.support.databases import ALL_DATABASES
 pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)]
 
 # Every JSON line has these (core/logs.py).
-FIELDS = {"time", "level", "process_type", "pid", "logger", "message"}
+FIELDS = {"time", "level", "process_type", "release", "pid", "logger", "message"}
+# The release the processes below run (RELEASE_VERSION), which every line names.
+RELEASE = "v-logs-7"
 # Today's text line: "2026-11-30 09:19:10,145 INFO mailer 15245 mailer: started, …".
 TEXT_LINE = re.compile(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ \S+ \d+ .+")
 
@@ -92,7 +94,9 @@ def test_a_request_id_sent_at_checkout_is_on_the_web_worker_and_mailer_lines_of_
 @pytest.mark.parametrize("kind", ["web", "worker", "scheduler", "mailer"])
 def test_each_process_type_writes_json_lines_by_default_and_is_still_seen_ready(formation, kind):
     formation.env.pop("LOG_FORMAT", None)  # unset: production's default
-    process = formation.start(kind)  # waits for READY_LINES[kind] (or web's /health) in JSON lines
+    process = formation.start(
+        kind, RELEASE_VERSION=RELEASE
+    )  # waits for READY_LINES[kind] (or web's /health) in JSON lines
     if kind == "web":
         assert Browser(f"http://127.0.0.1:{process.env['PORT']}").request("/cart/")[0] == 200
         access = wait_until(
@@ -102,15 +106,15 @@ def test_each_process_type_writes_json_lines_by_default_and_is_still_seen_ready(
         assert re.fullmatch(r"[0-9a-f]{32}", access[0]["request_id"])  # made for it: none was sent
     else:
         assert any(READY_LINES[kind] in line["message"] for line in lines_with(process))
-    assert {line["process_type"] for line in json_lines(process.output())} == {kind}
+    assert {(line["process_type"], line["release"]) for line in json_lines(process.output())} == {(kind, RELEASE)}
 
 
 def test_the_release_phase_writes_json_lines_by_default(formation):
     formation.env.pop("LOG_FORMAT", None)
-    release = run_release(formation.env)
+    release = run_release({**formation.env, "RELEASE_VERSION": RELEASE})
     assert (release.returncode, release.stderr) == (0, "")
     lines = json_lines(release.stdout)
-    assert {line["process_type"] for line in lines} == {"release"}
+    assert {(line["process_type"], line["release"]) for line in lines} == {("release", RELEASE)}
     assert "No migrations to apply." in [line["message"] for line in lines]
 
 

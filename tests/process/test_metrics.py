@@ -118,6 +118,7 @@ def test_metrics_off_without_a_token(formation):
 
 
 def test_an_order_processed_moves_the_metrics_of_worker_mailer_scheduler_and_web(formation, smtp):
+    formation.env["RELEASE_VERSION"] = "v-metrics-7"
     ports = {kind: free_port() for kind in ("worker", "mailer", "scheduler")}
     web = formation.start("web", wait=False, METRICS_TOKEN=TOKEN)
     others = {
@@ -136,6 +137,8 @@ def test_an_order_processed_moves_the_metrics_of_worker_mailer_scheduler_and_web
     assert scrape(urls["mailer"], token="wrong-token-0123456789")[0] == 403
     before = {kind: scrape(url, token=TOKEN)[2] for kind, url in urls.items()}
     assert sample(before["web"], "formation_orders", status="paid") == 0
+    for kind, samples in before.items():  # each names the release it runs, and its type
+        assert sample(samples, "formation_release_info", release="v-metrics-7", process_type=kind) == 1, kind
 
     order = factories.order()
 

@@ -19,6 +19,7 @@ from embedded.harness import ROOT, formation_database_url, process_env, run_rele
 from embedded.polling import wait_until
 from processes.release import RELEASE_LOCK_KEY
 from tests import factories
+from tests.support import stages
 
 pytestmark = [pytest.mark.process, pytest.mark.release, pytest.mark.django_db(transaction=True)]
 
@@ -58,6 +59,57 @@ def test_failing_migration_exits_non_zero_with_the_error(scratch_database):
     release = run_release(process_env(DATABASE_URL=scratch_database))
     assert release.returncode != 0
     assert 'relation "orders_product" already exists' in release.stderr
+
+
+@pytest.fixture
+def stages_env():
+    """The release's environment with tests.stages_app and its ``refused`` migrations, whose 0003 is
+    an unmarked contract migration (tests/stages_app/__init__.py); the app is dropped afterwards."""
+    yield process_env(DJANGO_SETTINGS_MODULE="tests.settings_stages", STAGES_APP_MIGRATIONS="refused")
+    stages.stages_app_drop(connection)
+
+
+def test_the_release_refuses_an_unmarked_contract_migration_in_one_line_and_applies_nothing(stages_env):
+    release = run_release(stages_env)
+    assert release.returncode == 1
+    assert release.stderr.splitlines() == [
+        "CommandError: release: stages_app.0003_shelf_size: Add field size to shelf (NOT NULL constraint on columns) "
+        "is a contract step, which the release still running cannot live with; nothing was applied. Make it an "
+        "expand step, or mark its Migration contract = True to run it in the post-deploy step "
+        "(docs/releases.md#expand-and-contract)"
+    ]
+    assert (stages.recorded(connection), stages.shelf_columns(connection)) == (
+        [],
+        [],
+    )  # not even its expand 0001 and 0002
+
+
+def test_a_new_database_gets_every_migration_contract_ones_too(stages_env, scratch_database):
+    # No migration applied yet: no previous release can be running against it.
+    release = run_release({**stages_env, "DATABASE_URL": scratch_database})
+    assert release.returncode == 0, release.stderr
+    with psycopg.connect(scratch_database) as scratch:
+        assert (stages.recorded(scratch), stages.shelf_columns(scratch)) == (
+            [stages.INITIAL, stages.NOTE, stages.SIZE],
+            ["id", "label", "note", "size"],
+        )
+
+
+def test_the_post_deploy_step_exits_1_in_one_line_while_a_process_of_another_release_runs():
+    with psycopg.connect(formation_database_url(), application_name="formation/web/OLD") as old:
+        pid = old.info.backend_pid
+        post_deploy = subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--contract", "--noinput"],
+            cwd=ROOT,
+            env=process_env(RELEASE_VERSION="NEW"),
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert post_deploy.returncode == 1
+    [line] = post_deploy.stderr.splitlines()
+    assert line.startswith(f"CommandError: post-deploy: web of release OLD (PostgreSQL session pid {pid} "), line
+    assert "release NEW contracts the schema it may use; nothing was applied." in line
 
 
 def column_count() -> int:

@@ -6,6 +6,7 @@
 - ``metrics``: Prometheus expositions (metric_samples, scrape, sample)
 - ``queues``: RQ's default queue (run_burst_worker, queued_job_ids)
 - ``smtp``: a real SMTP server that records what it receives (RecordingSMTP, start_smtp)
+- ``stages``: the test app tests.stages_app in a database (shelf_columns, recorded, stages_app_drop)
 - ``trickle``: a real SMTP server whose EHLO reply trickles (TrickleSMTP)
 
 Shared with the benchmarks and the soak, so they live with the development tools in embedded/:

@@ -56,7 +56,8 @@ def test_a_marked_contract_migration_and_those_after_it_wait_for_the_post_deploy
     assert (recorded(connection), shelf_columns(connection)) == ([INITIAL, NOTE], ["id", "label", "note"])
     # 0004 is an expand migration, but it depends on 0003.
     assert (
-        "release: 2 contract migration(s) wait for the post-deploy step (manage.py migrate --contract): "
+        "release: 2 migration(s) wait for the post-deploy step (manage.py migrate --contract), "
+        "contract ones and those after them: "
         "stages_app.0003_shelf_size, stages_app.0004_shelf_colour"
     ) in caplog.messages
     migrate(check_unapplied=True)  # no SystemExit: exit 0, only the post-deploy step's migration waits

@@ -11,7 +11,14 @@ from django.db.migrations.loader import MigrationLoader
 
 from core.queues import redis_connection
 from embedded.harness import formation_database_url
-from processes.stages import APPLIED_EVERYWHERE, ContractStep, contract_steps, deferred, other_releases
+from processes.stages import (
+    APPLIED_EVERYWHERE,
+    DROP_REQUIRED_DEFAULT,
+    ContractStep,
+    contract_steps,
+    deferred,
+    other_releases,
+)
 from processes.worker import worker_name
 
 # A throwaway app: its one model exists only in the state of the migrations below.
@@ -113,6 +120,24 @@ def test_contract_operations_are_contract_steps_naming_the_problem(operation, pr
     assert {(step.app_label, step.migration, step.operation) for step in steps} == {
         (APP, "0002_case", operation.describe())
     }
+
+
+@pytest.mark.django_db
+def test_dropping_the_database_default_of_a_not_null_column_is_a_contract_step():
+    # The previous version's INSERTs leave the column out and rely on its default; the linter lets
+    # ALTER COLUMN … DROP DEFAULT pass, so processes.stages checks it itself.
+    add = migrations.AddField("shelf", "grain", models.CharField(max_length=20, db_default="oak"))
+    drop = migrations.AlterField("shelf", "grain", models.CharField(max_length=20))
+    assert [(step.operation, step.problem) for step in steps_of(add, drop)] == [
+        (drop.describe(), DROP_REQUIRED_DEFAULT)
+    ]
+
+
+@pytest.mark.django_db
+def test_dropping_the_database_default_of_a_nullable_column_is_no_contract_step():
+    add = migrations.AddField("shelf", "grain", models.CharField(max_length=20, null=True, db_default="oak"))
+    drop = migrations.AlterField("shelf", "grain", models.CharField(max_length=20, null=True))
+    assert steps_of(add, drop) == []
 
 
 @pytest.mark.django_db

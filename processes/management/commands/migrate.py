@@ -63,7 +63,8 @@ class StagedExecutor(MigrationExecutor):
         waiting = deferred(plan, self.loader.graph, applied)
         if waiting and not clean_start:
             logger.info(
-                "release: %d contract migration(s) wait for the post-deploy step (manage.py migrate --contract): %s",
+                "release: %d migration(s) wait for the post-deploy step (manage.py migrate --contract), "
+                "contract ones and those after them: %s",
                 len(waiting),
                 ", ".join(f"{app}.{name}" for app, name in sorted(waiting)),
             )

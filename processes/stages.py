@@ -14,8 +14,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.migrations import RemoveField, RenameField, RenameModel
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.migration import Migration
+from django.db.models import NOT_PROVIDED
 from django_migration_linter.sql_analyser import analyse_sql_statements
 from django_migration_linter.sql_analyser.postgresql import PostgresqlAnalyser
 
@@ -116,6 +118,52 @@ def _drops_a_required_default(operation, sql: list[str], app_label: str, after) 
         with contextlib.suppress(KeyError, LookupError):
             return not after.models[app_label, model_name.lower()].fields[field_name].null
     return True
+
+
+# Contract operations that cannot wait for the post-deploy step either, since the new version runs
+# against the schema without them for the whole rollout.
+RENAME_CANNOT_WAIT = (
+    "a rename, which the new version needs from its start: add, backfill, switch, then drop across releases"
+)
+REQUIRED_DROP_CANNOT_WAIT = (
+    "a NOT NULL column without a database default, which the new version's INSERTs leave out until it is "
+    "dropped: make it nullable (or give it a db_default) in an expand migration first"
+)
+
+
+def steps_that_cannot_wait(*, migration: Migration, loader: MigrationLoader) -> list[ContractStep]:
+    """Return the operations of ``migration`` that no release can run, not even in its post-deploy step.
+
+    A rename (RenameField, RenameModel) leaves the new version without the name it uses until the
+    post-deploy step; dropping a NOT NULL column that has no database default (RemoveField) leaves
+    it a column its INSERTs do not fill. Both break the new version for the whole rollout, so they
+    are done across releases instead (docs/releases.md#expand-and-contract).
+    """
+    state = loader.project_state((migration.app_label, migration.name), at_end=False)
+    steps = []
+    for operation in migration.operations:
+        problem = None
+        if isinstance(operation, RenameField | RenameModel):
+            problem = RENAME_CANNOT_WAIT
+        elif isinstance(operation, RemoveField):
+            with contextlib.suppress(KeyError, LookupError):
+                field = state.models[migration.app_label, operation.model_name_lower].fields[operation.name]
+                if not field.many_to_many and not field.null and field.db_default is NOT_PROVIDED:
+                    problem = REQUIRED_DROP_CANNOT_WAIT
+        if problem:
+            steps.append(
+                ContractStep(
+                    app_label=migration.app_label,
+                    migration=migration.name,
+                    operation=operation.describe(),
+                    problem=problem,
+                    where="",
+                )
+            )
+        after = state.clone()
+        operation.state_forwards(migration.app_label, after)
+        state = after
+    return steps
 
 
 def unmarked_contract_steps(

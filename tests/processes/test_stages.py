@@ -11,13 +11,17 @@ from django.db.migrations.loader import MigrationLoader
 
 from core.queues import redis_connection
 from embedded.harness import formation_database_url
+from processes.management.commands.migrate import ContractCannotWait, StagedExecutor
 from processes.stages import (
     APPLIED_EVERYWHERE,
     DROP_REQUIRED_DEFAULT,
+    RENAME_CANNOT_WAIT,
+    REQUIRED_DROP_CANNOT_WAIT,
     ContractStep,
     contract_steps,
     deferred,
     other_releases,
+    steps_that_cannot_wait,
 )
 from processes.worker import worker_name
 
@@ -263,3 +267,43 @@ def test_one_offs_other_programs_and_processes_of_the_same_release_are_not_repor
         sessions(name)
     workers(worker_name(release="NEW"))
     assert others() == []
+
+
+def marked_case(*operations):
+    """Return a migration ``0002_case`` of ``operations`` marked contract, following INITIAL, and its loader."""
+    case = migration("0002_case", *operations, dependencies=[(APP, "0001_initial")], contract=True)
+    return case, loader_of(INITIAL, case)
+
+
+CANNOT_WAIT = {
+    "RenameField": (migrations.RenameField("shelf", "label", "title"), RENAME_CANNOT_WAIT),
+    "RenameModel": (migrations.RenameModel("Shelf", "Rack"), RENAME_CANNOT_WAIT),
+    "RemoveField, NOT NULL without a database default": (
+        migrations.RemoveField("shelf", "label"),
+        REQUIRED_DROP_CANNOT_WAIT,
+    ),
+}
+
+
+@pytest.mark.parametrize(("operation", "problem"), CANNOT_WAIT.values(), ids=CANNOT_WAIT.keys())
+def test_a_contract_step_that_breaks_the_new_version_cannot_wait_for_the_post_deploy_step(operation, problem):
+    case, loader = marked_case(operation)
+    steps = steps_that_cannot_wait(migration=case, loader=loader)
+    assert [(step.operation, step.problem) for step in steps] == [(operation.describe(), problem)]
+
+
+def test_dropping_a_nullable_column_or_a_table_can_wait_for_the_post_deploy_step():
+    case, loader = marked_case(migrations.RemoveField("shelf", "note"))
+    assert steps_that_cannot_wait(migration=case, loader=loader) == []
+    case, loader = marked_case(migrations.DeleteModel("Shelf"))
+    assert steps_that_cannot_wait(migration=case, loader=loader) == []
+
+
+@pytest.mark.django_db
+def test_the_release_phase_refuses_a_marked_rename_before_applying_anything():
+    _case, loader = marked_case(migrations.RenameField("shelf", "label", "title"))
+    loader.applied_migrations = {(APP, "0001_initial"): INITIAL}
+    executor = StagedExecutor(connection)
+    executor.loader = loader
+    with pytest.raises(ContractCannotWait, match=r"^release: stages\.0002_case: Rename field label on shelf to title "):
+        executor.migration_plan([(APP, "0002_case")])

@@ -18,11 +18,12 @@ from django.db import DatabaseError, connections
 from django.db.migrations.executor import MigrationExecutor
 from redis.exceptions import RedisError
 
+from core.health import migration_is_contract
 from core.logs import LogLines
 from core.preflight import first_line
 from core.queues import redis_connection
 from processes.release import ReleaseBlocked, migrations_run, release_session
-from processes.stages import ContractStep, deferred, other_releases, unmarked_contract_steps
+from processes.stages import ContractStep, deferred, other_releases, steps_that_cannot_wait, unmarked_contract_steps
 
 logger = logging.getLogger("release")
 
@@ -37,6 +38,21 @@ class ContractRefused(Exception):
             f"release: {steps[0].describe()}{more} is a contract step, which the release still running cannot "
             f"live with; nothing was applied. Make it an expand step, or mark its Migration contract = True to "
             f"run it in the post-deploy step (docs/releases.md#expand-and-contract)"
+        )
+
+
+class ContractCannotWait(ContractRefused):
+    """The release phase met a marked contract step that would break the new version until the
+    post-deploy step runs (a rename, or a drop of a required column); nothing was applied."""
+
+    def __init__(self, steps: list[ContractStep]):
+        self.steps = steps
+        more = f" (and {len(steps) - 1} more)" if len(steps) > 1 else ""
+        Exception.__init__(
+            self,
+            f"release: {steps[0].app_label}.{steps[0].migration}: {steps[0].operation}{more} cannot wait for the "
+            f"post-deploy step either: it is {steps[0].problem}; nothing was applied "
+            f"(docs/releases.md#expand-and-contract)",
         )
 
 
@@ -60,6 +76,9 @@ class StagedExecutor(MigrationExecutor):
             forward = [migration for migration, backwards in plan if not backwards]
             if steps := unmarked_contract_steps(migrations=forward, loader=self.loader, connection=self.connection):
                 raise ContractRefused(steps)
+            marked = [migration for migration in forward if migration_is_contract(migration)]
+            if steps := [step for m in marked for step in steps_that_cannot_wait(migration=m, loader=self.loader)]:
+                raise ContractCannotWait(steps)
         waiting = deferred(plan, self.loader.graph, applied)
         if waiting and not clean_start:
             logger.info(
@@ -167,9 +186,9 @@ class Command(migrate.Command):
                 f"nothing was applied"
             ) from None
         if others:
-            more = f" (and {len(others) - 1} more)" if len(others) > 1 else ""
+            more = f" ({len(others) - 1} more sighting(s) of processes of another release)" if len(others) > 1 else ""
             raise CommandError(
-                f"post-deploy: {others[0]}{more} still runs, and release {settings.RELEASE} contracts the schema "
+                f"post-deploy: {others[0]} still runs{more}, and release {settings.RELEASE} contracts the schema "
                 f"it may use; nothing was applied. Rerun once the rollout has replaced it, or pass "
                 f"--ignore-other-releases"
             )

@@ -182,7 +182,7 @@ def test_mailer_killed_after_the_server_accepted_resends_with_the_same_message_i
         def mark_sent_waits():
             with connection.cursor() as cursor:
                 cursor.execute(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'formation'"
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'formation/mailer/%%'"
                     " AND wait_event_type = 'Lock' AND datname = current_database()"
                 )
                 return cursor.fetchone()[0] > 0
@@ -193,7 +193,8 @@ def test_mailer_killed_after_the_server_accepted_resends_with_the_same_message_i
         # backend too, so the outcome is that of a mailer that died before its UPDATE arrived.
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'formation'"
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE application_name LIKE 'formation/mailer/%%'"
                 " AND wait_event_type = 'Lock' AND datname = current_database()"
             )
     finally:

@@ -12,6 +12,7 @@ import logging
 import os
 import socket
 import threading
+from collections.abc import Iterator
 
 import redis
 from django.conf import settings
@@ -57,6 +58,9 @@ class ReleaseRegistration:
     def stop(self) -> None:
         """Stop refreshing and delete the key (best effort: Redis may be gone; the key then expires)."""
         self._stop.set()
+        # A write under way would bring the key back after the delete: let the thread end first.
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout=2 * settings.REDIS_CONNECT_TIMEOUT + 1)
         with contextlib.suppress(redis.RedisError):
             self.client.delete(self.key)
 
@@ -76,13 +80,26 @@ class ReleaseRegistration:
 
 
 def release_register(*, process_type: str) -> ReleaseRegistration:
-    """Register this process as ``process_type`` of settings.RELEASE until it exits; return the registration.
+    """Register this process as ``process_type`` of settings.RELEASE until ``stop()`` or its exit;
+    return the registration.
 
-    The key is deleted at a clean exit (atexit); a process ended otherwise leaves it to expire.
+    The key is deleted by ``stop()`` or at a clean exit (atexit); a process ended otherwise leaves
+    it to expire.
     """
     registration = ReleaseRegistration(process_type=process_type, release=settings.RELEASE).start()
     atexit.register(registration.stop)
     return registration
+
+
+@contextlib.contextmanager
+def release_registered(*, process_type: str) -> Iterator[ReleaseRegistration]:
+    """Keep this process registered as ``process_type`` while inside (release_register), no longer:
+    a process type's command run in a process that outlives it (``call_command``) leaves no key."""
+    registration = release_register(process_type=process_type)
+    try:
+        yield registration
+    finally:
+        registration.stop()
 
 
 def registered_processes(client: redis.Redis) -> list[dict]:

@@ -15,7 +15,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from core.metrics import metrics_serve
 from core.preflight import ServiceUnavailable, wait_for_services
-from core.releases import release_register
+from core.releases import release_registered
 from mailer.engine import mailer_run
 from processes.commands import verbosity_log_level
 
@@ -52,7 +52,7 @@ class Command(BaseCommand):
         except ServiceUnavailable as exc:
             raise CommandError(f"mailer: {exc}") from None
         metrics_serve(process_type="mailer")
-        release_register(process_type="mailer")
-        # In this main thread: the send deadline's SIGALRM timer can interrupt any blocking step of an
-        # SMTP exchange there (mailer.engine._Deadline).
-        mailer_run(stop=stop, interval=settings.MAILER_POLL_INTERVAL if interval is None else interval, once=once)
+        with release_registered(process_type="mailer"):
+            # In this main thread: the send deadline's SIGALRM timer can interrupt any blocking step of an
+            # SMTP exchange there (mailer.engine._Deadline).
+            mailer_run(stop=stop, interval=settings.MAILER_POLL_INTERVAL if interval is None else interval, once=once)

@@ -14,7 +14,7 @@ from django_rq.management.commands.rqscheduler import Command as DjangoRQSchedul
 
 from core.metrics import metrics_serve
 from core.preflight import ServiceUnavailable, wait_for_services
-from core.releases import release_register
+from core.releases import release_registered
 from processes.commands import verbosity_log_level
 from processes.scheduler import scheduler_run
 
@@ -33,5 +33,5 @@ class Command(DjangoRQSchedulerCommand):
         except ServiceUnavailable as exc:
             raise CommandError(f"scheduler: Redis {exc}") from None
         metrics_serve(process_type="scheduler")
-        release_register(process_type="scheduler")
-        scheduler_run(queue=options["queue"], interval=options["interval"])
+        with release_registered(process_type="scheduler"):
+            scheduler_run(queue=options["queue"], interval=options["interval"])

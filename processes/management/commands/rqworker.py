@@ -13,7 +13,7 @@ from django_rq.management.commands.rqworker import Command as DjangoRQWorkerComm
 
 from core.metrics import metrics_serve
 from core.preflight import ServiceUnavailable, wait_for_services
-from core.releases import release_register
+from core.releases import release_registered
 
 
 class Command(DjangoRQWorkerCommand):
@@ -31,5 +31,5 @@ class Command(DjangoRQWorkerCommand):
         except ServiceUnavailable as exc:
             raise CommandError(f"worker: {exc}") from None
         metrics_serve(process_type="worker")
-        release_register(process_type="worker")
-        super().handle(*args, **options)
+        with release_registered(process_type="worker"):
+            super().handle(*args, **options)

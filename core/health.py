@@ -9,6 +9,7 @@ https://kubernetes.io/docs/tasks/configure-pod-container/configure-liveness-read
 
 import functools
 import logging
+from collections.abc import Iterable
 
 from django.db import DEFAULT_DB_ALIAS, ProgrammingError, connections
 from django.db.migrations.loader import MigrationLoader
@@ -81,15 +82,30 @@ def unapplied_migrations(connection) -> list[tuple[str, str]]:
         applied = set(MigrationRecorder(connection).migration_qs.values_list("app", "name"))
     except ProgrammingError:  # no django_migrations table: nothing applied yet
         applied = set()
-    unapplied, waiting = [], set()
-    for key, replaces, contract, parents in _migrations_on_disk():
-        if key in applied or (replaces and all(old in applied for old in replaces)):
-            continue
+    unapplied = [
+        (key, contract, parents)
+        for key, replaces, contract, parents in _migrations_on_disk()
+        if key not in applied and not (replaces and all(old in applied for old in replaces))
+    ]
+    waiting = waiting_for_post_deploy(unapplied)
+    return [key for key, _contract, _parents in unapplied if key not in waiting]
+
+
+def waiting_for_post_deploy(
+    unapplied: Iterable[tuple[tuple[str, str], bool, Iterable[tuple[str, str]]]],
+) -> set[tuple[str, str]]:
+    """Return the keys of the ``unapplied`` migrations that wait for the post-deploy step.
+
+    ``unapplied`` is ``(key, contract, its parents' keys)`` for each unapplied migration, in the
+    order ``migrate`` applies them. A migration waits when it is marked contract, or depends on one
+    that waits: it cannot run before what it depends on. The one rule of the release phase's plan
+    (processes.stages.deferred) and of ``/ready``.
+    """
+    waiting: set[tuple[str, str]] = set()
+    for key, contract, parents in unapplied:
         if contract or any(parent in waiting for parent in parents):
             waiting.add(key)
-        else:
-            unapplied.append(key)
-    return unapplied
+    return waiting
 
 
 def _check_database() -> str | None:

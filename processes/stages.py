@@ -21,7 +21,7 @@ from django.db.models import NOT_PROVIDED
 from django_migration_linter.sql_analyser import analyse_sql_statements
 from django_migration_linter.sql_analyser.postgresql import PostgresqlAnalyser
 
-from core.health import migration_is_contract
+from core.health import migration_is_contract, waiting_for_post_deploy
 from core.releases import registered_processes
 from processes.procfile import formation_types
 from processes.worker import Worker, worker_release
@@ -181,19 +181,17 @@ def unmarked_contract_steps(
 def deferred(plan: list[tuple[Migration, bool]], graph, applied: Iterable[tuple[str, str]]) -> set[tuple[str, str]]:
     """Return the keys of the unapplied forward migrations of ``plan`` that wait for the post-deploy step.
 
-    Those are the migrations marked contract, and every migration of the plan that depends on one
-    of them (``graph``, the loader's MigrationGraph, knows the dependencies), since a migration
-    cannot run before what it depends on. Migrations in ``applied`` (keys) never wait.
+    The rule is core.health.waiting_for_post_deploy's: the migrations marked contract, and every
+    one that depends on one of them (``graph``, the loader's MigrationGraph, knows the
+    dependencies). Migrations in ``applied`` (keys) never wait.
     """
     applied = set(applied)
-    waiting: set[tuple[str, str]] = set()
-    for migration, backwards in plan:
-        key = (migration.app_label, migration.name)
-        if backwards or key in applied:
-            continue
-        if migration_is_contract(migration) or any(parent.key in waiting for parent in graph.node_map[key].parents):
-            waiting.add(key)
-    return waiting
+    keys = [(migration.app_label, migration.name) for migration, backwards in plan if not backwards]
+    return waiting_for_post_deploy(
+        (key, migration_is_contract(graph.nodes[key]), [parent.key for parent in graph.node_map[key].parents])
+        for key in keys
+        if key not in applied
+    )
 
 
 def other_releases(*, release: str, connection: BaseDatabaseWrapper, redis) -> list[str]:

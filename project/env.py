@@ -119,14 +119,20 @@ def env_database(
     connect_timeout: int,
     statement_timeout: float,
     application_name: str = "formation",
+    pooled: bool = False,
 ) -> dict:
     """Return Django's ``DATABASES`` entry for the PostgreSQL URL in the required variable ``name``.
 
-    ``conn_max_age`` and ``connect_timeout`` are in seconds; ``statement_timeout`` (seconds) is set
-    on every connection through libpq's ``options``, and ``application_name`` (what
-    ``pg_stat_activity`` shows) is ``application_name`` unless the URL sets one. Raise
-    ImproperlyConfigured naming the variable when it is unset, malformed, not a PostgreSQL URL, or
-    names no database.
+    ``conn_max_age`` and ``connect_timeout`` are in seconds, and ``application_name`` (what
+    ``pg_stat_activity`` shows) is ``application_name`` unless the URL sets one.
+    ``statement_timeout`` (seconds) is set on every connection through libpq's ``options``, unless
+    ``pooled``: a transaction pooler (PgBouncer) refuses that startup parameter ("unsupported
+    startup parameter: options") and would hand a session's settings to other clients, so a pooled
+    entry sends no ``options``, turns off server-side cursors and prepared statements (Django,
+    https://docs.djangoproject.com/en/5.2/ref/databases/#transaction-pooling-server-side-cursors;
+    psycopg's ``prepare_threshold``), and leaves the timeout to the role's setting that the release
+    phase writes (processes.release.role_timeout_set). Raise ImproperlyConfigured naming the
+    variable when it is unset, malformed, not a PostgreSQL URL, or names no database.
     """
     url = env_str(name, required=True)
     try:
@@ -145,6 +151,10 @@ def env_database(
     options = database.setdefault("OPTIONS", {})
     options["connect_timeout"] = connect_timeout
     options.setdefault("application_name", application_name)
+    if pooled:
+        database["DISABLE_SERVER_SIDE_CURSORS"] = True
+        options["prepare_threshold"] = None
+        return database
     statement = f"-c statement_timeout={round(statement_timeout * 1000)}"
     options["options"] = f"{options.get('options', '')} {statement}".strip()
     return database

@@ -163,18 +163,28 @@ DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1, max
 # (statement_timeout, https://www.postgresql.org/docs/current/runtime-config-client.html): a request
 # stuck behind a lock answers 503 (core/middleware.py) before gunicorn kills its worker at
 # WEB_TIMEOUT (checked below). Set at connect through libpq's `options`, so every connection has
-# it; the release phase lifts it for its own session (processes/release.py).
+# it, or, behind a pooler, by the role's setting that the release phase writes; the release lifts
+# it for its own session (processes/release.py).
 DATABASE_STATEMENT_TIMEOUT = env_number("DATABASE_STATEMENT_TIMEOUT", 10, minimum=0.1, maximum=3600)
-_database = env_database(
-    "DATABASE_URL",
-    conn_max_age=env_int("CONN_MAX_AGE", 60, minimum=0),
-    conn_health_checks=env_bool("CONN_HEALTH_CHECKS", True),
-    connect_timeout=DATABASE_CONNECT_TIMEOUT,
-    statement_timeout=DATABASE_STATEMENT_TIMEOUT,
-    # "formation/<process type>/<release>", at most PostgreSQL's 63 bytes: the post-deploy step
-    # reads it to tell whether processes of another release still run (processes.stages).
-    application_name=f"formation/{PROCESS_TYPE}/{RELEASE}"[:63],
-)
+# DATABASE_URL is what every process type connects through: a transaction pooler (PgBouncer) where
+# there is one. DATABASE_DIRECT_URL is PostgreSQL itself, for what needs a session of its own (the
+# release's advisory lock and session settings); it defaults to DATABASE_URL. A direct URL that
+# differs says a pooler is in between, unless DATABASE_POOLED says otherwise (docs/connections.md).
+_direct_url = env_str("DATABASE_DIRECT_URL")
+_direct_differs = bool(_direct_url) and _direct_url != env_str("DATABASE_URL")
+DATABASE_POOLED = env_bool("DATABASE_POOLED", _direct_differs)
+_connection = {
+    "conn_max_age": env_int("CONN_MAX_AGE", 60, minimum=0),
+    "conn_health_checks": env_bool("CONN_HEALTH_CHECKS", True),
+    "connect_timeout": DATABASE_CONNECT_TIMEOUT,
+    "statement_timeout": DATABASE_STATEMENT_TIMEOUT,
+    # "formation/<instance>/<release>": the instance is the platform's name of this process (DYNO:
+    # web.1 on Heroku and under `make run`) or its process type. The database backend adds
+    # "/<pid>@<host>" at each connect (core/postgresql/base.py), within PostgreSQL's 63 bytes; the
+    # post-deploy step reads the type and release (processes.stages).
+    "application_name": f"formation/{env_str('DYNO') or PROCESS_TYPE}/{RELEASE}"[:63],
+}
+_database = env_database("DATABASE_URL", pooled=DATABASE_POOLED, **_connection)
 if SECRET_KEY is None:
     # DEBUG without a SECRET_KEY: derive one that every process of this configuration shares
     # (sessions survive across web workers) and that is not written anywhere in the code.
@@ -185,6 +195,10 @@ DATABASES = {
     # commit on their own like a real provider's, whatever happens to the order's transaction.
     "gateway": {**_database, "OPTIONS": dict(_database["OPTIONS"])},
 }
+if _direct_differs:
+    # PostgreSQL without the pooler, for session state: the migrate command runs here.
+    DATABASES["direct"] = env_database("DATABASE_DIRECT_URL", **_connection)
+    DATABASES["direct"]["TEST"] = {"MIRROR": "default"}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis and the queues (django-rq).

@@ -189,16 +189,25 @@ if SECRET_KEY is None:
     # DEBUG without a SECRET_KEY: derive one that every process of this configuration shares
     # (sessions survive across web workers) and that is not written anywhere in the code.
     SECRET_KEY = hashlib.sha256(f"formation-debug-secret:{env_str('DATABASE_URL')}".encode()).hexdigest()
-DATABASES = {
-    "default": _database,
-    # The sandbox payment gateway writes its charges through its own connection, so they
-    # commit on their own like a real provider's, whatever happens to the order's transaction.
-    "gateway": {**_database, "OPTIONS": dict(_database["OPTIONS"])},
-}
+DATABASES = {"default": _database}
 if _direct_differs:
     # PostgreSQL without the pooler, for session state: the migrate command runs here.
     DATABASES["direct"] = env_database("DATABASE_DIRECT_URL", **_connection)
     DATABASES["direct"]["TEST"] = {"MIRROR": "default"}
+# The sandbox payment gateway writes its charges through its own connection, so they commit on
+# their own like a real provider's, whatever happens to the order's transaction. It stands for a
+# provider outside the shop's database, and a job asks it while its order transaction holds a
+# connection: from the same transaction pool, jobs as many as the pool's server connections would
+# each wait for a second one that never comes. So behind a pooler it uses a pool of its own
+# (DATABASE_GATEWAY_URL, a second database entry of the pooler) or else PostgreSQL directly
+# (docs/connections.md#the-sandbox-gateway).
+if env_str("DATABASE_GATEWAY_URL"):
+    DATABASES["gateway"] = env_database("DATABASE_GATEWAY_URL", pooled=DATABASE_POOLED, **_connection)
+    DATABASES["gateway"]["TEST"] = {"MIRROR": "default"}
+elif "direct" in DATABASES:
+    DATABASES["gateway"] = {**DATABASES["direct"], "OPTIONS": dict(DATABASES["direct"]["OPTIONS"])}
+else:
+    DATABASES["gateway"] = {**_database, "OPTIONS": dict(_database["OPTIONS"])}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis and the queues (django-rq).

@@ -133,16 +133,22 @@ def test_a_direct_url_that_differs_means_a_pooler_and_no_startup_options():
     }
     assert settings_value("DATABASE_POOLED", **pooled) == "True"
     assert sorted(ast.literal_eval(settings_value("DATABASES", **pooled))) == ["default", "direct", "gateway"]
-    for alias in ("default", "gateway"):
-        database = ast.literal_eval(settings_value(f"DATABASES['{alias}']", **pooled))
-        # PgBouncer refuses the `options` startup parameter; cursors and prepared statements would
-        # outlive the transaction that the pooler's server connection is lent for.
-        assert "options" not in database["OPTIONS"]
-        assert database["DISABLE_SERVER_SIDE_CURSORS"] is True
-        assert database["OPTIONS"]["prepare_threshold"] is None
-        assert database["HOST"] == "pooler"
+    database = ast.literal_eval(settings_value("DATABASES['default']", **pooled))
+    # PgBouncer refuses the `options` startup parameter; cursors and prepared statements would
+    # outlive the transaction that the pooler's server connection is lent for.
+    assert "options" not in database["OPTIONS"]
+    assert database["DISABLE_SERVER_SIDE_CURSORS"] is True
+    assert database["OPTIONS"]["prepare_threshold"] is None
+    assert database["HOST"] == "pooler"
     direct = ast.literal_eval(settings_value("DATABASES['direct']", **pooled))
     assert (direct["HOST"], direct["OPTIONS"]["options"]) == ("db", "-c statement_timeout=10000")
+    # A job's gateway connection, asked while its order transaction holds a pooled one, comes from
+    # outside the pool: from inside, a pool's worth of jobs would wait on each other.
+    gateway = ast.literal_eval(settings_value("DATABASES['gateway']", **pooled))
+    assert gateway["HOST"] == "db"
+    own_pool = {**pooled, "DATABASE_GATEWAY_URL": "postgres://app@pooler:6432/formation_gateway"}
+    gateway = ast.literal_eval(settings_value("DATABASES['gateway']", **own_pool))
+    assert (gateway["HOST"], gateway["NAME"], "options" in gateway["OPTIONS"]) == ("pooler", "formation_gateway", False)
 
 
 def test_database_pooled_can_be_said_outright():

@@ -139,3 +139,17 @@ def test_check_deploy_fails_with_debug_on():
     result = check_deploy(production_env(DEBUG="1"))
     assert result.returncode != 0
     assert "formation.E006" in result.stderr
+
+
+@pytest.mark.django_db
+def test_behind_a_pooler_a_statement_timeout_other_than_the_configured_one_is_a_deploy_warning(settings):
+    from processes.pooled import check_pooled_statement_timeout
+
+    assert check_pooled_statement_timeout() == []  # not pooled: the timeout is a startup option
+    settings.DATABASE_POOLED = True
+    # This session's timeout is DATABASE_STATEMENT_TIMEOUT (10 s): as a pooled one reading the role's.
+    assert check_pooled_statement_timeout() == []
+    settings.DATABASE_STATEMENT_TIMEOUT = 2.5
+    [warning] = check_pooled_statement_timeout()
+    assert warning.id == "formation.W020"
+    assert "statement_timeout 10000 ms, not DATABASE_STATEMENT_TIMEOUT (2500 ms)" in warning.msg

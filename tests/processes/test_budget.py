@@ -1,9 +1,10 @@
-"""The connection budget's arithmetic (processes.budget) knows every long-running Procfile type,
-and the embedded runner says when a formation is over its server's budget, asking the real test
-PostgreSQL."""
+"""The connection budget's arithmetic (processes.budget) is the one behind docs/connections.md's
+tables, knows every long-running Procfile type, and the embedded runner says when a formation is
+over its server's budget, asking the real test PostgreSQL."""
 
 import os
 import re
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -19,6 +20,16 @@ from processes.budget import (
     server_limits,
 )
 from processes.procfile import formation_types
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "connections.md"
+
+
+def table(heading: str) -> list[list[str]]:
+    """Return the rows (cells, backticks dropped) of the first table after ``heading`` in docs/connections.md."""
+    section = DOCS.read_text().split(f"\n## {heading}\n", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip().strip("`") for cell in line.strip("|").split("|")] for line in lines[2:]]
 
 
 def test_the_long_running_types_are_the_procfiles():
@@ -41,6 +52,25 @@ def test_behind_a_pooler_the_server_side_is_the_pool_at_most():
     assert peak_connections(big, web_concurrency=2) == 65
     assert peak_connections(big, web_concurrency=2, pool_size=30) == 30
     assert peak_connections(parse_formation(""), web_concurrency=2, pool_size=30) == 5
+
+
+def test_the_docs_peaks_are_the_formulas():
+    rows = table("The numbers")
+    assert len(rows) >= 8, rows
+    for where, formation, web_concurrency, pool, peak in rows:
+        pool_size = None if pool == "—" else int(pool)
+        computed = peak_connections(
+            parse_formation(formation), web_concurrency=int(web_concurrency), pool_size=pool_size
+        )
+        assert computed == int(peak), where
+
+
+def test_the_docs_servers_leave_what_the_formula_says():
+    rows = table("Against a server")
+    assert len(rows) >= 4, rows
+    for server, ceiling, reserved, left in rows:
+        limits = ServerLimits(max_connections=int(ceiling), superuser_reserved=0 if reserved == "—" else int(reserved))
+        assert limits.for_formation(DEFAULT_HEADROOM) == int(left), server
 
 
 def test_a_role_or_database_connection_limit_is_the_ceiling_when_lower():

@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 # The database ENGINE every process uses: Django's PostgreSQL backend, its health check changed.
 from core.postgresql import ENGINE as POSTGRESQL_ENGINE
+from processes.budget import parse_formation
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -109,6 +110,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     if value is None:
         return list(default)
     return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def env_formation(name: str) -> dict[str, int]:
+    """Return the variable ``name`` (``web=3,worker=12``) as {long-running process type: processes}.
+
+    A type it does not name counts as one process, so unset is one of each
+    (processes.budget.parse_formation). Raise ImproperlyConfigured naming the variable when the
+    value is malformed.
+    """
+    try:
+        return parse_formation(env_str(name, ""))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is malformed: {exc}") from None
 
 
 def env_database(

@@ -14,10 +14,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core.logs import log_format, logging_config, program_name
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
+from processes.budget import DEFAULT_HEADROOM
 from project.env import (
     env_bool,
     env_database,
     env_email,
+    env_formation,
     env_int,
     env_list,
     env_number,
@@ -208,6 +210,14 @@ elif "direct" in DATABASES:
     DATABASES["gateway"] = {**DATABASES["direct"], "OPTIONS": dict(DATABASES["direct"]["OPTIONS"])}
 else:
     DATABASES["gateway"] = {**_database, "OPTIONS": dict(_database["OPTIONS"])}
+# The connection budget that `manage.py check --deploy` holds against PostgreSQL's max_connections
+# (processes.checks, docs/connections.md#the-check): the formation at its largest (FORMATION,
+# "web=3,worker=12"; a type not named counts once), the server connections a pooler may open in all
+# (DATABASE_POOL_SIZE: PgBouncer's default_pool_size x its replicas; 0 when not known), and the
+# connections kept free for the operator, the release phase, probes and scalers.
+FORMATION = env_formation("FORMATION")
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 0, minimum=0)
+DATABASE_CONNECTION_HEADROOM = env_int("DATABASE_CONNECTION_HEADROOM", DEFAULT_HEADROOM, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis and the queues (django-rq).

@@ -53,6 +53,13 @@ WORKER_JOBS_FAILED = Counter(
     "Jobs that failed (raised, timed out, or their work horse died), by queue.",
     ["queue"],
 )
+WORKER_JOBS_DEFERRED = Counter(
+    "formation_worker_jobs_deferred",
+    "Jobs put back in their queue, unrun and with no retry spent, because PostgreSQL refused the "
+    "connection, by queue and reason: too_many_clients, not_accepting, unreachable "
+    "(core.postgresql.refusals).",
+    ["queue", "reason"],
+)
 WORKER_JOB_SECONDS = Histogram(
     "formation_worker_job_duration_seconds",
     "Seconds a job took as its worker saw it (the work horse's fork to its exit), by queue.",

@@ -3,10 +3,14 @@
 Procfile: ``worker: exec python manage.py rqworker maintenance default``. On SIGTERM or SIGINT the
 worker finishes the job in progress (warm shutdown; its work horse ignores the signal) and a second
 signal kills the horse (cold shutdown). It also outlives Redis going away at any step of its loop,
-and records each job's metrics and log ids around the horse. Documented in
-docs/processes.md#graceful-shutdown and docs/processes.md#backing-service-faults.
+and records each job's metrics and log ids around the horse. A job that PostgreSQL refuses a
+connection is put back in its queue, unrun and with no retry spent, and the worker waits (full-jitter
+exponential backoff) before taking the next job, saying so in a line per interval rather than a
+traceback per job. Documented in docs/processes.md#graceful-shutdown,
+docs/processes.md#backing-service-faults and docs/processes.md#postgresql-refusing-connections.
 """
 
+import os
 import signal
 import time
 import uuid
@@ -20,6 +24,8 @@ from rq.exceptions import InvalidJobOperation, StopRequested
 from rq.job import Job, JobStatus
 
 from core import context, metrics
+from core.backoff import Backoff
+from core.postgresql.refusals import Refusal, RefusalLog, connection_refusal
 
 # Redis going away at any instant must not end the worker. RQ retries only around its blocking pop;
 # every other Redis call of its loop (the suspension check, the registry clean-up, the IDLE state it
@@ -36,6 +42,27 @@ REDIS_WAIT = 60.0
 # whose heartbeat is older than settings.ORDER_STUCK_AFTER for dead (its whole worker was killed), so
 # that setting must be a few heartbeats long: 6 s by default, three of these.
 JOB_HEARTBEAT_SECONDS = 2
+
+# PostgreSQL refusing connections (no free slot, a restart, nothing listening: see
+# core.postgresql.refusals) must not fail jobs or spend their retries: RQ's retries, immediate, were
+# all spent within a second, and each left a traceback. The work horse puts the job back at the front
+# of its queue instead (still queued and in its queue, which the sweep counts as live, so nothing is
+# enqueued twice; if Redis loses it, the order is still pending in PostgreSQL and the sweep enqueues it
+# again), and the worker waits before it takes the next job: full-jitter exponential backoff
+# (core.backoff), up to DATABASE_BACKOFF_BASE seconds after the first refusal, doubling with each
+# refusal in a row up to DATABASE_BACKOFF_CAP, back to the start after a job that connected. So each
+# worker forks at most one horse per wait while PostgreSQL refuses, and the workers' retries spread
+# out instead of arriving together. Not RQ's Retry(interval=…): that schedules the job in RQ's own
+# scheduled registry, which only a worker run ``--with-scheduler`` moves back to its queue, and this
+# formation runs rq-scheduler instead; the sweep counts a job in that registry as live, so the order
+# would wait forever.
+DATABASE_BACKOFF_BASE = 1.0
+DATABASE_BACKOFF_CAP = 60.0
+# Seconds between two lines saying PostgreSQL refuses connections, per kind of refusal (RefusalLog).
+DATABASE_REFUSAL_LOG_INTERVAL = 10.0
+# Seconds between the worker's heartbeats while it waits after a refusal (its key in Redis lives
+# RQ_WORKER_TTL + 60 s after each, and the liveness probe counts the keys).
+WAIT_HEARTBEAT_SECONDS = 10.0
 
 # Called in the worker once, before its first work horse is forked: what it loads (data, compiled
 # templates) every horse inherits, instead of loading it again in each one, per job, and losing it
@@ -58,9 +85,10 @@ def worker_release(name: str) -> str | None:
 
 
 class Worker(rq.Worker):
-    """rq.Worker whose work horse ignores SIGTERM/SIGINT, that survives Redis restarts mid-job and
+    """rq.Worker whose work horse ignores SIGTERM/SIGINT, that survives Redis restarts mid-job,
     refreshes a running job's heartbeat every JOB_HEARTBEAT_SECONDS, so the sweep can tell a long
-    job from a dead one within seconds."""
+    job from a dead one within seconds, and puts back a job that PostgreSQL refused a connection,
+    then backs off (see DATABASE_BACKOFF_BASE)."""
 
     def __init__(self, queues, name: str | None = None, *args, **kwargs):
         kwargs.setdefault("job_monitoring_interval", JOB_HEARTBEAT_SECONDS)
@@ -68,6 +96,16 @@ class Worker(rq.Worker):
         # can tell the workers of another release from this one's (processes.stages.other_releases).
         super().__init__(queues, name or worker_name(release=settings.RELEASE), *args, **kwargs)
         self._preloaded = False
+        # The worker's side of PostgreSQL refusing connections: its backoff, the time its wait
+        # ends (time.monotonic), the lines it logs, and the pipe on which each work horse reports
+        # a refused job (a horse is a fork: what it sets in itself ends with it).
+        self._database_backoff = Backoff(base=DATABASE_BACKOFF_BASE, cap=DATABASE_BACKOFF_CAP)
+        self._database_wait_until = 0.0
+        self._database_refusals = RefusalLog(self.log, interval=DATABASE_REFUSAL_LOG_INTERVAL)
+        self._refusal_pipe: tuple[int, int] | None = None
+        # The horse's side: the refusal of the job it is handling, between handle_exception and
+        # handle_job_failure.
+        self._refusal: Refusal | None = None
         worker = self
 
         class StopCheckedQueue(self.queue_class):
@@ -108,11 +146,96 @@ class Worker(rq.Worker):
             # The horse ends with os._exit(): say goodbye to PostgreSQL instead of vanishing.
             connections.close_all()
 
+    def handle_exception(self, job, *exc_info):
+        """In the horse: RQ's handling of a job that raised (a line with the traceback, then the
+        exception handlers), except for a refused PostgreSQL connection, which is noted for
+        handle_job_failure and logged by the worker in a line per interval (RefusalLog)."""
+        self._refusal = connection_refusal(exc_info[1]) if exc_info[1] is not None else None
+        if self._refusal is None:
+            super().handle_exception(job, *exc_info)
+
+    def handle_job_failure(self, job, queue, started_job_registry=None, exc_string="", execution=None):
+        """RQ's handling of a failed job (a retry, else the failed registry), except that a job
+        whose connection PostgreSQL refused is put back at the front of its queue (_put_back)."""
+        refusal, self._refusal = self._refusal, None
+        if refusal is None or self._stopped_job_id == job.id:
+            return super().handle_job_failure(job, queue, started_job_registry, exc_string, execution)
+        self._put_back(job, queue, execution, refusal)
+
+    def _put_back(self, job, queue, execution, refusal: Refusal) -> None:
+        """In the horse: end ``job``'s execution and enqueue it again at the front of ``queue``, its
+        retries untouched; report ``refusal`` to the worker on the pipe. With Redis unreachable the
+        job stays started: the sweep re-enqueues its order once its heartbeat is old."""
+        try:
+            # One MULTI/EXEC: the job is never out of both its queue and the started registry.
+            with self.connection.pipeline() as pipeline:
+                pipeline.multi()  # RQ's enqueue_job wants a given pipeline in a transaction already
+                queue.enqueue_job(job, pipeline=pipeline, at_front=True)
+                self.cleanup_execution(job, pipeline=pipeline, execution=execution)
+                pipeline.execute()
+        except REDIS_ERRORS as exc:
+            self.log.warning(
+                "Worker %s: job %s not put back after PostgreSQL refused it (%s), Redis unavailable (%s)",
+                self.name,
+                job.id,
+                refusal.detail,
+                exc,
+            )
+            return
+        if self._refusal_pipe is not None:
+            # One short line (well under PIPE_BUF, so written whole); the worker reads it after the horse.
+            os.write(self._refusal_pipe[1], f"{refusal.kind}\t{refusal.detail[:200]}\n".encode())
+
+    def _reported_refusal(self) -> Refusal | None:
+        """In the worker, after a horse ended: the refusal it reported on the pipe, else None."""
+        if self._refusal_pipe is None:
+            return None
+        try:
+            data = os.read(self._refusal_pipe[0], 65536)
+        except BlockingIOError:
+            return None
+        kind, _, detail = data.decode(errors="replace").strip().splitlines()[-1].partition("\t")
+        return Refusal(kind=kind, detail=detail)
+
+    def _after_job(self, queue) -> None:
+        """In the worker, after each horse: back off and count when PostgreSQL refused its job,
+        else start the backoff again (and say once that connections succeed again)."""
+        refusal = self._reported_refusal()
+        if refusal is None:
+            self._database_backoff.reset()
+            self._database_wait_until = 0.0
+            self._database_refusals.accepted()
+            return
+        metrics.WORKER_JOBS_DEFERRED.labels(queue.name, refusal.kind).inc()
+        wait = self._database_backoff.next_wait()
+        self._database_wait_until = time.monotonic() + wait
+        self._database_refusals.record(refusal, wait=wait)
+
+    def _database_backoff_wait(self) -> None:
+        """Return once the wait set by the last refusal is over; heartbeat meanwhile.
+
+        Raise StopRequested when the worker is told to stop meanwhile (RQ's handler may also raise
+        it from the sleep itself): a warm shutdown need not wait for PostgreSQL.
+        """
+        last_beat = time.monotonic()
+        while (left := self._database_wait_until - time.monotonic()) > 0:
+            if self._stop_requested:
+                raise StopRequested()
+            self.procline(f"PostgreSQL refused connections, next job in {left:.0f}s")
+            time.sleep(min(left, 1.0))
+            if time.monotonic() - last_beat >= WAIT_HEARTBEAT_SECONDS:
+                self.heartbeat()
+                last_beat = time.monotonic()
+
     def execute_job(self, job, queue):
         # Metrics are recorded here, in the worker, around the horse: a counter incremented in the
         # horse would vanish with it (forked per job, it ends with os._exit). The outcome is the
         # job's status in Redis once the horse has ended (_job_outcome: one HGET per job).
         metrics.WORKER_JOBS_STARTED.labels(queue.name).inc()
+        if self._refusal_pipe is None:
+            read, write = os.pipe()
+            os.set_blocking(read, False)
+            self._refusal_pipe = (read, write)
         start = time.perf_counter()
         try:
             with job_context(job):
@@ -129,6 +252,7 @@ class Worker(rq.Worker):
             self._wait_for_redis()
         finally:
             metrics.job_observe(queue=queue.name, outcome=self._job_outcome(job), seconds=time.perf_counter() - start)
+            self._after_job(queue)
 
     def _job_outcome(self, job) -> str | None:
         """Return ``"finished"`` or ``"failed"`` from the status the ended job has in Redis, else
@@ -181,9 +305,14 @@ class Worker(rq.Worker):
         # Before the first pop, once the worker has said it is listening: the first job waits for
         # nothing, and the start is not longer for it.
         self._preload()
+        self._database_backoff_wait()
         return self._until_redis_answers("dequeue", super().dequeue_job_and_maintain_ttl, timeout, max_idle_time)
 
     def teardown(self):
+        if self._refusal_pipe is not None:
+            for fd in self._refusal_pipe:
+                os.close(fd)
+            self._refusal_pipe = None
         try:
             super().teardown()
         except REDIS_ERRORS as exc:

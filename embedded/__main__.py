@@ -41,7 +41,10 @@ def say(message: str) -> None:
 
 
 def start_services(profile: str, *, echo_mail: bool) -> tuple[dict[str, str], list]:
-    """Start or reuse the servers for each unset URL variable; return (env updates, servers)."""
+    """Start or reuse the servers for each unset URL variable; return (env updates, servers).
+
+    EMBEDDED_URLS lists the variables set to an embedded server (the tests tell them from yours).
+    """
     root = STATE / profile
     durable = profile == "dev"
     wanted = [
@@ -64,6 +67,7 @@ def start_services(profile: str, *, echo_mail: bool) -> tuple[dict[str, str], li
         servers.append(server)
         how = "started" if server.started_here else "reused"
         say(f"{server.name} {how} in {time.monotonic() - began:.1f}s: {variable}={env[variable]}")
+    env["EMBEDDED_URLS"] = ",".join(sorted(name for name in env if name.endswith("_URL")))
     return env, servers
 
 

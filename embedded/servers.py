@@ -21,6 +21,7 @@ import warnings
 from pathlib import Path
 
 import psycopg
+from psycopg import sql
 
 # Seconds a server may take to accept connections, and to exit after its stop signal.
 START_DEADLINE = 60.0
@@ -232,6 +233,8 @@ class Postgres(Server):
     name = "postgres"
     label = "PostgreSQL"
     database = "formation"
+    # The role the app connects as; the operator keeps the superuser ``postgres``.
+    role = "formation"
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back sessions, checkpoint, exit
 
     def __init__(self, root: Path, *, durable: bool):
@@ -325,13 +328,67 @@ class Postgres(Server):
             )
 
     def url(self) -> str:
-        """Create the ``formation`` database when it is missing; return its URL."""
-        with psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
-        ) as conn:
+        """Make the app's role and database ready; return the URL the app connects with.
+
+        Create the role ``formation`` (LOGIN CREATEDB, not a superuser, a member of
+        pg_signal_backend and pg_read_all_stats) and the database ``formation`` it owns, when they
+        are missing. A data folder made when the app still connected as ``postgres`` has its
+        databases and the public schema's tables, sequences and views handed to ``formation``.
+        The operator keeps ``postgres``, so PostgreSQL's reserved superuser slots always let
+        ``psql`` in. Raise psycopg.Error when the server refuses.
+        """
+        role = sql.Identifier(self.role)
+        with self._superuser("postgres") as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [self.role]).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB NOSUPERUSER").format(role))
+            # Ending another session of the shop (the release's advice, the tests' faults) and
+            # reading other sessions' queries (the release naming its blocker) need these two.
+            conn.execute(sql.SQL("GRANT pg_signal_backend, pg_read_all_stats TO {}").format(role))
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone():
-                conn.execute(f'CREATE DATABASE "{self.database}"')
-        return f"postgres://postgres@127.0.0.1:{self.port}/{self.database}"
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(self.database), role))
+            # Every database but the server's own is the shop's here: `formation`, and the test_
+            # and scratch copies the tests make (an old one must be droppable by the new owner).
+            for (name,) in conn.execute(
+                "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'"
+                " AND datdba <> (SELECT oid FROM pg_roles WHERE rolname = %s)",
+                [self.role],
+            ).fetchall():
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), role))
+        with self._superuser(self.database) as conn:
+            self._hand_over_public_schema(conn)
+        return f"postgres://{self.role}@127.0.0.1:{self.port}/{self.database}"
+
+    def _superuser(self, dbname: str) -> psycopg.Connection:
+        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname, autocommit=True)
+
+    def _hand_over_public_schema(self, conn: psycopg.Connection) -> None:
+        """Make the app's role own the public schema's tables, views and sequences (idempotent).
+
+        One ALTER per object, not REASSIGN OWNED BY postgres: that would try to give away the
+        system catalogues too, and fails. Tables go first: a sequence of a serial or identity
+        column follows its table and cannot be given away on its own.
+        """
+        kinds = {
+            "r": "TABLE",
+            "p": "TABLE",
+            "f": "FOREIGN TABLE",
+            "v": "VIEW",
+            "m": "MATERIALIZED VIEW",
+            "S": "SEQUENCE",
+        }
+        for kind in ("rpf", "vm", "S"):
+            rows = conn.execute(
+                "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind = ANY(%s)"
+                " AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = %s) ORDER BY c.relname",
+                [list(kind), self.role],
+            ).fetchall()
+            for name, relkind in rows:
+                conn.execute(
+                    sql.SQL("ALTER {} public.{} OWNER TO {}").format(
+                        sql.SQL(kinds[relkind]), sql.Identifier(name), sql.Identifier(self.role)
+                    )
+                )
 
 
 class Redis(Server):

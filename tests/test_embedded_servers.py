@@ -16,11 +16,23 @@ import yaml
 from django.db import connection
 
 from embedded.polling import wait_until
-from embedded.servers import Postgres, Redis, SmtpSink, port_free, port_open, redis_server_binary
+from embedded.servers import (
+    PgBouncer,
+    Postgres,
+    Redis,
+    ServerError,
+    SmtpSink,
+    pid_alive,
+    port_free,
+    port_open,
+    redis_server_binary,
+)
 from processes.parity import K8S_ANNOTATION, K8S_CONFIGMAP, major
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVERS = pytest.mark.parametrize("kind", [Postgres, Redis, SmtpSink], ids=lambda kind: kind.name)
+SERVERS = pytest.mark.parametrize("kind", [Postgres, Redis, SmtpSink, PgBouncer], ids=lambda kind: kind.name)
+# What a PgBouncer under test pools: nothing needs to listen there for it to start.
+UPSTREAM = "postgres://formation@127.0.0.1:5/formation"
 
 
 @pytest.fixture
@@ -33,7 +45,8 @@ def server_root():
 
 
 def start(kind, root: Path):
-    server = kind(root, durable=False, **({"echo": False} if kind is SmtpSink else {}))
+    options = {SmtpSink: {"echo": False}, PgBouncer: {"database_url": UPSTREAM}}.get(kind, {})
+    server = kind(root, durable=False, **options)
     server.ensure()
     assert server.started_here and port_open(server.port)
     return server
@@ -149,3 +162,45 @@ def test_the_suite_connects_to_the_embedded_postgresql_as_the_app_role_not_a_sup
     with connection.cursor() as cursor:
         cursor.execute("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = current_user")
         assert cursor.fetchone() == ("formation", False)
+
+
+def test_the_pooled_url_is_database_urls_role_password_and_database_on_the_poolers_port(tmp_path):
+    bouncer = PgBouncer(tmp_path, durable=False, database_url="postgres://shop:s%40cret@db.example:6543/orders")
+    bouncer.port = 6432
+    assert bouncer.url() == "postgres://shop:s%40cret@127.0.0.1:6432/orders"
+    settings = bouncer.settings(6432).splitlines()
+    # Any database name (pytest-django's test_orders too) passes through to DATABASE_URL's server.
+    assert "* = host=db.example port=6543" in settings
+    assert {"pool_mode = transaction", "auth_type = trust", "listen_addr = 127.0.0.1", "unix_socket_dir ="} <= set(
+        settings
+    )
+    assert not [line for line in settings if line.startswith("ignore_startup_parameters")]
+
+
+def test_a_pgbouncer_left_running_is_reused_for_the_same_database_url_and_replaced_for_another(server_root):
+    left = start(PgBouncer, server_root)
+    again = PgBouncer(server_root, durable=False, database_url=UPSTREAM)
+    assert again.ensure() == left.url()
+    assert (again.started_here, again.pid) == (False, left.pid)
+    other = PgBouncer(server_root, durable=False, database_url=UPSTREAM.replace(":5/", ":6/"))
+    try:
+        other.ensure()
+        assert other.started_here and other.pid != left.pid
+        assert not pid_alive(left.pid)
+        assert "* = host=127.0.0.1 port=6" in other.config.read_text().splitlines()
+    finally:
+        other.stop()
+        left.stop()
+
+
+def test_without_pgbouncer_or_apt_get_the_pooler_fails_with_one_line_saying_what_to_install(tmp_path, monkeypatch):
+    if os.access("/usr/sbin/pgbouncer", os.X_OK):
+        pytest.skip("/usr/sbin/pgbouncer is installed here")
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither pgbouncer nor apt-get on it
+    bouncer = PgBouncer(tmp_path / "test", durable=False, database_url=UPSTREAM, install_root=tmp_path)
+    with pytest.raises(ServerError) as failure:
+        bouncer.ensure()
+    assert str(failure.value).splitlines() == [
+        "PgBouncer is not installed (no pgbouncer on PATH, no /usr/sbin/pgbouncer) and this machine has no "
+        "apt-get to fetch Debian's package: install pgbouncer"
+    ]

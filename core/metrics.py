@@ -188,6 +188,47 @@ class QueueDepthCollector(Collector):
         yield family
 
 
+# Connections of this database by the process type their application_name names
+# ("formation/<type or instance>/…", core/postgresql/base.py), "other" for any other client, and state.
+_CONNECTIONS_SQL = """
+    SELECT CASE WHEN application_name LIKE 'formation/%%'
+                THEN split_part(split_part(application_name, '/', 2), '.', 1) ELSE 'other' END,
+           coalesce(state, 'unknown'), count(*)
+    FROM pg_stat_activity
+    WHERE datname = current_database() AND backend_type = 'client backend'
+    GROUP BY 1, 2
+"""
+
+
+@collector_register("web")
+class DatabaseConnectionsCollector(Collector):
+    """``formation_database_connections{process_type, state}``: PostgreSQL's sessions of this
+    database at scrape time, by the process type their ``application_name`` names and their state
+    (active, idle, idle in transaction). Behind a pooler these are the pooler's server connections,
+    named after the client that used each last: what counts against ``max_connections``.
+    Documented in docs/connections.md#see-who-holds-what.
+    """
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        from django.db import DatabaseError
+
+        try:
+            with connections["default"].cursor() as cursor:
+                cursor.execute(_CONNECTIONS_SQL)
+                rows = cursor.fetchall()
+        except DatabaseError as exc:
+            logger.warning("metrics: database connections not read, database unavailable (%s)", first_line(exc))
+            return
+        family = GaugeMetricFamily(
+            "formation_database_connections",
+            "PostgreSQL sessions of this database by process type (from application_name) and state.",
+            labels=["process_type", "state"],
+        )
+        for process_type, state, count in rows:
+            family.add_metric([process_type or "other", state], count)
+        yield family
+
+
 class _ProcessMetrics(Collector):
     """This process's own metrics: every gunicorn worker's (added up from PROMETHEUS_MULTIPROC_DIR,
     which gunicorn.conf.py makes and cleans) in multiprocess mode, else prometheus-client's default

@@ -22,8 +22,11 @@ import threading
 import time
 from pathlib import Path
 
+import psycopg
+
 from embedded.honcho import exit_status
 from embedded.servers import PgBouncer, Postgres, Redis, ServerError, SmtpSink
+from processes.budget import DEFAULT_HEADROOM, over_budget, parse_formation, server_limits
 from processes.procfile import RELEASE, process_commands, wait_for_health
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,6 +256,33 @@ def announce_when_healthy(port: str, began: float) -> None:
         say(f"web did not answer {url}health within {HEALTH_DEADLINE:g}s; see the web lines above")
 
 
+def warn_over_budget(concurrency: str, database_url: str) -> None:
+    """Say, naming the numbers, when the formation ``concurrency`` (honcho's ``-c``) can hold more
+    connections than the PostgreSQL at ``database_url`` leaves it: the arithmetic of the deploy
+    check (processes.budget, docs/connections.md#the-check). Say nothing when it fits, or when a
+    variable is malformed (the process that reads it says so in its own words).
+    """
+    from django.core.exceptions import ImproperlyConfigured
+
+    from project.env import env_int, web_server_settings
+
+    try:
+        formation = parse_formation(concurrency)
+        web_concurrency = web_server_settings()["workers"]
+        headroom = env_int("DATABASE_CONNECTION_HEADROOM", DEFAULT_HEADROOM)
+    except (ValueError, ImproperlyConfigured):
+        return
+    try:
+        with psycopg.connect(database_url, connect_timeout=5, application_name="formation/runner") as connection:
+            limits = server_limits(connection)
+    except psycopg.Error as exc:
+        say(f"the connection budget is not checked: PostgreSQL did not answer ({str(exc).strip().splitlines()[0]})")
+        return
+    message = over_budget(formation, web_concurrency=web_concurrency, pool_size=None, limits=limits, headroom=headroom)
+    if message:
+        say(f"warning: {message} Expect refused connections at the peak (docs/connections.md).")
+
+
 def command_run(args: argparse.Namespace) -> int:
     """Run the release phase, then the formation through honcho; return the exit status.
 
@@ -264,6 +294,8 @@ def command_run(args: argparse.Namespace) -> int:
     stop.install()
     env_updates, servers = prepare("dev", echo_mail=True)
     env = child_env(env_updates)
+    if "DATABASE_URL" in env_updates:  # the embedded server; your own is `manage.py check --deploy`'s
+        warn_over_budget(args.concurrency, env_updates.get("DATABASE_DIRECT_URL") or env_updates["DATABASE_URL"])
     port = env.get("PORT") or "8000"
     # honcho gives each process type its own PORT: the worker, which writes the emails' links,
     # must be told web's address.

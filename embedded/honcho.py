@@ -43,6 +43,11 @@ class Manager(honcho.manager.Manager):
 
     _killed = False
 
+    def add_process(self, name, cmd, quiet=False, env=None, cwd=None):
+        """honcho's add_process, with ``DYNO`` set to the process's name (``web.1``, ``worker.2``) as
+        Heroku sets it: the process names itself so in its database connections' application_name."""
+        return super().add_process(name, cmd, quiet=quiet, env={**(env or {}), "DYNO": name}, cwd=cwd)
+
     def kill(self) -> None:
         """SIGKILL, once, each process still running and all its descendants.
 

@@ -10,4 +10,4 @@ class ProcessesConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from processes import checks  # noqa: F401 - registers the twelvefactor system checks
+        from processes import checks, pooled  # noqa: F401 - register the twelvefactor system checks

@@ -3,7 +3,8 @@
 Run by ``manage.py check --tag twelvefactor`` and, with the deployment-only ones, by
 ``manage.py check --deploy``. Each has an id (``formation.E0xx``/``W0xx``) and a hint. The
 factors are those of https://12factor.net (III config, IV backing services, VI processes,
-VII port binding, IX disposability, X dev/prod parity, XII admin processes).
+VII port binding, IX disposability, X dev/prod parity, XII admin processes). The connection
+budget (``formation.W001``/``W002``, deploy only) is docs/connections.md#the-check.
 """
 
 import re
@@ -11,9 +12,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from django.conf import settings
-from django.core.checks import Error, Tags, register
+from django.core.checks import Error, Tags, Warning, register
+from django.db import DEFAULT_DB_ALIAS, connections
+from django.db import Error as DatabaseError
+from django.db.utils import load_backend
 
 from core.postgresql import ENGINE as POSTGRESQL_ENGINE
+from core.preflight import first_line
+from processes.budget import ServerLimits, over_budget, server_limits
 from processes.procfile import PROCFILE, process_commands
 
 TAG = "twelvefactor"
@@ -134,3 +140,66 @@ def procfile_problems(path: Path) -> list:
                 )
             )
     return problems
+
+
+@register(TAG, Tags.database, deploy=True)
+def check_connection_budget(app_configs=None, **kwargs) -> list:
+    """The formation at its largest fits PostgreSQL's max_connections, less the reserves and the headroom."""
+    # PostgreSQL itself, never the pooler: max_connections is the server's.
+    alias = "direct" if "direct" in settings.DATABASES else DEFAULT_DB_ALIAS
+    return connection_budget_problems(
+        formation=settings.FORMATION,
+        web_concurrency=settings.WEB_SERVER["workers"],
+        pool_size=(settings.DATABASE_POOL_SIZE or None) if settings.DATABASE_POOLED else None,
+        headroom=settings.DATABASE_CONNECTION_HEADROOM,
+        database=connections[alias].settings_dict,
+    )
+
+
+def connection_budget_problems(
+    *, formation: dict[str, int], web_concurrency: int, pool_size: int | None, headroom: int, database: dict
+) -> list:
+    """Return the check messages for ``formation`` against the server of ``database`` (a complete
+    Django DATABASES entry): formation.W001 naming the numbers when its peak is over budget
+    (processes.budget.over_budget), formation.W002 when the server cannot be asked; never raise.
+
+    The server is asked through a connection of its own, closed at once, outside Django's
+    connection handling (a check must not leave a connection behind in the process it runs in).
+    """
+    try:
+        limits = _ask_server_limits(database)
+    except DatabaseError as exc:
+        return [
+            Warning(
+                f"Could not ask PostgreSQL for max_connections ({first_line(exc)}): "
+                "the connection budget is not checked.",
+                hint="Run the check where the database is reachable, e.g. in a one-off of the release's image.",
+                id="formation.W002",
+            )
+        ]
+    message = over_budget(
+        formation, web_concurrency=web_concurrency, pool_size=pool_size, limits=limits, headroom=headroom
+    )
+    if message is None:
+        return []
+    return [
+        Warning(
+            message,
+            hint=(
+                "Scale down, lower WEB_CONCURRENCY, pool through PgBouncer (DATABASE_POOL_SIZE) or raise "
+                "max_connections (docs/connections.md#the-check)."
+            ),
+            id="formation.W001",
+        )
+    ]
+
+
+def _ask_server_limits(database: dict) -> ServerLimits:
+    """Return the ServerLimits of ``database``'s server; raise django.db.Error when it cannot be asked."""
+    wrapper = load_backend(database["ENGINE"]).DatabaseWrapper(database)
+    with wrapper.wrap_database_errors:
+        raw = wrapper.get_new_connection(wrapper.get_connection_params())
+        try:
+            return server_limits(raw)
+        finally:
+            raw.close()

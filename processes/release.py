@@ -138,6 +138,34 @@ def release_session(
             cursor.execute("SELECT pg_advisory_unlock(%s)", [RELEASE_LOCK_KEY])
 
 
+def role_timeout_set(*, connection: BaseDatabaseWrapper, role: str, statement_timeout: float) -> bool:
+    """Make ``statement_timeout`` (seconds) the default of ``role`` in this database; return whether
+    it changed.
+
+    Behind a transaction pooler the app cannot set the timeout per connection (PgBouncer refuses
+    libpq's ``options``, and a session's SET would follow the server connection to other clients),
+    so it comes from the role: ``ALTER ROLE … IN DATABASE … SET statement_timeout``, which each new
+    server session reads at start (https://www.postgresql.org/docs/current/sql-alterrole.html; an
+    ordinary role may set its own defaults). Server sessions the pooler opened before keep their old
+    value until it closes them (PgBouncer's ``server_lifetime``). Run through ``connection``, a
+    direct session. Raise DatabaseError when PostgreSQL refuses (a role that may not alter ``role``).
+    """
+    value = f"{round(statement_timeout * 1000)}ms"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_database(), coalesce((SELECT s.setconfig FROM pg_db_role_setting s "
+            "JOIN pg_database d ON d.oid = s.setdatabase JOIN pg_roles r ON r.oid = s.setrole "
+            "WHERE d.datname = current_database() AND r.rolname = %s), '{}')",
+            [role],
+        )
+        database, config = cursor.fetchone()
+        if f"statement_timeout={value}" in config:
+            return False
+        quote = connection.ops.quote_name
+        cursor.execute(f"ALTER ROLE {quote(role)} IN DATABASE {quote(database)} SET statement_timeout = %s", [value])
+    return True
+
+
 def _release_lock_acquire(cursor, *, lock_wait: float, poll: float) -> None:
     started = time.monotonic()
     announced = False

@@ -199,8 +199,9 @@ def other_releases(*, release: str, connection: BaseDatabaseWrapper, redis) -> l
 
     Seen three ways, each what the processes themselves leave: the registrations of web, worker,
     scheduler and mailer processes in ``redis`` (core.releases), PostgreSQL sessions whose
-    ``application_name`` is ``formation/<type>/<release>`` for a long-running Procfile type, or the
-    bare ``formation`` of a version before releases were named; and RQ workers registered in
+    ``application_name`` is ``formation/<type>/<release>/<pid>@<host>`` for a long-running Procfile
+    type (the type may be a platform's instance name, ``web.1``; versions before named no pid and
+    host), or the bare ``formation`` of a version before releases were named; and RQ workers registered in
     ``redis`` (a redis.Redis) whose name carries another release, or none. One-off processes (a
     shell, a release, the tests) never count. Raise DatabaseError or RedisError when either cannot
     be asked: the caller cannot tell, so it must not go on.
@@ -216,8 +217,12 @@ def other_releases(*, release: str, connection: BaseDatabaseWrapper, redis) -> l
             parts = (name or "").split("/")
             if parts == ["formation"]:
                 found.append(f"a PostgreSQL session of a release that does not name itself (pid {pid} from {client})")
-            elif len(parts) == 3 and parts[0] == "formation" and parts[1] in types and parts[2] != release:
-                found.append(f"{parts[1]} of release {parts[2]} (PostgreSQL session pid {pid} from {client})")
+            elif len(parts) in (3, 4) and parts[0] == "formation":
+                # formation/<instance>/<release>[/<pid>@<host>]; the instance is a type or a
+                # platform's name of it (web.1).
+                kind = parts[1].split(".")[0]
+                if kind in types and parts[2] != release:
+                    found.append(f"{parts[1]} of release {parts[2]} (PostgreSQL session pid {pid} from {client})")
     for process in registered_processes(redis):
         if process.get("type") in types and process.get("release") != release:
             where = f"pid {process.get('pid')} on {process.get('host')}"

@@ -18,6 +18,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 # The database ENGINE every process uses: Django's PostgreSQL backend, its health check changed.
 from core.postgresql import ENGINE as POSTGRESQL_ENGINE
+from processes.budget import parse_formation
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -111,6 +112,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in value.split(",") if item.strip()]
 
 
+def env_formation(name: str) -> dict[str, int]:
+    """Return the variable ``name`` (``web=3,worker=12``) as {long-running process type: processes}.
+
+    A type it does not name counts as one process, so unset is one of each
+    (processes.budget.parse_formation). Raise ImproperlyConfigured naming the variable when the
+    value is malformed.
+    """
+    try:
+        return parse_formation(env_str(name, ""))
+    except ValueError as exc:
+        raise ImproperlyConfigured(f"{name} is malformed: {exc}") from None
+
+
 def env_database(
     name: str,
     *,
@@ -119,14 +133,20 @@ def env_database(
     connect_timeout: int,
     statement_timeout: float,
     application_name: str = "formation",
+    pooled: bool = False,
 ) -> dict:
     """Return Django's ``DATABASES`` entry for the PostgreSQL URL in the required variable ``name``.
 
-    ``conn_max_age`` and ``connect_timeout`` are in seconds; ``statement_timeout`` (seconds) is set
-    on every connection through libpq's ``options``, and ``application_name`` (what
-    ``pg_stat_activity`` shows) is ``application_name`` unless the URL sets one. Raise
-    ImproperlyConfigured naming the variable when it is unset, malformed, not a PostgreSQL URL, or
-    names no database.
+    ``conn_max_age`` and ``connect_timeout`` are in seconds, and ``application_name`` (what
+    ``pg_stat_activity`` shows) is ``application_name`` unless the URL sets one.
+    ``statement_timeout`` (seconds) is set on every connection through libpq's ``options``, unless
+    ``pooled``: a transaction pooler (PgBouncer) refuses that startup parameter ("unsupported
+    startup parameter: options") and would hand a session's settings to other clients, so a pooled
+    entry sends no ``options``, turns off server-side cursors and prepared statements (Django,
+    https://docs.djangoproject.com/en/5.2/ref/databases/#transaction-pooling-server-side-cursors;
+    psycopg's ``prepare_threshold``), and leaves the timeout to the role's setting that the release
+    phase writes (processes.release.role_timeout_set). Raise ImproperlyConfigured naming the
+    variable when it is unset, malformed, not a PostgreSQL URL, or names no database.
     """
     url = env_str(name, required=True)
     try:
@@ -145,6 +165,10 @@ def env_database(
     options = database.setdefault("OPTIONS", {})
     options["connect_timeout"] = connect_timeout
     options.setdefault("application_name", application_name)
+    if pooled:
+        database["DISABLE_SERVER_SIDE_CURSORS"] = True
+        options["prepare_threshold"] = None
+        return database
     statement = f"-c statement_timeout={round(statement_timeout * 1000)}"
     options["options"] = f"{options.get('options', '')} {statement}".strip()
     return database

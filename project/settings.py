@@ -14,10 +14,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from core.logs import log_format, logging_config, program_name
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE
+from processes.budget import DEFAULT_HEADROOM
 from project.env import (
     env_bool,
     env_database,
     env_email,
+    env_formation,
     env_int,
     env_list,
     env_number,
@@ -163,28 +165,59 @@ DATABASE_CONNECT_TIMEOUT = env_int("DATABASE_CONNECT_TIMEOUT", 5, minimum=1, max
 # (statement_timeout, https://www.postgresql.org/docs/current/runtime-config-client.html): a request
 # stuck behind a lock answers 503 (core/middleware.py) before gunicorn kills its worker at
 # WEB_TIMEOUT (checked below). Set at connect through libpq's `options`, so every connection has
-# it; the release phase lifts it for its own session (processes/release.py).
+# it, or, behind a pooler, by the role's setting that the release phase writes; the release lifts
+# it for its own session (processes/release.py).
 DATABASE_STATEMENT_TIMEOUT = env_number("DATABASE_STATEMENT_TIMEOUT", 10, minimum=0.1, maximum=3600)
-_database = env_database(
-    "DATABASE_URL",
-    conn_max_age=env_int("CONN_MAX_AGE", 60, minimum=0),
-    conn_health_checks=env_bool("CONN_HEALTH_CHECKS", True),
-    connect_timeout=DATABASE_CONNECT_TIMEOUT,
-    statement_timeout=DATABASE_STATEMENT_TIMEOUT,
-    # "formation/<process type>/<release>", at most PostgreSQL's 63 bytes: the post-deploy step
-    # reads it to tell whether processes of another release still run (processes.stages).
-    application_name=f"formation/{PROCESS_TYPE}/{RELEASE}"[:63],
-)
+# DATABASE_URL is what every process type connects through: a transaction pooler (PgBouncer) where
+# there is one. DATABASE_DIRECT_URL is PostgreSQL itself, for what needs a session of its own (the
+# release's advisory lock and session settings); it defaults to DATABASE_URL. A direct URL that
+# differs says a pooler is in between, unless DATABASE_POOLED says otherwise (docs/connections.md).
+_direct_url = env_str("DATABASE_DIRECT_URL")
+_direct_differs = bool(_direct_url) and _direct_url != env_str("DATABASE_URL")
+DATABASE_POOLED = env_bool("DATABASE_POOLED", _direct_differs)
+_connection = {
+    "conn_max_age": env_int("CONN_MAX_AGE", 60, minimum=0),
+    "conn_health_checks": env_bool("CONN_HEALTH_CHECKS", True),
+    "connect_timeout": DATABASE_CONNECT_TIMEOUT,
+    "statement_timeout": DATABASE_STATEMENT_TIMEOUT,
+    # "formation/<instance>/<release>": the instance is the platform's name of this process (DYNO:
+    # web.1 on Heroku and under `make run`) or its process type. The database backend adds
+    # "/<pid>@<host>" at each connect (core/postgresql/base.py), within PostgreSQL's 63 bytes; the
+    # post-deploy step reads the type and release (processes.stages).
+    "application_name": f"formation/{env_str('DYNO') or PROCESS_TYPE}/{RELEASE}"[:63],
+}
+_database = env_database("DATABASE_URL", pooled=DATABASE_POOLED, **_connection)
 if SECRET_KEY is None:
     # DEBUG without a SECRET_KEY: derive one that every process of this configuration shares
     # (sessions survive across web workers) and that is not written anywhere in the code.
     SECRET_KEY = hashlib.sha256(f"formation-debug-secret:{env_str('DATABASE_URL')}".encode()).hexdigest()
-DATABASES = {
-    "default": _database,
-    # The sandbox payment gateway writes its charges through its own connection, so they
-    # commit on their own like a real provider's, whatever happens to the order's transaction.
-    "gateway": {**_database, "OPTIONS": dict(_database["OPTIONS"])},
-}
+DATABASES = {"default": _database}
+if _direct_differs:
+    # PostgreSQL without the pooler, for session state: the migrate command runs here.
+    DATABASES["direct"] = env_database("DATABASE_DIRECT_URL", **_connection)
+    DATABASES["direct"]["TEST"] = {"MIRROR": "default"}
+# The sandbox payment gateway writes its charges through its own connection, so they commit on
+# their own like a real provider's, whatever happens to the order's transaction. It stands for a
+# provider outside the shop's database, and a job asks it while its order transaction holds a
+# connection: from the same transaction pool, jobs as many as the pool's server connections would
+# each wait for a second one that never comes. So behind a pooler it uses a pool of its own
+# (DATABASE_GATEWAY_URL, a second database entry of the pooler) or else PostgreSQL directly
+# (docs/connections.md#the-sandbox-gateway).
+if env_str("DATABASE_GATEWAY_URL"):
+    DATABASES["gateway"] = env_database("DATABASE_GATEWAY_URL", pooled=DATABASE_POOLED, **_connection)
+    DATABASES["gateway"]["TEST"] = {"MIRROR": "default"}
+elif "direct" in DATABASES:
+    DATABASES["gateway"] = {**DATABASES["direct"], "OPTIONS": dict(DATABASES["direct"]["OPTIONS"])}
+else:
+    DATABASES["gateway"] = {**_database, "OPTIONS": dict(_database["OPTIONS"])}
+# The connection budget that `manage.py check --deploy` holds against PostgreSQL's max_connections
+# (processes.checks, docs/connections.md#the-check): the formation at its largest (FORMATION,
+# "web=3,worker=12"; a type not named counts once), the server connections a pooler may open in all
+# (DATABASE_POOL_SIZE: PgBouncer's default_pool_size x its replicas; 0 when not known), and the
+# connections kept free for the operator, the release phase, probes and scalers.
+FORMATION = env_formation("FORMATION")
+DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 0, minimum=0)
+DATABASE_CONNECTION_HEADROOM = env_int("DATABASE_CONNECTION_HEADROOM", DEFAULT_HEADROOM, minimum=0)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis and the queues (django-rq).

@@ -3,6 +3,7 @@ by view and status, orders by status come from PostgreSQL, METRICS_PORT serves t
 The Procfile's own processes are scraped in tests/process/test_metrics.py."""
 
 import django_rq
+import psycopg
 import pytest
 from prometheus_client import REGISTRY
 
@@ -186,3 +187,27 @@ def test_the_worker_counts_jobs_finished_and_failed_and_the_queue_depth():
     assert value("formation_worker_job_duration_seconds_count") >= 2
     [depth] = QueueDepthCollector().collect()
     assert {s.labels["queue"]: s.value for s in depth.samples}[DEFAULT_QUEUE] == 0
+
+
+@pytest.mark.django_db
+def test_database_connections_are_counted_by_the_process_type_their_application_name_names(client, token):
+    from embedded.harness import formation_database_url
+
+    url = formation_database_url()
+    opened = [
+        psycopg.connect(url, application_name="formation/worker.2/v1/99@host"),
+        psycopg.connect(url, application_name="formation/worker/v1/98@host"),
+        psycopg.connect(url, application_name="nightly-report"),
+    ]
+    try:
+        samples = samples_of(client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {token}"))
+    finally:
+        for session in opened:
+            session.close()
+    connections = {
+        dict(labels)["process_type"]: value
+        for (name, labels), value in samples.items()
+        if name == "formation_database_connections" and dict(labels)["state"] == "idle"
+    }
+    assert connections["worker"] == 2
+    assert connections["other"] >= 1

@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
 PORT = "8000"
 POST_DEPLOY = "python manage.py migrate --contract --noinput"
+APP_IMAGE = "formation"  # every manifest's name of the formation's image (kustomization.yaml sets the build)
 
 
 def procfile_argv(kind: str) -> list[str]:
@@ -45,14 +46,16 @@ def compose_commands() -> dict[str, list[str]]:
 
 
 def kubernetes_commands() -> dict[str, list[str]]:
-    """Return the command of each Deployment and Job, by its ``app.kubernetes.io/component`` label."""
+    """Return the command of each Deployment and Job of the formation's image, by its
+    ``app.kubernetes.io/component`` label (PgBouncer, an image of its own, is not one)."""
     commands = {}
     for path in sorted(K8S.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
             if document and document["kind"] in {"Deployment", "Job"}:
                 component = document["metadata"]["labels"]["app.kubernetes.io/component"]
                 [container] = document["spec"]["template"]["spec"]["containers"]
-                commands[component] = container.get("command") or dockerfile_cmd()
+                if container["image"] == APP_IMAGE:
+                    commands[component] = container.get("command") or dockerfile_cmd()
     return commands
 
 

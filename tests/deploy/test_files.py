@@ -19,6 +19,7 @@ KEDA_CRD = ROOT.parent / "shared" / "schemas" / "keda-scaledobjects-crd.yaml"
 JOB_TIMEOUT = 60  # settings.RQ_JOB_TIMEOUT default, seconds
 MAILER_LEASE = 60  # settings.MAILER_LEASE_SECONDS default, seconds
 PROBES = ("startupProbe", "readinessProbe", "livenessProbe")
+APP_IMAGE = "formation"  # every manifest's name of the formation's image (kustomization.yaml sets the build)
 
 
 def run(*argv: str) -> subprocess.CompletedProcess:
@@ -34,6 +35,15 @@ def k8s_documents() -> list[dict]:
 
 def of_kind(kind: str) -> dict[str, dict]:
     return {doc["metadata"]["name"]: doc for doc in k8s_documents() if doc["kind"] == kind}
+
+
+def app_deployments() -> dict[str, dict]:
+    """The Deployments of the formation's image: one per process type (PgBouncer's is not one)."""
+    return {
+        name: doc
+        for name, doc in of_kind("Deployment").items()
+        if doc["spec"]["template"]["spec"]["containers"][0]["image"] == APP_IMAGE
+    }
 
 
 def compose() -> dict:
@@ -99,8 +109,9 @@ def test_keda_scaled_objects_validate_against_the_crd():
 
 
 def test_kubernetes_deployments_fit_each_process_type():
-    deployments = of_kind("Deployment")
+    deployments = app_deployments()
     assert set(deployments) == set(formation_types())
+    assert set(of_kind("Deployment")) - set(deployments) == {"pgbouncer"}
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
         [container] = pod["containers"]
@@ -125,9 +136,9 @@ def test_kubernetes_deployments_fit_each_process_type():
     assert deployments["mailer"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > MAILER_LEASE
     assert deployments["scheduler"]["spec"]["replicas"] == 1
     assert deployments["scheduler"]["spec"]["strategy"] == {"type": "Recreate"}
-    assert set(of_kind("Service")) == {"web"}
+    assert set(of_kind("Service")) == {"web", "pgbouncer"}
     assert set(of_kind("HorizontalPodAutoscaler")) == {"web"}
-    assert set(of_kind("PodDisruptionBudget")) == {"web"}
+    assert set(of_kind("PodDisruptionBudget")) == {"web", "pgbouncer"}
     jobs = of_kind("Job")
     assert set(jobs) == {"formation-release", "formation-post-deploy"}
     for job in jobs.values():
@@ -138,7 +149,7 @@ def test_kubernetes_deployments_fit_each_process_type():
 
 
 def test_every_process_type_is_scraped_where_it_serves_its_metrics():
-    for name, deployment in of_kind("Deployment").items():
+    for name, deployment in app_deployments().items():
         template = deployment["spec"]["template"]
         annotations = template["metadata"]["annotations"]
         [container] = template["spec"]["containers"]

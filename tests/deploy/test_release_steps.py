@@ -23,6 +23,7 @@ POST_DEPLOY = ["python", "manage.py", "migrate", "--contract", "--noinput"]
 SCHEMA_GATE = ["python", "manage.py", "migrate", "--check"]
 GATED = ("worker", "mailer")  # web waits on its readiness probe (/ready); the scheduler touches Redis only
 WORKLOADS = ("Deployment", "Job")
+POOLER = "pgbouncer"  # a Deployment of an image of its own: no build or release of ours
 
 
 def kustomization() -> dict:
@@ -37,7 +38,12 @@ def manifests() -> list[dict]:
 
 
 def workloads(documents: list[dict]) -> dict[str, dict]:
-    return {doc["metadata"]["name"]: doc for doc in documents if doc["kind"] in WORKLOADS}
+    """The Deployments and Jobs of the formation's image, by name (the pooler's is not one)."""
+    return {
+        doc["metadata"]["name"]: doc
+        for doc in documents
+        if doc["kind"] in WORKLOADS and doc["metadata"]["name"] != POOLER
+    }
 
 
 def containers(workload: dict) -> list[dict]:
@@ -82,13 +88,14 @@ def field_slots(document: dict, path: str) -> list[tuple[dict, str]]:
     return slots
 
 
-def selected(documents: list[dict], select: dict) -> list[dict]:
-    return [
-        doc
-        for doc in documents
-        if doc["kind"] == select.get("kind", doc["kind"])
-        and doc["metadata"]["name"] == select.get("name", doc["metadata"]["name"])
-    ]
+def matches(doc: dict, select: dict) -> bool:
+    return doc["kind"] == select.get("kind", doc["kind"]) and doc["metadata"]["name"] == select.get(
+        "name", doc["metadata"]["name"]
+    )
+
+
+def selected(documents: list[dict], select: dict, reject: list[dict] = ()) -> list[dict]:
+    return [doc for doc in documents if matches(doc, select) and not any(matches(doc, r) for r in reject)]
 
 
 def kustomize(documents: list[dict], config: dict) -> list[dict]:
@@ -106,7 +113,7 @@ def kustomize(documents: list[dict], config: dict) -> list[dict]:
         if options := source.get("options"):
             value = value.split(options["delimiter"])[options["index"]]
         for target in replacement["targets"]:
-            docs = selected(documents, target["select"])
+            docs = selected(documents, target["select"], target.get("reject", []))
             assert docs, f"no resource matches {target['select']}"
             for doc in docs:
                 for path in target["fieldPaths"]:

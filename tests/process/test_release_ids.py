@@ -3,8 +3,10 @@ step looks for processes of another release (processes.stages.other_releases): t
 worker name, web in the application_name of its PostgreSQL sessions. Their log lines and metrics:
 tests/process/test_logs.py, tests/process/test_metrics.py."""
 
+import socket
 import urllib.request
 
+import psutil
 import pytest
 from django.db import connection
 
@@ -29,7 +31,11 @@ def test_webs_database_sessions_are_named_after_its_type_and_release(formation):
         assert response.status == 200  # its gunicorn worker asked PostgreSQL, and keeps the session (CONN_MAX_AGE)
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT DISTINCT application_name FROM pg_stat_activity "
+            "SELECT application_name FROM pg_stat_activity "
             "WHERE datname = current_database() AND application_name LIKE 'formation/web/%%'"
         )
-        assert cursor.fetchall() == [(f"formation/web/{RELEASE}",)]
+        names = [row[0] for row in cursor.fetchall()]
+    # formation/<type>/<release>/<pid>@<host>: the pid of the gunicorn worker that holds it, not the master's.
+    workers = {child.pid for child in psutil.Process(web.popen.pid).children(recursive=True)}
+    assert names
+    assert set(names) <= {f"formation/web/{RELEASE}/{pid}@{socket.gethostname()}"[:63] for pid in workers}

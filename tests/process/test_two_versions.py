@@ -331,9 +331,9 @@ def test_version_b_contracts_the_schema_only_once_version_a_is_gone(formation):
 
 
 def no_session_of_release_a() -> bool:
-    """Return whether no PostgreSQL session names release A (``formation/<type>/A``) any more."""
+    """Return whether no PostgreSQL session names release A (``formation/<type>/A/<pid>@<host>``) any more."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'formation/%%/A'")
+        cursor.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'formation/%%/A/%%'")
         return cursor.fetchone()[0] == 0
 
 

@@ -1,16 +1,27 @@
-"""The twelve-factor checklist as Django system checks: each fires on a bad configuration."""
+"""The twelve-factor checklist as Django system checks: each fires on a bad configuration; the
+connection budget asks the real test PostgreSQL."""
 
 import os
 import secrets
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.core import checks
+from django.db import connections
 
 from core.queues import DEFAULT_QUEUE
-from processes.checks import backing_service_problems, check_debug_off, check_procfile, procfile_problems
+from processes.budget import parse_formation, server_limits
+from processes.checks import (
+    backing_service_problems,
+    check_debug_off,
+    check_procfile,
+    connection_budget_problems,
+    procfile_problems,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,3 +150,77 @@ def test_check_deploy_fails_with_debug_on():
     result = check_deploy(production_env(DEBUG="1"))
     assert result.returncode != 0
     assert "formation.E006" in result.stderr
+
+
+def budget_problems(**changes) -> list:
+    """Run the connection budget check on the real test PostgreSQL with the configuration's values, changed."""
+    arguments = {
+        "formation": parse_formation(""),
+        "web_concurrency": 2,
+        "pool_size": None,
+        "headroom": 5,
+        "database": connections["default"].settings_dict,
+        **changes,
+    }
+    return connection_budget_problems(**arguments)
+
+
+def allowed_connections() -> int:
+    with psycopg.connect(os.environ["DATABASE_URL"]) as connection:
+        return server_limits(connection).for_formation(5)
+
+
+def test_the_default_formation_fits_the_connection_budget():
+    assert budget_problems() == []
+
+
+def test_an_oversized_formation_is_a_warning_naming_the_numbers():
+    allowed = allowed_connections()
+    workers = allowed // 2 + 1
+    [warning] = budget_problems(formation=parse_formation(f"worker={workers}"))
+    assert warning.id == "formation.W001" and warning.level == checks.WARNING
+    peak = 2 + workers * 2 + 1  # web 1 x 2 workers, the work horses, a mailer
+    assert f"can hold {peak} PostgreSQL connections" in warning.msg
+    assert f"worker {workers} × 2 = {workers * 2}" in warning.msg
+    assert f"more than the {allowed} left" in warning.msg and "5 of headroom" in warning.msg
+
+
+def test_behind_a_pooler_the_budget_counts_the_pool():
+    huge = parse_formation("web=50,worker=500")
+    assert budget_problems(formation=huge, web_concurrency=8, pool_size=20) == []
+    [warning] = budget_problems(formation=huge, web_concurrency=8, pool_size=allowed_connections() + 1)
+    assert warning.id == "formation.W001" and "through a pool of" in warning.msg
+
+
+def test_an_unreachable_postgresql_is_a_warning_that_it_could_not_ask():
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    database = {**connections["default"].settings_dict, "HOST": "127.0.0.1", "PORT": port}
+    [warning] = budget_problems(database=database, formation=parse_formation("worker=100000"))
+    assert warning.id == "formation.W002" and "Could not ask PostgreSQL" in warning.msg
+
+
+def test_check_deploy_warns_of_a_formation_over_budget():
+    result = check_deploy(production_env(FORMATION="worker=100000", WEB_CONCURRENCY="4"))
+    assert result.returncode != 0
+    assert "formation.W001" in result.stderr and "worker 100000 × 2 = 200000" in result.stderr
+
+
+def test_check_deploy_refuses_a_malformed_formation():
+    result = check_deploy(production_env(FORMATION="wrker=3"))
+    assert result.returncode != 0 and "FORMATION is malformed" in result.stderr
+
+
+@pytest.mark.django_db
+def test_behind_a_pooler_a_statement_timeout_other_than_the_configured_one_is_a_deploy_warning(settings):
+    from processes.pooled import check_pooled_statement_timeout
+
+    assert check_pooled_statement_timeout() == []  # not pooled: the timeout is a startup option
+    settings.DATABASE_POOLED = True
+    # This session's timeout is DATABASE_STATEMENT_TIMEOUT (10 s): as a pooled one reading the role's.
+    assert check_pooled_statement_timeout() == []
+    settings.DATABASE_STATEMENT_TIMEOUT = 2.5
+    [warning] = check_pooled_statement_timeout()
+    assert warning.id == "formation.W020"
+    assert "statement_timeout 10000 ms, not DATABASE_STATEMENT_TIMEOUT (2500 ms)" in warning.msg

@@ -88,3 +88,11 @@ def test_the_post_deploy_step_refuses_while_a_process_of_another_release_runs_un
 
     assert "Applying stages_app.0003_shelf_size... OK" in output
     assert recorded(connection) == [INITIAL, NOTE, SIZE, COLOUR]
+
+
+def test_behind_a_pooler_without_a_direct_url_the_release_refuses_in_one_line(settings):
+    settings.DATABASE_POOLED = True
+    with pytest.raises(CommandError) as raised:
+        migrate()
+    assert str(raised.value).startswith("release: DATABASE_URL goes through a transaction pooler")
+    assert "DATABASE_DIRECT_URL" in str(raised.value)

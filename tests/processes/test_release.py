@@ -5,7 +5,7 @@ import pytest
 from django.db import ProgrammingError, connection, transaction
 
 from embedded.harness import formation_database_url
-from processes.release import ReleaseBlocked, migrations_run, release_session
+from processes.release import ReleaseBlocked, migrations_run, release_session, role_timeout_set
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -80,3 +80,30 @@ def test_the_session_gets_its_defaults_back_after_the_release():
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('lock_timeout'), current_setting('statement_timeout')")
         assert cursor.fetchone() == ("0", "10s")
+
+
+def role_settings(role: str) -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(s.setconfig, '{}') FROM pg_db_role_setting s JOIN pg_database d ON d.oid = s.setdatabase "
+            "JOIN pg_roles r ON r.oid = s.setrole WHERE d.datname = current_database() AND r.rolname = %s",
+            [role],
+        )
+        rows = cursor.fetchall()
+    return rows[0][0] if rows else []
+
+
+def test_the_role_timeout_is_written_once_for_this_database_and_new_sessions_read_it():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_user, current_database()")
+        role, database = cursor.fetchone()
+    try:
+        assert role_timeout_set(connection=connection, role=role, statement_timeout=2.5) is True
+        assert "statement_timeout=2500ms" in role_settings(role)
+        assert role_timeout_set(connection=connection, role=role, statement_timeout=2.5) is False
+        # A session without the `options` startup parameter, as the pooler opens them, reads it.
+        with psycopg.connect(formation_database_url()) as fresh:
+            assert fresh.execute("SHOW statement_timeout").fetchone() == ("2500ms",)
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute(f'ALTER ROLE "{role}" IN DATABASE "{database}" RESET statement_timeout')

@@ -307,3 +307,11 @@ def test_the_release_phase_refuses_a_marked_rename_before_applying_anything():
     executor.loader = loader
     with pytest.raises(ContractCannotWait, match=r"^release: stages\.0002_case: Rename field label on shelf to title "):
         executor.migration_plan([(APP, "0002_case")])
+
+
+@pytest.mark.django_db
+def test_a_session_named_by_instance_pid_and_host_is_reported_by_its_type_and_release(sessions):
+    web = sessions("formation/web.2/OLD/4242@web-7d9f")
+    current = sessions("formation/worker.1/NEW/4243@worker-1")
+    assert current.info.backend_pid
+    assert others() == [f"web.2 of release OLD (PostgreSQL session pid {web.info.backend_pid} from 127.0.0.1)"]

@@ -1,5 +1,6 @@
 """Settings come from the environment only; bad values stop start-up with one line naming them."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -116,3 +117,64 @@ def test_database_connections_have_the_statement_timeout_and_no_release_lock_tim
         # its session settings must not outlive the command.
         cursor.execute("SELECT current_setting('statement_timeout'), current_setting('lock_timeout')")
         assert cursor.fetchone() == ("10s", "0")
+
+
+def test_without_a_pooler_the_statement_timeout_is_a_startup_option():
+    options = ast.literal_eval(settings_value("DATABASES['default']['OPTIONS']"))
+    assert options["options"] == "-c statement_timeout=10000"
+    assert settings_value("DATABASE_POOLED") == "False"
+    assert sorted(ast.literal_eval(settings_value("DATABASES"))) == ["default", "gateway"]
+
+
+def test_a_direct_url_that_differs_means_a_pooler_and_no_startup_options():
+    pooled = {
+        "DATABASE_URL": "postgres://app@pooler:6432/formation",
+        "DATABASE_DIRECT_URL": "postgres://app@db/formation",
+    }
+    assert settings_value("DATABASE_POOLED", **pooled) == "True"
+    assert sorted(ast.literal_eval(settings_value("DATABASES", **pooled))) == ["default", "direct", "gateway"]
+    database = ast.literal_eval(settings_value("DATABASES['default']", **pooled))
+    # PgBouncer refuses the `options` startup parameter; cursors and prepared statements would
+    # outlive the transaction that the pooler's server connection is lent for.
+    assert "options" not in database["OPTIONS"]
+    assert database["DISABLE_SERVER_SIDE_CURSORS"] is True
+    assert database["OPTIONS"]["prepare_threshold"] is None
+    assert database["HOST"] == "pooler"
+    direct = ast.literal_eval(settings_value("DATABASES['direct']", **pooled))
+    assert (direct["HOST"], direct["OPTIONS"]["options"]) == ("db", "-c statement_timeout=10000")
+    # A job's gateway connection, asked while its order transaction holds a pooled one, comes from
+    # outside the pool: from inside, a pool's worth of jobs would wait on each other.
+    gateway = ast.literal_eval(settings_value("DATABASES['gateway']", **pooled))
+    assert gateway["HOST"] == "db"
+    own_pool = {**pooled, "DATABASE_GATEWAY_URL": "postgres://app@pooler:6432/formation_gateway"}
+    gateway = ast.literal_eval(settings_value("DATABASES['gateway']", **own_pool))
+    assert (gateway["HOST"], gateway["NAME"], "options" in gateway["OPTIONS"]) == ("pooler", "formation_gateway", False)
+
+
+def test_database_pooled_can_be_said_outright():
+    same = {"DATABASE_DIRECT_URL": GOOD["DATABASE_URL"]}
+    assert settings_value("DATABASE_POOLED", **same) == "False"
+    assert settings_value("DATABASE_POOLED", DATABASE_POOLED="1") == "True"
+    assert settings_value(
+        "DATABASE_POOLED", DATABASE_DIRECT_URL="postgres://app@db/formation", DATABASE_POOLED="0"
+    ) == ("False")
+
+
+@pytest.mark.django_db
+def test_each_connection_names_its_process_type_release_pid_and_host():
+    import socket
+
+    from django.conf import settings
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT current_setting('application_name')")
+        name = cursor.fetchone()[0]
+    expected = f"formation/{settings.PROCESS_TYPE}/{settings.RELEASE}/{os.getpid()}@{socket.gethostname()}"
+    assert name == expected[:63]
+
+
+def test_the_instance_is_the_platforms_name_of_the_process():
+    options = ast.literal_eval(
+        settings_value("DATABASES['default']['OPTIONS']", DYNO="worker.3", PROCESS_TYPE="worker")
+    )
+    assert options["application_name"].startswith("formation/worker.3/")

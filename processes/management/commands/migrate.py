@@ -22,7 +22,7 @@ from core.health import migration_is_contract
 from core.logs import LogLines
 from core.preflight import first_line
 from core.queues import redis_connection
-from processes.release import ReleaseBlocked, migrations_run, release_session
+from processes.release import ReleaseBlocked, migrations_run, release_session, role_timeout_set
 from processes.stages import ContractStep, deferred, other_releases, steps_that_cannot_wait, unmarked_contract_steps
 
 logger = logging.getLogger("release")
@@ -121,6 +121,10 @@ class Command(migrate.Command):
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
+        # Behind a transaction pooler the release needs PostgreSQL itself: its advisory lock and
+        # session settings would otherwise land on whichever server connection the pooler lends.
+        if "direct" in settings.DATABASES:
+            parser.set_defaults(database="direct")
         parser.add_argument(
             "--contract",
             action="store_true",
@@ -157,6 +161,12 @@ class Command(migrate.Command):
             if options["plan"] or options["check_unapplied"] or connection.vendor != "postgresql":
                 with staged_executor(contract=contract):
                     return super().handle(*args, **options)
+            if settings.DATABASE_POOLED and options["database"] != "direct":
+                raise CommandError(
+                    "release: DATABASE_URL goes through a transaction pooler (DATABASE_POOLED), where the release "
+                    "lock and its session settings do not hold; set DATABASE_DIRECT_URL to PostgreSQL itself "
+                    "(docs/connections.md#pool-it)"
+                )
             self._line_open = False
             with release_session(
                 connection=connection,
@@ -165,6 +175,8 @@ class Command(migrate.Command):
             ) as pid:
                 if contract and not options["ignore_other_releases"]:
                     self._refuse_while_other_releases_run(connection)
+                if settings.DATABASE_POOLED:
+                    self._role_timeout_set(connection)
                 with staged_executor(contract=contract):
                     migrations_run(
                         run=functools.partial(self._migrate, *args, **options),
@@ -176,6 +188,20 @@ class Command(migrate.Command):
                     )
         except (ReleaseBlocked, ContractRefused) as exc:
             raise CommandError(str(exc)) from None
+
+    def _role_timeout_set(self, connection) -> None:
+        role = settings.DATABASES["default"].get("USER")
+        if not role:  # the URL names no user: libpq's default, the one the direct session has too
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT current_user")
+                role = cursor.fetchone()[0]
+        if role_timeout_set(connection=connection, role=role, statement_timeout=settings.DATABASE_STATEMENT_TIMEOUT):
+            logger.info(
+                "release: statement_timeout of role %s is now %g s (DATABASE_STATEMENT_TIMEOUT), for the pooled "
+                "connections the pooler opens from now on",
+                role,
+                settings.DATABASE_STATEMENT_TIMEOUT,
+            )
 
     def _refuse_while_other_releases_run(self, connection) -> None:
         try:

@@ -5,7 +5,8 @@ The fixtures every package may use are here and in the modules of tests/fixtures
 conftest only): ``smtp`` and the autouse ``smtp_backend`` (tests.fixtures.smtp); ``formation``,
 ``formation_env`` and ``own_redis`` (tests.fixtures.formation); ``stages_app``, the test app with
 migrations (tests.fixtures.stages); ``release_env``, the release's environment with tests.release_app
-(tests.fixtures.release). A package's own conftest.py keeps
+(tests.fixtures.release); ``pgbouncer_url`` and ``pooled_env``, the test database through a real
+PgBouncer (tests.fixtures.pooling). A package's own conftest.py keeps
 what only its tests use. Helpers are in tests/support/, saved rows come from tests/factories.py.
 """
 
@@ -20,6 +21,7 @@ pytest_plugins = [
     "tests.fixtures.formation",
     "tests.fixtures.stages",
     "tests.fixtures.release",
+    "tests.fixtures.pooling",
 ]
 
 

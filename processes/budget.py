@@ -126,7 +126,9 @@ def client_connections(formation: Mapping[str, int], *, web_concurrency: int) ->
     return sum(count * per_process(name, web_concurrency=web_concurrency) for name, count in formation.items())
 
 
-def peak_connections(formation: Mapping[str, int], *, web_concurrency: int, pool_size: int | None = None) -> int:
+def peak_connections(
+    formation: Mapping[str, int], *, web_concurrency: int, pool_size: int | None = None, gateway_direct: bool = False
+) -> int:
     """Return the most PostgreSQL server connections ``formation`` holds at once.
 
     The formula (docs/connections.md#the-formula), every figure a count of connections::
@@ -135,6 +137,10 @@ def peak_connections(formation: Mapping[str, int], *, web_concurrency: int, pool
         peak    = clients                      without a pooler
                 = min(clients, pool_size)      behind one (a pooler opens a server connection
                                                only for a client's transaction, at most pool_size)
+                = min(clients - worker, pool_size) + worker
+                                               behind one, with the sandbox gateway connecting
+                                               directly (``gateway_direct``: DATABASE_POOLED without
+                                               DATABASE_GATEWAY_URL, docs/connections.md#the-sandbox-gateway)
 
     ``formation`` maps each long-running process type to its number of processes (see
     parse_formation); ``web_concurrency`` is WEB_CONCURRENCY; ``pool_size`` the server connections
@@ -144,10 +150,15 @@ def peak_connections(formation: Mapping[str, int], *, web_concurrency: int, pool
     are not counted: the headroom is for them. Raise ValueError for a type that is not long-running.
     """
     clients = client_connections(formation, web_concurrency=web_concurrency)
-    return clients if pool_size is None else min(clients, pool_size)
+    if pool_size is None:
+        return clients
+    direct = formation.get("worker", 0) if gateway_direct else 0
+    return min(clients - direct, pool_size) + direct
 
 
-def describe(formation: Mapping[str, int], *, web_concurrency: int, pool_size: int | None = None) -> str:
+def describe(
+    formation: Mapping[str, int], *, web_concurrency: int, pool_size: int | None = None, gateway_direct: bool = False
+) -> str:
     """Return how peak_connections adds up, e.g. ``web 3 × WEB_CONCURRENCY 32 = 96 + worker 12 × 2 = 24``."""
     terms = []
     for name, count in formation.items():
@@ -157,23 +168,34 @@ def describe(formation: Mapping[str, int], *, web_concurrency: int, pool_size: i
             terms.append(f"{name} {count} × {factor} = {count * each}")
     text = " + ".join(terms) or "no process that connects"
     clients = client_connections(formation, web_concurrency=web_concurrency)
-    if pool_size is not None and pool_size < clients:
+    direct = formation.get("worker", 0) if gateway_direct and pool_size is not None else 0
+    if pool_size is not None and pool_size < clients - direct:
         text += f", through a pool of {pool_size} server connections (DATABASE_POOL_SIZE)"
+    if direct:
+        text += f", the sandbox gateway's {direct} of them to PostgreSQL directly (no DATABASE_GATEWAY_URL)"
     return text
 
 
 def over_budget(
-    formation: Mapping[str, int], *, web_concurrency: int, pool_size: int | None, limits: ServerLimits, headroom: int
+    formation: Mapping[str, int],
+    *,
+    web_concurrency: int,
+    pool_size: int | None,
+    limits: ServerLimits,
+    headroom: int,
+    gateway_direct: bool = False,
 ) -> str | None:
     """Return one sentence naming the numbers when ``formation`` can hold more connections than
-    ``limits`` leave it after ``headroom``, else None."""
-    peak = peak_connections(formation, web_concurrency=web_concurrency, pool_size=pool_size)
+    ``limits`` leave it after ``headroom``, else None (``gateway_direct``: see peak_connections)."""
+    peak = peak_connections(
+        formation, web_concurrency=web_concurrency, pool_size=pool_size, gateway_direct=gateway_direct
+    )
     allowed = limits.for_formation(headroom)
     if peak <= allowed:
         return None
     ceiling, source = limits.ceiling()
+    how = describe(formation, web_concurrency=web_concurrency, pool_size=pool_size, gateway_direct=gateway_direct)
     return (
-        f"The formation can hold {peak} PostgreSQL connections at once "
-        f"({describe(formation, web_concurrency=web_concurrency, pool_size=pool_size)}), more than the {allowed} "
+        f"The formation can hold {peak} PostgreSQL connections at once ({how}), more than the {allowed} "
         f"left of {ceiling} ({source}) after {headroom} of headroom (DATABASE_CONNECTION_HEADROOM)."
     )

@@ -153,11 +153,18 @@ def check_connection_budget(app_configs=None, **kwargs) -> list:
         pool_size=(settings.DATABASE_POOL_SIZE or None) if settings.DATABASE_POOLED else None,
         headroom=settings.DATABASE_CONNECTION_HEADROOM,
         database=connections[alias].settings_dict,
+        gateway_direct=settings.DATABASE_POOLED and not settings.DATABASE_GATEWAY_POOLED,
     )
 
 
 def connection_budget_problems(
-    *, formation: dict[str, int], web_concurrency: int, pool_size: int | None, headroom: int, database: dict
+    *,
+    formation: dict[str, int],
+    web_concurrency: int,
+    pool_size: int | None,
+    headroom: int,
+    database: dict,
+    gateway_direct: bool = False,
 ) -> list:
     """Return the check messages for ``formation`` against the server of ``database`` (a complete
     Django DATABASES entry): formation.W001 naming the numbers when its peak is over budget
@@ -178,7 +185,12 @@ def connection_budget_problems(
             )
         ]
     message = over_budget(
-        formation, web_concurrency=web_concurrency, pool_size=pool_size, limits=limits, headroom=headroom
+        formation,
+        web_concurrency=web_concurrency,
+        pool_size=pool_size,
+        limits=limits,
+        headroom=headroom,
+        gateway_direct=gateway_direct,
     )
     if message is None:
         return []

@@ -203,7 +203,8 @@ if _direct_differs:
 # each wait for a second one that never comes. So behind a pooler it uses a pool of its own
 # (DATABASE_GATEWAY_URL, a second database entry of the pooler) or else PostgreSQL directly
 # (docs/connections.md#the-sandbox-gateway).
-if env_str("DATABASE_GATEWAY_URL"):
+DATABASE_GATEWAY_POOLED = bool(env_str("DATABASE_GATEWAY_URL"))
+if DATABASE_GATEWAY_POOLED:
     DATABASES["gateway"] = env_database("DATABASE_GATEWAY_URL", pooled=DATABASE_POOLED, **_connection)
     DATABASES["gateway"]["TEST"] = {"MIRROR": "default"}
 elif "direct" in DATABASES:

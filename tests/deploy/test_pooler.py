@@ -36,6 +36,22 @@ def databases_line(config: configparser.ConfigParser) -> dict[str, str]:
     return dict(pair.split("=", 1) for pair in shlex.split(config["databases"][ROLE]))
 
 
+def pool_total(config: configparser.ConfigParser) -> int:
+    """Return the server connections one PgBouncer of ``config`` opens at most: its default pool and
+    the sandbox gateway's own pool."""
+    gateway = dict(pair.split("=", 1) for pair in shlex.split(config["databases"]["formation_gateway"]))
+    return int(config["pgbouncer"]["default_pool_size"]) + int(gateway["max_db_connections"])
+
+
+def assert_gateway_pool(env: dict[str, str], *, pooler: tuple[str, int], config, where: str) -> None:
+    """The sandbox gateway connects through a pool of its own, to the app's database."""
+    gateway = urlsplit(env["DATABASE_GATEWAY_URL"])
+    assert (gateway.hostname, gateway.port, gateway.path) == (*pooler, "/formation_gateway"), where
+    entry = dict(pair.split("=", 1) for pair in shlex.split(config["databases"]["formation_gateway"]))
+    assert {key: entry[key] for key in ("host", "port", "dbname")} == databases_line(config), where
+    assert entry["pool_size"] == entry["max_db_connections"], where
+
+
 def assert_pools_transactions(config: configparser.ConfigParser, where: str) -> None:
     settings = config["pgbouncer"]
     assert settings["pool_mode"] == "transaction", where
@@ -79,6 +95,7 @@ def test_every_compose_service_of_the_app_connects_through_pgbouncer():
     assert {"release", "post-deploy", "web", "worker", "scheduler", "mailer"} <= set(app_services())
     for name, service in app_services().items():
         assert_direct_and_pooled(service["environment"], pooler=("pgbouncer", listen), direct=direct, where=name)
+        assert_gateway_pool(service["environment"], pooler=("pgbouncer", listen), config=config, where=name)
         assert service["depends_on"]["pgbouncer"] == {"condition": "service_healthy"}, name
     for name in ("release", "post-deploy"):  # they migrate on the direct URL
         assert services[name]["depends_on"]["postgres"] == {"condition": "service_healthy"}, name
@@ -93,7 +110,7 @@ def test_compose_pgbouncer_pools_transactions_within_the_checked_pool_size():
     assert pgbouncer["environment"]["DB_USER"] == ROLE
     assert "healthcheck" in pgbouncer and "ports" not in pgbouncer
     for name, service in app_services().items():
-        assert int(service["environment"]["DATABASE_POOL_SIZE"]) == int(config["pgbouncer"]["default_pool_size"]), name
+        assert int(service["environment"]["DATABASE_POOL_SIZE"]) == pool_total(config), name
 
 
 def test_compose_postgresql_creates_the_apps_own_role_and_keeps_the_superuser_for_the_operator():
@@ -169,6 +186,7 @@ def test_every_kubernetes_container_of_the_app_connects_through_pgbouncer():
     for where, container in containers:
         env = container_env(container)
         assert_direct_and_pooled(env, pooler=("pgbouncer", port["port"]), direct=direct, where=where)
+        assert_gateway_pool(env, pooler=("pgbouncer", port["port"]), config=config, where=where)
         assert urlsplit(env["DATABASE_URL"]).password is None, f"{where}: the password comes from PGPASSWORD"
 
 
@@ -189,7 +207,7 @@ def test_kubernetes_pgbouncer_pools_transactions_within_the_checked_pool_size():
     assert replicas == 2
     for where, container in app_containers():
         pool_size = int(container_env(container)["DATABASE_POOL_SIZE"])
-        assert pool_size == int(config["pgbouncer"]["default_pool_size"]) * replicas, where
+        assert pool_size == pool_total(config) * replicas, where
     [generated] = yaml.safe_load((K8S / "kustomization.yaml").read_text())["configMapGenerator"]
     assert generated == {
         "name": "pgbouncer-config",

@@ -54,6 +54,13 @@ def test_behind_a_pooler_the_server_side_is_the_pool_at_most():
     assert peak_connections(parse_formation(""), web_concurrency=2, pool_size=30) == 5
 
 
+def test_behind_a_pooler_a_gateway_without_its_own_pool_connects_directly_from_every_worker():
+    big = parse_formation("web=10,worker=20,mailer=5")
+    # 45 clients go through the pool of 30; each worker's gateway connection goes around it.
+    assert peak_connections(big, web_concurrency=2, pool_size=30, gateway_direct=True) == 30 + 20
+    assert peak_connections(big, web_concurrency=2, gateway_direct=True) == 65  # no pooler: nothing changes
+
+
 def test_the_docs_peaks_are_the_formulas():
     rows = table("The numbers")
     assert len(rows) >= 8, rows

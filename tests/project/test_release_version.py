@@ -3,6 +3,7 @@ commit of the git checkout read from its .git files (a branch, a packed ref, a w
 "unknown"; and the PostgreSQL sessions carry it in their application_name."""
 
 import os
+import socket
 import subprocess
 
 import pytest
@@ -115,7 +116,9 @@ def test_unknown_without_a_variable_or_a_checkout(tmp_path):
 
 
 @pytest.mark.django_db
-def test_a_database_session_is_named_after_the_process_type_and_release():
+def test_a_database_session_is_named_after_the_process_type_release_pid_and_host():
     with connection.cursor() as cursor:
         cursor.execute("SELECT current_setting('application_name')")
-        assert cursor.fetchone()[0] == f"formation/{settings.PROCESS_TYPE}/{settings.RELEASE}"
+        name = cursor.fetchone()[0]
+    expected = f"formation/{settings.PROCESS_TYPE}/{settings.RELEASE}/{os.getpid()}@{socket.gethostname()}"
+    assert name == expected[:63]

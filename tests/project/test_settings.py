@@ -160,19 +160,6 @@ def test_database_pooled_can_be_said_outright():
     ) == ("False")
 
 
-@pytest.mark.django_db
-def test_each_connection_names_its_process_type_release_pid_and_host():
-    import socket
-
-    from django.conf import settings
-
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT current_setting('application_name')")
-        name = cursor.fetchone()[0]
-    expected = f"formation/{settings.PROCESS_TYPE}/{settings.RELEASE}/{os.getpid()}@{socket.gethostname()}"
-    assert name == expected[:63]
-
-
 def test_the_instance_is_the_platforms_name_of_the_process():
     options = ast.literal_eval(
         settings_value("DATABASES['default']['OPTIONS']", DYNO="worker.3", PROCESS_TYPE="worker")

@@ -5,7 +5,8 @@
     python -m embedded exec -- COMMAND…                      # one-off COMMAND against the dev servers
 
 Each starts (or reuses) an embedded server for every unset DATABASE_URL, REDIS_URL and EMAIL_URL,
-and stops the ones it started when the command ends. ``run`` stops gracefully on SIGTERM, SIGINT or
+and stops the ones it started when the command ends; ``test`` also starts a PgBouncer in front of
+the database and sets PGBOUNCER_URL. ``run`` stops gracefully on SIGTERM, SIGINT or
 SIGHUP sent to this runner's PID and exits 0 after a graceful stop. Documented in
 docs/local-development.md#the-embedded-servers and docs/local-development.md#stop-the-shop.
 """
@@ -24,7 +25,7 @@ from pathlib import Path
 import psycopg
 
 from embedded.honcho import exit_status
-from embedded.servers import Postgres, Redis, ServerError, SmtpSink
+from embedded.servers import PgBouncer, Postgres, Redis, ServerError, SmtpSink
 from processes.budget import DEFAULT_HEADROOM, over_budget, parse_formation, server_limits
 from processes.procfile import RELEASE, process_commands, wait_for_health
 
@@ -44,7 +45,11 @@ def say(message: str) -> None:
 
 
 def start_services(profile: str, *, echo_mail: bool) -> tuple[dict[str, str], list]:
-    """Start or reuse the servers for each unset URL variable; return (env updates, servers)."""
+    """Start or reuse the servers for each unset URL variable; return (env updates, servers).
+
+    The test profile also gets a PgBouncer in front of DATABASE_URL (start_pgbouncer).
+    EMBEDDED_URLS lists the variables set to an embedded server (the tests tell them from yours).
+    """
     root = STATE / profile
     durable = profile == "dev"
     wanted = [
@@ -67,7 +72,35 @@ def start_services(profile: str, *, echo_mail: bool) -> tuple[dict[str, str], li
         servers.append(server)
         how = "started" if server.started_here else "reused"
         say(f"{server.name} {how} in {time.monotonic() - began:.1f}s: {variable}={env[variable]}")
+    if profile == "test":
+        start_pgbouncer(root, env, servers)
+    env["EMBEDDED_URLS"] = ",".join(sorted(name for name in env if name.endswith("_URL")))
     return env, servers
+
+
+def start_pgbouncer(root: Path, env: dict[str, str], servers: list) -> None:
+    """Start or reuse a PgBouncer in front of the test database's server; set PGBOUNCER_URL in ``env``.
+
+    For the tests through a pooler (tests/pooling/); DATABASE_URL stays direct for the rest of the
+    suite. A PGBOUNCER_URL you set is used as it is. When no PgBouncer can be had, say why in one
+    line and set PGBOUNCER_UNAVAILABLE to it instead: those tests skip with that reason.
+    """
+    if os.environ.get("PGBOUNCER_URL"):
+        say("PGBOUNCER_URL is set: using it, no embedded pgbouncer")
+        return
+    server = PgBouncer(root, durable=False, database_url=env.get("DATABASE_URL") or os.environ["DATABASE_URL"])
+    began = time.monotonic()
+    try:
+        env["PGBOUNCER_URL"] = server.ensure()
+    except (ServerError, OSError, subprocess.SubprocessError) as exc:
+        server.stop()
+        reason = f"no PgBouncer for the pooled tests: {str(exc).splitlines()[0]}"
+        env["PGBOUNCER_UNAVAILABLE"] = reason
+        say(reason)
+        return
+    servers.append(server)
+    how = "started" if server.started_here else "reused"
+    say(f"{server.name} {how} in {time.monotonic() - began:.1f}s: PGBOUNCER_URL={env['PGBOUNCER_URL']}")
 
 
 def prepare(profile: str, *, echo_mail: bool, collect: bool = True) -> tuple[dict[str, str], list]:

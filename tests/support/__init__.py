@@ -5,6 +5,7 @@
 - ``databases``: the database aliases a test that touches orders needs (ALL_DATABASES)
 - ``metrics``: Prometheus expositions (metric_samples, scrape, sample)
 - ``queues``: RQ's default queue (run_burst_worker, queued_job_ids)
+- ``release_app``: the test app tests.release_app's migration (RELEASE_SETTINGS, column_count, recorded)
 - ``smtp``: a real SMTP server that records what it receives (RecordingSMTP, start_smtp)
 - ``stages``: the test app tests.stages_app in a database (shelf_columns, recorded, stages_app_drop)
 - ``trickle``: a real SMTP server whose EHLO reply trickles (TrickleSMTP)

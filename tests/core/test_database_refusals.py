@@ -43,16 +43,27 @@ def test_nothing_listening_is_a_refusal_unreachable():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_role_over_its_connection_limit_is_a_refusal_too_many_clients():
-    role = f"limited_{uuid.uuid4().hex[:8]}"
+def test_a_role_or_database_over_its_connection_limit_is_a_refusal_too_many_clients():
+    # A CONNECTION LIMIT, as a shared plan may cap a tenant. PostgreSQL enforces a database's limit
+    # on every role but a superuser; the shop's own role (the embedded default) may create databases,
+    # not roles, and a superuser (a DATABASE_URL of yours) is held to a role's limit only.
+    name = f"limited_{uuid.uuid4().hex[:8]}"
     with connection.cursor() as cursor:
-        cursor.execute(f"CREATE ROLE {role} LOGIN CONNECTION LIMIT 0")
+        cursor.execute("SELECT rolsuper FROM pg_roles WHERE rolname = current_user")
+        [superuser] = cursor.fetchone()
+        kind, create, drop = (
+            ("role", f"CREATE ROLE {name} LOGIN CONNECTION LIMIT 0", f"DROP ROLE {name}")
+            if superuser
+            else ("database", f"CREATE DATABASE {name} CONNECTION LIMIT 0", f"DROP DATABASE {name}")
+        )
+        cursor.execute(create)
     try:
-        refusal = connection_refusal(_connect_error(USER=role, PASSWORD=""))
+        overrides = {"USER": name, "PASSWORD": ""} if kind == "role" else {"NAME": name}
+        refusal = connection_refusal(_connect_error(**overrides))
     finally:
         with connection.cursor() as cursor:
-            cursor.execute(f"DROP ROLE {role}")
-    assert refusal == Refusal(kind=TOO_MANY_CLIENTS, detail=f'FATAL: too many connections for role "{role}"')
+            cursor.execute(drop)
+    assert refusal == Refusal(kind=TOO_MANY_CLIENTS, detail=f'FATAL: too many connections for {kind} "{name}"')
 
 
 @pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)

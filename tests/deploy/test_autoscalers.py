@@ -42,3 +42,37 @@ def test_no_replicas_where_an_autoscaler_owns_the_count():
     # The others keep theirs: the scheduler runs once, PgBouncer's pool size counts its replicas.
     assert deployments["scheduler"]["spec"]["replicas"] == 1
     assert deployments["pgbouncer"]["spec"]["replicas"] == 2
+
+
+def minimum_replicas(name: str) -> int:
+    """Return the least number of pods the autoscaler of Deployment ``name`` keeps."""
+    for doc in of_kind("HorizontalPodAutoscaler").values():
+        if doc["spec"]["scaleTargetRef"]["name"] == name:
+            return doc["spec"].get("minReplicas", 1)
+    for doc in of_kind("ScaledObject").values():
+        if doc["spec"]["scaleTargetRef"]["name"] == name:
+            return doc["spec"].get("minReplicaCount", 0)
+    raise AssertionError(f"no autoscaler for {name}")
+
+
+def test_every_process_type_that_scales_out_has_a_disruption_budget_that_lets_a_drain_through():
+    deployments = of_kind("Deployment")
+    budgets = of_kind("PodDisruptionBudget")
+    for name in autoscaled():
+        pod_labels = deployments[name]["spec"]["template"]["metadata"]["labels"]
+        covering = [
+            budget
+            for budget in budgets.values()
+            if budget["spec"]["selector"]["matchLabels"].items() <= pod_labels.items()
+        ]
+        assert len(covering) == 1, f"{name}: {len(covering)} PodDisruptionBudget(s) select its pods"
+        [budget] = covering
+        spec = budget["spec"]
+        # At the autoscaler's minimum, a drain may still evict one pod (else it waits forever).
+        if "minAvailable" in spec:
+            assert spec["minAvailable"] < minimum_replicas(name), name
+        else:
+            assert spec["maxUnavailable"] >= 1, name
+    for name in ("worker", "mailer"):
+        assert budgets[name]["spec"]["maxUnavailable"] == 1
+        assert budgets[name]["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"

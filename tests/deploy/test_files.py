@@ -138,7 +138,7 @@ def test_kubernetes_deployments_fit_each_process_type():
     assert deployments["scheduler"]["spec"]["strategy"] == {"type": "Recreate"}
     assert set(of_kind("Service")) == {"web", "pgbouncer"}
     assert set(of_kind("HorizontalPodAutoscaler")) == {"web"}
-    assert set(of_kind("PodDisruptionBudget")) == {"web", "pgbouncer"}
+    assert set(of_kind("PodDisruptionBudget")) == {"web", "worker", "mailer", "pgbouncer"}
     jobs = of_kind("Job")
     assert set(jobs) == {"formation-release", "formation-post-deploy"}
     for job in jobs.values():

@@ -6,9 +6,17 @@ Redis trigger configured from the same settings as the app. Read from the files 
 kubectl is on the PATH, its own rendering of the kustomization is checked too.
 """
 
+import ast
+import shutil
+import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
 
+import redis
 import yaml
+
+from tests.deploy.test_release_steps import kustomization, kustomize, manifests
+from tests.project.test_settings import settings_value
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "kubernetes"
@@ -76,3 +84,42 @@ def test_every_process_type_that_scales_out_has_a_disruption_budget_that_lets_a_
     for name in ("worker", "mailer"):
         assert budgets[name]["spec"]["maxUnavailable"] == 1
         assert budgets[name]["spec"]["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+
+
+def rendered() -> list[list[dict]]:
+    """Return the kustomization as built: by this suite's small kustomize (test_release_steps), and
+    by ``kubectl kustomize`` too where kubectl has it."""
+    builds = [kustomize(manifests(), kustomization())]
+    if shutil.which("kubectl"):
+        result = subprocess.run(["kubectl", "kustomize", str(K8S)], capture_output=True, text=True, timeout=60)
+        if "unknown command" not in result.stderr:
+            assert result.returncode == 0, result.stderr
+            builds.append([doc for doc in yaml.safe_load_all(result.stdout) if doc])
+    return builds
+
+
+def test_kedas_redis_trigger_reaches_the_apps_redis_with_the_apps_password():
+    [configmap] = [doc for doc in documents() if doc["kind"] == "ConfigMap"]
+    redis_url = configmap["data"]["REDIS_URL"]
+    parts = urlsplit(redis_url)
+    # What kustomize can split: no user, password or query in the ConfigMap's URL.
+    assert parts.scheme in {"redis", "rediss"} and parts.hostname and parts.port, redis_url
+    assert (parts.username, parts.password, parts.query) == (None, None, ""), "the password is REDIS_PASSWORD's"
+    for documents_built in rendered():
+        [worker] = [d for d in documents_built if d["kind"] == "ScaledObject" and d["metadata"]["name"] == "worker"]
+        [trigger] = [t["metadata"] for t in worker["spec"]["triggers"] if t["type"] == "redis"]
+        assert trigger["address"] == f"{parts.hostname}:{parts.port}"
+        assert trigger["databaseIndex"] == parts.path.strip("/")
+        assert trigger["enableTLS"] == str(parts.scheme == "rediss").lower()
+        # KEDA resolves the variable from the scale target's container, whose envFrom has the Secret.
+        [deployment] = [d for d in documents_built if d["kind"] == "Deployment" and d["metadata"]["name"] == "worker"]
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert {"secretRef": {"name": "formation-secrets"}} in container["envFrom"]
+    # The app, given the same ConfigMap and Secret, connects where KEDA does, with the same password.
+    password = "s3cret/with:odd@chars"
+    app_url = ast.literal_eval(
+        settings_value("REDIS_URL", REDIS_URL=redis_url, **{trigger["passwordFromEnv"]: password})
+    )
+    options = redis.ConnectionPool.from_url(app_url).connection_kwargs
+    assert f"{options['host']}:{options['port']}" == trigger["address"]
+    assert (options["db"], options["password"]) == (int(trigger["databaseIndex"]), password)

@@ -1,8 +1,9 @@
 """Prometheus metrics of every process type (prometheus-client, https://prometheus.github.io/client_python/).
 
 The metric objects, the collector registry the apps add theirs to (collector_register), web's
-``/metrics`` view and the METRICS_PORT server of worker, scheduler and mailer (metrics_serve); both
-ask for the bearer METRICS_TOKEN. Documented in docs/observability.md#metrics.
+``/metrics`` view and the METRICS_PORT server of worker, scheduler and mailer (metrics_serve), which
+also answers their probes (core.liveness); both ask for the bearer METRICS_TOKEN, but on the probes.
+Documented in docs/observability.md#metrics.
 """
 
 import functools
@@ -25,6 +26,7 @@ from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from core.liveness import Probes
 from core.preflight import first_line
 
 logger = logging.getLogger(__name__)
@@ -346,12 +348,17 @@ def _guarded(app: Callable) -> Callable:
 _servers: list[ThreadingWSGIServer] = []
 
 
-def metrics_serve(*, process_type: str, collectors: Iterable[Collector] = ()) -> ThreadingWSGIServer | None:
+def metrics_serve(
+    *, process_type: str, collectors: Iterable[Collector] = (), probes: Probes | None = None
+) -> ThreadingWSGIServer | None:
     """Serve this process's metrics, the collectors registered for ``process_type`` (collector_register)
     and ``collectors`` on METRICS_ADDR:METRICS_PORT, any path, in a daemon
     thread (prometheus-client's own threaded WSGI server); return the server, or None when
     METRICS_PORT is unset or the port cannot be bound (logged as an error: the process type goes
     on doing its work without metrics rather than stopping for them).
+
+    With ``probes`` (core.liveness.Probes), ``/health`` and ``/ready`` answer its liveness and
+    readiness instead, without the token.
     """
     port = settings.METRICS_PORT
     if port is None:
@@ -361,6 +368,8 @@ def metrics_serve(*, process_type: str, collectors: Iterable[Collector] = ()) ->
         family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
         server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
         app = _guarded(make_wsgi_app(registry_with(*collectors_for(process_type), *collectors)))
+        if probes is not None:
+            app = probes.wrap(app)
         server = make_server(address, port, app, server_class, handler_class=_QuietHandler)
     except OSError as exc:
         logger.error("%s: metrics not served, cannot listen on %s:%s (%s)", process_type, address, port, exc)

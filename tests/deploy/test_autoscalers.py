@@ -123,3 +123,25 @@ def test_kedas_redis_trigger_reaches_the_apps_redis_with_the_apps_password():
     options = redis.ConnectionPool.from_url(app_url).connection_kwargs
     assert f"{options['host']}:{options['port']}" == trigger["address"]
     assert (options["db"], options["password"]) == (int(trigger["databaseIndex"]), password)
+
+
+def test_probes_ask_the_process_itself_and_start_no_django():
+    """Liveness asks the process over HTTP (web: /health on its port; the others: /health on their
+    METRICS_PORT server, answered from their own loop's heartbeat), never a backing service; no
+    probe is a command that starts Django (``manage.py …``: ~1 s of CPU and 66 MiB each time)."""
+    for name, deployment in of_kind("Deployment").items():
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        if container["image"] != "formation":
+            continue  # PgBouncer: TCP probes of its own port
+        ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+        env = {variable["name"]: variable.get("value") for variable in container.get("env", [])}
+        served = int(env["PORT"] if name == "web" else env["METRICS_PORT"])
+        for kind in ("startupProbe", "readinessProbe", "livenessProbe"):
+            probe = container[kind]
+            assert "exec" not in probe, f"{name} {kind}: a command per probe"
+            assert ports[probe["httpGet"]["port"]] == served, f"{name} {kind}: not the process's own port"
+        assert container["livenessProbe"]["httpGet"]["path"] == "/health", name
+        assert container["readinessProbe"]["httpGet"]["path"] == "/ready", name
+        # A stopped process does not answer: it fails within one probe's timeout, under its period.
+        liveness = container["livenessProbe"]
+        assert liveness.get("timeoutSeconds", 1) < liveness.get("periodSeconds", 10), name

@@ -120,15 +120,12 @@ def test_kubernetes_deployments_fit_each_process_type():
         assert "envFrom" in container and not any(
             "value" in e and "SECRET" in e["name"] for e in container.get("env", [])
         )
-        if name == "web":
-            ports = {port["name"] for port in container["ports"]}
-            for probe, path in zip(PROBES, ("/health", "/ready", "/health"), strict=True):
-                assert container[probe]["httpGet"]["path"] == path, probe
-                assert container[probe]["httpGet"]["port"] in ports, probe
-        else:
-            # Each probe asks about this process type itself (options such as --max-age may follow).
-            for probe in PROBES:
-                assert container[probe]["exec"]["command"][:4] == ["python", "manage.py", "probe", name], (name, probe)
+        # Each probe asks the process itself over HTTP: web on its own port, the others on their
+        # METRICS_PORT server (tests/deploy/test_autoscalers.py holds the rule).
+        ports = {port["name"] for port in container["ports"]}
+        for probe, path in zip(PROBES, ("/health", "/ready", "/health"), strict=True):
+            assert container[probe]["httpGet"]["path"] == path, (name, probe)
+            assert container[probe]["httpGet"]["port"] in ports, (name, probe)
     assert deployments["web"]["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
     assert deployments["web"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 25 + 5
     assert deployments["worker"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > JOB_TIMEOUT

@@ -20,7 +20,7 @@ from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -79,6 +79,18 @@ MAILER_SEND_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
+# Web's gunicorn workers by state, what web's autoscaler follows (docs/deployment.md#kubernetes):
+# each worker is 1 in "busy" while it handles a request and 1 in "idle" otherwise, and web's
+# /metrics adds up its live workers (prometheus-client's multiprocess mode "livesum"; a worker that
+# exited stops counting at once, gunicorn.conf.py's child_exit). Sync workers serve one request
+# each, so busy / (busy + idle) is how much of web's capacity requests take.
+WEB_WORKERS = Gauge(
+    "formation_web_workers",
+    "Web's gunicorn workers by state: busy (handling a request) or idle.",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+
 # Views for the paths ProbeMiddleware answers before URL resolution (their URL patterns' names).
 PROBE_VIEWS = {"/health": "health", "/ready": "ready", "/metrics": "metrics"}
 UNRESOLVED = "unresolved"
@@ -107,6 +119,15 @@ def request_observe(request: HttpRequest, status: int, seconds: float) -> None:
         )
     children[0].inc()
     children[1].observe(seconds)
+
+
+def web_worker_busy(busy: bool, *, path: str | None = None) -> None:
+    """Count this gunicorn worker as busy (handling a request for ``path``) or idle in
+    ``formation_web_workers``. A request for a probe or for the metrics themselves (PROBE_VIEWS)
+    leaves it idle: cheap, not load, and a scrape would otherwise always find its own worker busy."""
+    busy = busy and path not in PROBE_VIEWS
+    WEB_WORKERS.labels("busy").set(1 if busy else 0)
+    WEB_WORKERS.labels("idle").set(0 if busy else 1)
 
 
 def job_observe(*, queue: str, outcome: str | None, seconds: float) -> None:

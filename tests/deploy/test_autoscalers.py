@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import redis
 import yaml
 
+from core.metrics import WEB_WORKERS, web_worker_busy
 from tests.deploy.test_release_steps import kustomization, kustomize, manifests
 from tests.project.test_settings import settings_value
 
@@ -145,3 +146,26 @@ def test_probes_ask_the_process_itself_and_start_no_django():
         # A stopped process does not answer: it fails within one probe's timeout, under its period.
         liveness = container["livenessProbe"]
         assert liveness.get("timeoutSeconds", 1) < liveness.get("periodSeconds", 10), name
+
+
+def test_web_scales_on_its_busy_workers_through_the_metric_it_exports():
+    """Not on CPU, which a sync worker waiting on PostgreSQL barely uses: on the busy share of its
+    gunicorn workers, the formation_web_workers gauge that web's /metrics serves."""
+    assert "web" not in {doc["spec"]["scaleTargetRef"]["name"] for doc in of_kind("HorizontalPodAutoscaler").values()}
+    scaled = of_kind("ScaledObject")["web"]
+    assert scaled["spec"]["scaleTargetRef"]["name"] == "web"
+    [trigger] = scaled["spec"]["triggers"]  # no CPU or memory trigger beside it
+    assert (trigger["type"], trigger["metricType"]) == ("prometheus", "Value")
+    query = " ".join(trigger["metadata"]["query"].split())
+    name = WEB_WORKERS.collect()[0].name  # the metric as the code exports it
+    assert query == (f'sum(avg_over_time({name}{{state="busy"}}[2m])) / sum(avg_over_time({name}[2m]))'), (
+        "the busy share of web's workers"
+    )
+    # A share: below 1, so web scales out before every worker is taken and requests queue.
+    assert 0 < float(trigger["metadata"]["threshold"]) < 1
+    assert trigger["metadata"]["ignoreNullValues"] == "false"  # no sample: the fallback, not 0
+    assert scaled["spec"]["fallback"]["behavior"] == "currentReplicasIfHigher"
+    assert scaled["spec"]["minReplicaCount"] >= 2  # one pod may be evicted or rolled at any time
+    # The label values the query selects are the ones the code sets.
+    web_worker_busy(True, path="/")
+    assert {sample.labels["state"] for sample in WEB_WORKERS.collect()[0].samples} == {"busy", "idle"}

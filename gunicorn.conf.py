@@ -155,10 +155,31 @@ _registration = []
 
 def post_worker_init(worker):
     """Register the worker's release in Redis (core.releases) once its app is loaded: the post-deploy
-    step sees a web of another release even while it holds no database session."""
+    step sees a web of another release even while it holds no database session. Count the worker
+    as idle (core.metrics.web_worker_busy) from now on."""
+    from core.metrics import web_worker_busy
     from core.releases import release_register
 
     _registration.append(release_register(process_type="web"))
+    web_worker_busy(False)
+
+
+def pre_request(worker, req):
+    """Count the worker as busy from the moment it has read a request's line and headers (its
+    time reading a slow client's headers is not counted: a buffering proxy or load balancer in
+    front takes that). gunicorn's own hook logged the request at debug level: kept."""
+    from core.metrics import web_worker_busy
+
+    worker.log.debug("%s %s", req.method, req.path)
+    web_worker_busy(True, path=req.path)
+
+
+def post_request(worker, req, environ, resp):
+    """Count the worker as idle again once the response is sent (gunicorn calls this in a
+    ``finally``: after an error too)."""
+    from core.metrics import web_worker_busy
+
+    web_worker_busy(False)
 
 
 def child_exit(server, worker):

@@ -1,8 +1,9 @@
 """Prometheus metrics of every process type (prometheus-client, https://prometheus.github.io/client_python/).
 
 The metric objects, the collector registry the apps add theirs to (collector_register), web's
-``/metrics`` view and the METRICS_PORT server of worker, scheduler and mailer (metrics_serve); both
-ask for the bearer METRICS_TOKEN. Documented in docs/observability.md#metrics.
+``/metrics`` view and the METRICS_PORT server of worker, scheduler and mailer (metrics_serve), which
+also answers their probes (core.liveness); both ask for the bearer METRICS_TOKEN, but on the probes.
+Documented in docs/observability.md#metrics.
 """
 
 import functools
@@ -19,12 +20,13 @@ from django.db import connections
 from django.http import HttpRequest, HttpResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, make_wsgi_app
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import ThreadingWSGIServer, choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from core.liveness import Probes
 from core.preflight import first_line
 
 logger = logging.getLogger(__name__)
@@ -84,6 +86,18 @@ MAILER_SEND_SECONDS = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )
 
+# Web's gunicorn workers by state, what web's autoscaler follows (docs/deployment.md#kubernetes):
+# each worker is 1 in "busy" while it handles a request and 1 in "idle" otherwise, and web's
+# /metrics adds up its live workers (prometheus-client's multiprocess mode "livesum"; a worker that
+# exited stops counting at once, gunicorn.conf.py's child_exit). Sync workers serve one request
+# each, so busy / (busy + idle) is how much of web's capacity requests take.
+WEB_WORKERS = Gauge(
+    "formation_web_workers",
+    "Web's gunicorn workers by state: busy (handling a request) or idle.",
+    ["state"],
+    multiprocess_mode="livesum",
+)
+
 # Views for the paths ProbeMiddleware answers before URL resolution (their URL patterns' names).
 PROBE_VIEWS = {"/health": "health", "/ready": "ready", "/metrics": "metrics"}
 UNRESOLVED = "unresolved"
@@ -112,6 +126,15 @@ def request_observe(request: HttpRequest, status: int, seconds: float) -> None:
         )
     children[0].inc()
     children[1].observe(seconds)
+
+
+def web_worker_busy(busy: bool, *, path: str | None = None) -> None:
+    """Count this gunicorn worker as busy (handling a request for ``path``) or idle in
+    ``formation_web_workers``. A request for a probe or for the metrics themselves (PROBE_VIEWS)
+    leaves it idle: cheap, not load, and a scrape would otherwise always find its own worker busy."""
+    busy = busy and path not in PROBE_VIEWS
+    WEB_WORKERS.labels("busy").set(1 if busy else 0)
+    WEB_WORKERS.labels("idle").set(0 if busy else 1)
 
 
 def job_observe(*, queue: str, outcome: str | None, seconds: float) -> None:
@@ -353,12 +376,17 @@ def _guarded(app: Callable) -> Callable:
 _servers: list[ThreadingWSGIServer] = []
 
 
-def metrics_serve(*, process_type: str, collectors: Iterable[Collector] = ()) -> ThreadingWSGIServer | None:
+def metrics_serve(
+    *, process_type: str, collectors: Iterable[Collector] = (), probes: Probes | None = None
+) -> ThreadingWSGIServer | None:
     """Serve this process's metrics, the collectors registered for ``process_type`` (collector_register)
     and ``collectors`` on METRICS_ADDR:METRICS_PORT, any path, in a daemon
     thread (prometheus-client's own threaded WSGI server); return the server, or None when
     METRICS_PORT is unset or the port cannot be bound (logged as an error: the process type goes
     on doing its work without metrics rather than stopping for them).
+
+    With ``probes`` (core.liveness.Probes), ``/health`` and ``/ready`` answer its liveness and
+    readiness instead, without the token.
     """
     port = settings.METRICS_PORT
     if port is None:
@@ -368,6 +396,8 @@ def metrics_serve(*, process_type: str, collectors: Iterable[Collector] = ()) ->
         family = socket.getaddrinfo(address, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
         server_class = type("MetricsServer", (ThreadingWSGIServer,), {"address_family": family})
         app = _guarded(make_wsgi_app(registry_with(*collectors_for(process_type), *collectors)))
+        if probes is not None:
+            app = probes.wrap(app)
         server = make_server(address, port, app, server_class, handler_class=_QuietHandler)
     except OSError as exc:
         logger.error("%s: metrics not served, cannot listen on %s:%s (%s)", process_type, address, port, exc)

@@ -25,7 +25,7 @@ from django.db import DatabaseError, close_old_connections
 from django.db import connection as db_connection
 from django.utils import timezone
 
-from core import context, metrics
+from core import context, liveness, metrics
 from core.preflight import first_line
 from mailer.models import OutboxMessage
 from mailer.services import (
@@ -278,6 +278,8 @@ class _Heartbeat:
         self.last = -math.inf
 
     def __call__(self) -> None:
+        # This process's own beat first, whatever the database says (core.liveness).
+        liveness.beat()
         if time.monotonic() - self.last >= settings.MAILER_HEARTBEAT_SECONDS:
             mailer_heartbeat_record(hostname=self.hostname, pid=self.pid, started_at=self.started_at)
             self.last = time.monotonic()
@@ -288,6 +290,15 @@ class _Heartbeat:
         except DatabaseError as exc:
             # The row ages out by itself: the probe only counts recent beats.
             process_logger.info("mailer: heartbeat not cleared (%s)", first_line(exc))
+
+
+def liveness_max_age(*, interval: float) -> float:
+    """Return how many seconds a live mailer's loop may go without a beat (core.liveness), for one
+    whose passes are ``interval`` seconds apart: it beats at each pass and before each message, and
+    one message's exchange and recording end within its lease (docs/order-flow.md#the-send-deadline),
+    so MAILER_LEASE_SECONDS + ``interval`` + MAILER_HEARTBEAT_SECONDS (66 s with the defaults):
+    only a stuck mailer gets that old, however long its backlog or the database's outage."""
+    return settings.MAILER_LEASE_SECONDS + interval + settings.MAILER_HEARTBEAT_SECONDS
 
 
 def mailer_run(*, stop: threading.Event, interval: float, once: bool = False) -> None:
@@ -302,6 +313,7 @@ def mailer_run(*, stop: threading.Event, interval: float, once: bool = False) ->
     beat = _Heartbeat()
     process_logger.info("mailer: started, polling every %gs", interval)
     while not stop.is_set():
+        liveness.beat()
         close_old_connections()
         sent = 0
         try:

@@ -21,7 +21,8 @@ MAILER_CONNECTIONS = 1
 SCHEDULER_CONNECTIONS = 0
 LONG_RUNNING_TYPES = ("web", "worker", "scheduler", "mailer")
 # Connections kept free of the formation by default (DATABASE_CONNECTION_HEADROOM): the release
-# phase's 2, a probe's 1, a KEDA scaler's 1 and an operator's psql (docs/connections.md#the-check).
+# phase's 2, a KEDA scaler's 1, an operator's psql and `manage.py probe mailer` (docs/connections.md#the-check);
+# the pods' probes hold none of their own (their readiness borrows a pooled connection for a moment).
 DEFAULT_HEADROOM = 5
 
 # Asked of PostgreSQL in one round trip, by the formation's own role: reserved_connections
@@ -146,7 +147,7 @@ def peak_connections(
     parse_formation); ``web_concurrency`` is WEB_CONCURRENCY; ``pool_size`` the server connections
     the pooler may open in all (PgBouncer's default_pool_size × its replicas, DATABASE_POOL_SIZE),
     None when the processes connect to PostgreSQL directly or the pool's size is not known. One-off
-    users (the release and the post-deploy step, 2 each; exec probes; a KEDA scaler; an operator)
+    users (the release and the post-deploy step, 2 each; a KEDA scaler; an operator's psql or ``probe mailer``)
     are not counted: the headroom is for them. Raise ValueError for a type that is not long-running.
     """
     clients = client_connections(formation, web_concurrency=web_concurrency)

@@ -17,7 +17,7 @@ from django.conf import settings
 from django_rq.queues import DjangoScheduler
 from redis.exceptions import RedisError
 
-from core import metrics
+from core import liveness, metrics
 from core.queues import MAINTENANCE_QUEUE
 
 logger = logging.getLogger("scheduler")
@@ -47,6 +47,12 @@ class Scheduler(DjangoScheduler):
         signal.signal(signal.SIGINT, stop)
         signal.signal(signal.SIGTERM, stop)
 
+    def heartbeat(self):
+        """Beat (core.liveness) on every tick, whether Redis answers or not, then refresh this
+        scheduler's key in Redis (rq-scheduler's heartbeat; a RedisError propagates)."""
+        liveness.beat()
+        super().heartbeat()
+
     def enqueue_jobs(self):
         """Restore missing periodic jobs, then move due jobs to their queues (runs under the lock).
 
@@ -63,6 +69,14 @@ class Scheduler(DjangoScheduler):
         enqueued = super().enqueue_job(job)
         metrics.SCHEDULER_JOBS_ENQUEUED.labels(job.origin).inc()
         return enqueued
+
+
+def liveness_max_age(*, interval: float) -> float:
+    """Return how many seconds a live scheduler's loop may go without a beat (core.liveness), for
+    one ticking every ``interval`` seconds: it beats on every tick, and while Redis is away on every
+    reconnect attempt, MAX_RECONNECT_WAIT apart at most; a margin of 30 s for the attempt itself
+    (each connect gives up after REDIS_CONNECT_TIMEOUT). 61 s with ``--interval 1``."""
+    return interval + MAX_RECONNECT_WAIT + 30
 
 
 def periodic_jobs_register(*, scheduler: DjangoScheduler, only_missing: bool = False) -> list[str]:
@@ -107,6 +121,7 @@ def scheduler_run(*, queue: str, interval: float) -> None:
     scheduler = None
     while True:
         run += 1
+        liveness.beat()
         try:
             scheduler = django_rq.get_scheduler(name=queue, interval=interval)
             # A name per host, process and run: the liveness probe finds it by host, and a

@@ -23,7 +23,7 @@ from django.utils.module_loading import import_string
 from rq.exceptions import InvalidJobOperation, StopRequested
 from rq.job import Job, JobStatus
 
-from core import context, metrics
+from core import context, liveness, metrics
 from core.backoff import Backoff
 from core.postgresql.refusals import Refusal, RefusalLog, connection_refusal
 
@@ -70,6 +70,21 @@ WAIT_HEARTBEAT_SECONDS = 10.0
 # Called right after the worker says it is listening, before its first pop: the start is no longer
 # for it (start → ready), and the first job does not wait for it either.
 WORK_HORSE_PRELOAD = ("orders.jobs.warm_up",)
+
+
+def liveness_max_age(*, worker_ttl: int) -> float:
+    """Return how many seconds a live worker's loop may go without a beat (core.liveness), for a
+    worker started with ``worker_ttl`` (RQ_WORKER_TTL, seconds).
+
+    The worker beats with each of RQ's heartbeats: before each blocking pop, after each job, and
+    every JOB_HEARTBEAT_SECONDS of a job; and every second while it waits for Redis. The longest
+    gap is a Redis that stopped answering: a command that times out (RQ's socket timeout, its
+    dequeue timeout ``worker_ttl`` - 15 plus 10 s), RQ's blocking pop that times out the same way,
+    then its wait before the next attempt (up to ``max_connection_wait_time``, 60 s). A margin of
+    10 s on top: with the default RQ_WORKER_TTL of 60 s, 180 s.
+    """
+    socket_timeout = max(1, worker_ttl - 15) + 10
+    return 2 * socket_timeout + rq.Worker.max_connection_wait_time + 10
 
 
 def worker_name(*, release: str) -> str:
@@ -323,6 +338,8 @@ class Worker(rq.Worker):
                 self.pubsub_thread.stop()
 
     def heartbeat(self, *args, **kwargs):
+        # First, and whether Redis answers or not: the liveness probe asks the loop, not Redis.
+        liveness.beat()
         try:
             return super().heartbeat(*args, **kwargs)
         except REDIS_ERRORS as exc:
@@ -346,6 +363,7 @@ class Worker(rq.Worker):
         """Poll Redis once a second for up to REDIS_WAIT seconds; True once it answers."""
         deadline = time.monotonic() + REDIS_WAIT
         while time.monotonic() < deadline and not self._stop_requested:
+            liveness.beat()
             try:
                 self.connection.ping()
                 return True

@@ -221,20 +221,29 @@ def _git_commit(checkout: Path) -> str | None:
     return None
 
 
-def env_redis_url(name: str, *, connect_timeout: float) -> str:
+def env_redis_url(name: str, *, connect_timeout: float, password_name: str | None = None) -> str:
     """Return the Redis URL in the required variable ``name``, with connection options added.
 
     ``socket_connect_timeout`` (``connect_timeout``, seconds) and ``health_check_interval`` (30 s)
     go into the URL's query unless it sets them, because django-rq builds its connection from the
-    URL alone (django_rq/connection_utils.py). Raise ImproperlyConfigured naming the variable when
-    it is unset, not a redis://, rediss:// or unix:// URL, or malformed (no host, a bad port or a
-    database that is not a number).
+    URL alone (django_rq/connection_utils.py). The variable ``password_name``, when set and not
+    empty, is the password of a URL that carries none, as libpq reads PGPASSWORD: it goes into the
+    query as ``password`` (redis-py's ``from_url`` reads it there, for every scheme), so a Secret
+    can hold the password alone, where KEDA's Redis scaler reads it too. Raise ImproperlyConfigured
+    naming the variable when it is unset, not a redis://, rediss:// or unix:// URL, or malformed (no
+    host, a bad port or a database that is not a number), and naming both variables when the URL
+    has a password of its own and ``password_name`` is set too (which one would count is a guess).
     """
     url = env_str(name, required=True)
     parts = urlsplit(url)
     if parts.scheme not in {"redis", "rediss", "unix"}:
         raise ImproperlyConfigured(f"{name} must start with redis://, rediss:// or unix://")
     query = dict(parse_qsl(parts.query))
+    password = env_str(password_name, "") if password_name else ""
+    if password:
+        if parts.password is not None or "password" in query:
+            raise ImproperlyConfigured(f"{name} has a password and {password_name} is set too: keep one of them")
+        query["password"] = password
     query.setdefault("socket_connect_timeout", f"{connect_timeout:g}")
     query.setdefault("health_check_interval", "30")
     result = urlunsplit(parts._replace(query=urlencode(query)))

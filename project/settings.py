@@ -215,7 +215,7 @@ else:
 # (processes.checks, docs/connections.md#the-check): the formation at its largest (FORMATION,
 # "web=3,worker=12"; a type not named counts once), the server connections a pooler may open in all
 # (DATABASE_POOL_SIZE: PgBouncer's default_pool_size x its replicas; 0 when not known), and the
-# connections kept free for the operator, the release phase, probes and scalers.
+# connections kept free for the operator, the release phase and scalers.
 FORMATION = env_formation("FORMATION")
 DATABASE_POOL_SIZE = env_int("DATABASE_POOL_SIZE", 0, minimum=0)
 DATABASE_CONNECTION_HEADROOM = env_int("DATABASE_CONNECTION_HEADROOM", DEFAULT_HEADROOM, minimum=0)
@@ -223,7 +223,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 # Redis and the queues (django-rq).
 REDIS_CONNECT_TIMEOUT = env_number("REDIS_CONNECT_TIMEOUT", 2, minimum=0.1, maximum=60)
-REDIS_URL = env_redis_url("REDIS_URL", connect_timeout=REDIS_CONNECT_TIMEOUT)
+# REDIS_PASSWORD: the password of a REDIS_URL that has none (Kubernetes' Secret, which KEDA reads too).
+REDIS_URL = env_redis_url("REDIS_URL", connect_timeout=REDIS_CONNECT_TIMEOUT, password_name="REDIS_PASSWORD")
 
 RQ_JOB_TIMEOUT = env_int("RQ_JOB_TIMEOUT", 60, minimum=1)
 RQ_QUEUES = {

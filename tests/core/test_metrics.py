@@ -2,13 +2,18 @@
 by view and status, orders by status come from PostgreSQL, METRICS_PORT serves the other types.
 The Procfile's own processes are scraped in tests/process/test_metrics.py."""
 
+import logging
+import runpy
+import types
+
 import django_rq
 import psycopg
 import pytest
-from prometheus_client import REGISTRY
+from prometheus_client import REGISTRY, generate_latest
 
-from core.metrics import QueueDepthCollector, metrics_serve
+from core.metrics import QueueDepthCollector, metrics_serve, web_worker_busy
 from core.queues import DEFAULT_QUEUE
+from embedded.harness import ROOT
 from embedded.servers import free_port
 from orders.models import Order, OrderStatus
 from tests import factories
@@ -211,3 +216,25 @@ def test_database_connections_are_counted_by_the_process_type_their_application_
     }
     assert connections["worker"] == 2
     assert connections["other"] >= 1
+
+
+def test_a_web_worker_counts_as_busy_while_it_handles_a_request_and_never_for_probes(monkeypatch):
+    """gunicorn.conf.py's hooks, as gunicorn calls them in a worker: busy from pre_request to
+    post_request, idle otherwise; a probe or a scrape leaves it idle (a scrape would always find
+    its own worker busy)."""
+    monkeypatch.setenv("PROCESS_TYPE", "web")  # the config file's setdefault, undone after the test
+    hooks = runpy.run_path(str(ROOT / "gunicorn.conf.py"))
+    worker = types.SimpleNamespace(log=logging.getLogger("gunicorn.error"))
+
+    def state() -> tuple[float, float]:
+        samples = metric_samples(generate_latest(REGISTRY).decode())
+        return tuple(sample(samples, "formation_web_workers", state=state) for state in ("busy", "idle"))
+
+    web_worker_busy(False)  # as post_worker_init does
+    assert state() == (0, 1)
+    for path, busy in (("/cart/add/", 1), ("/metrics", 0), ("/health", 0), ("/ready", 0), ("/", 1)):
+        request = types.SimpleNamespace(method="GET", path=path)
+        hooks["pre_request"](worker, request)
+        assert state() == (busy, 1 - busy), path
+        hooks["post_request"](worker, request, {}, None)
+        assert state() == (0, 1), path

@@ -100,7 +100,7 @@ def test_keda_scaled_objects_validate_against_the_crd():
     crd = yaml.safe_load(KEDA_CRD.read_text())
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
     scaled = of_kind("ScaledObject")
-    assert set(scaled) == {"worker", "mailer"}
+    assert set(scaled) == {"web", "worker", "mailer"}
     for document in scaled.values():
         jsonschema.validate(document, schema)
     assert scaled["worker"]["spec"]["triggers"][0]["type"] == "redis"
@@ -120,15 +120,12 @@ def test_kubernetes_deployments_fit_each_process_type():
         assert "envFrom" in container and not any(
             "value" in e and "SECRET" in e["name"] for e in container.get("env", [])
         )
-        if name == "web":
-            ports = {port["name"] for port in container["ports"]}
-            for probe, path in zip(PROBES, ("/health", "/ready", "/health"), strict=True):
-                assert container[probe]["httpGet"]["path"] == path, probe
-                assert container[probe]["httpGet"]["port"] in ports, probe
-        else:
-            # Each probe asks about this process type itself (options such as --max-age may follow).
-            for probe in PROBES:
-                assert container[probe]["exec"]["command"][:4] == ["python", "manage.py", "probe", name], (name, probe)
+        # Each probe asks the process itself over HTTP: web on its own port, the others on their
+        # METRICS_PORT server (tests/deploy/test_autoscalers.py holds the rule).
+        ports = {port["name"] for port in container["ports"]}
+        for probe, path in zip(PROBES, ("/health", "/ready", "/health"), strict=True):
+            assert container[probe]["httpGet"]["path"] == path, (name, probe)
+            assert container[probe]["httpGet"]["port"] in ports, (name, probe)
     assert deployments["web"]["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
     assert deployments["web"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 25 + 5
     assert deployments["worker"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > JOB_TIMEOUT
@@ -137,8 +134,8 @@ def test_kubernetes_deployments_fit_each_process_type():
     assert deployments["scheduler"]["spec"]["replicas"] == 1
     assert deployments["scheduler"]["spec"]["strategy"] == {"type": "Recreate"}
     assert set(of_kind("Service")) == {"web", "pgbouncer"}
-    assert set(of_kind("HorizontalPodAutoscaler")) == {"web"}
-    assert set(of_kind("PodDisruptionBudget")) == {"web", "pgbouncer"}
+    assert not of_kind("HorizontalPodAutoscaler"), "KEDA's ScaledObjects drive web's, worker's and mailer's"
+    assert set(of_kind("PodDisruptionBudget")) == {"web", "worker", "mailer", "pgbouncer"}
     jobs = of_kind("Job")
     assert set(jobs) == {"formation-release", "formation-post-deploy"}
     for job in jobs.values():

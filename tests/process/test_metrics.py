@@ -178,3 +178,30 @@ def test_an_order_processed_moves_the_metrics_of_worker_mailer_scheduler_and_web
         deadline=30,
         message="the scheduler's enqueued counter",
     )
+
+
+def test_web_counts_its_busy_workers_across_gunicorn_workers_and_never_the_scrape(formation):
+    """formation_web_workers, what web's autoscaler follows: every live gunicorn worker counts,
+    added up over the workers (multiprocess "livesum"); one held in a request counts as busy, and
+    the scrape itself never does."""
+    web = formation.start("web", WEB_CONCURRENCY="2", METRICS_TOKEN=TOKEN)
+    wait_until(lambda: len(gunicorn_workers(web)) == 2, deadline=15, message="two gunicorn workers")
+    url = f"http://127.0.0.1:{formation.env['PORT']}/metrics"
+
+    def workers() -> tuple[float, float]:
+        _, _, samples = scrape(url, token=TOKEN)
+        return tuple(sample(samples, "formation_web_workers", state=state) for state in ("busy", "idle"))
+
+    # Both workers count once each has started (post_worker_init), whichever answers the scrape.
+    wait_until(lambda: workers() == (0, 2), deadline=15, message="two idle workers")
+    # A request whose body has not all arrived: its worker is in the view (the CSRF check reads the
+    # form) until it has, busy all that time.
+    with socket.create_connection(("127.0.0.1", int(formation.env["PORT"])), timeout=10) as held:
+        held.sendall(
+            b"POST /cart/add/ HTTP/1.1\r\nHost: 127.0.0.1\r\nCookie: csrftoken=" + b"a" * 32 + b"\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 40\r\n\r\nsku=held"
+        )
+        wait_until(lambda: workers() == (1, 1), deadline=10, message="one busy worker")
+        held.sendall(b"&" * 32)
+        assert held.recv(64).startswith(b"HTTP/1.1 ")
+    wait_until(lambda: workers() == (0, 2), deadline=10, message="both idle again")

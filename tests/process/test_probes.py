@@ -12,7 +12,7 @@ import yaml
 
 from embedded.harness import ROOT
 from embedded.polling import wait_until
-from embedded.servers import port_open
+from embedded.servers import free_port, port_open
 from tests.support.databases import ALL_DATABASES
 
 pytestmark = [
@@ -58,10 +58,16 @@ def k8s_documents(kind: str) -> list[dict]:
     ]
 
 
+# The ConfigMap's addresses of the backing services: in the cluster's names (pgbouncer, redis), which
+# this machine cannot resolve. This test's own services stand in for them.
+SERVICE_URLS = ("DATABASE_URL", "DATABASE_DIRECT_URL", "DATABASE_GATEWAY_URL", "REDIS_URL")
+
+
 def configmap_env() -> dict[str, str]:
-    """Return the ConfigMap's data, the non-secret environment of every deployed process."""
+    """Return the ConfigMap's data, the non-secret environment of every deployed process, but the
+    backing services' addresses (SERVICE_URLS)."""
     [configmap] = k8s_documents("ConfigMap")
-    return {name: str(value) for name, value in configmap["data"].items()}
+    return {name: str(value) for name, value in configmap["data"].items() if name not in SERVICE_URLS}
 
 
 def run_probe(probe: dict, container: dict, env: dict[str, str], port: int) -> tuple[bool, str]:
@@ -69,16 +75,19 @@ def run_probe(probe: dict, container: dict, env: dict[str, str], port: int) -> t
 
     httpGet: GET the declared path with the declared headers; without a declared Host header
     kubelet's Go client sends ``<pod IP>:<port>``. The container's port (a number, or a name
-    resolved through the container's ports) is where ``port`` listens on 127.0.0.1. Success is a
-    status from 200 to 399 within timeoutSeconds (default 1). exec: run the command as declared
-    in the container's environment; success is exit 0 within timeoutSeconds.
+    resolved through the container's ports), which must be where the process serves (``PORT`` for
+    web, ``METRICS_PORT`` for the others, in ``env``, the pod's environment), is where ``port``
+    listens on 127.0.0.1. Success is a status from 200 to 399 within timeoutSeconds (default 1).
+    exec: run the command as declared in the container's environment; success is exit 0 within
+    timeoutSeconds.
     """
     timeout = probe.get("timeoutSeconds", 1)
     if "httpGet" in probe:
         get = probe["httpGet"]
         named = {entry["name"]: entry["containerPort"] for entry in container.get("ports", []) if "name" in entry}
         container_port = named[get["port"]] if isinstance(get["port"], str) else get["port"]
-        assert container_port == int(env["PORT"]), "the probe's port is the one web binds (PORT)"
+        served = {int(env[name]) for name in ("PORT", "METRICS_PORT") if env.get(name)}
+        assert container_port in served, "the probe's port is the one the process serves (PORT, METRICS_PORT)"
         assert get.get("scheme", "HTTP") == "HTTP", "a TLS probe would need a certificate inside the pod"
         headers = {header["name"]: header["value"] for header in get.get("httpHeaders", [])}
         headers.setdefault("Host", f"{POD_IP}:{container_port}")
@@ -132,11 +141,12 @@ def test_kubernetes_probes_pass_as_declared_against_the_configmaps_settings(form
     # variables, and this test's services in place of the Secret. The container's port (PORT,
     # 8000) is a free port here, which the probes' port maps to.
     pod_env = {**formation_env, **configmap_env(), **declared}
+    # The port the probes reach (PORT for web, METRICS_PORT for the others) is a free one here.
+    listen = {"PORT": formation_env["PORT"]} if name == "web" else {"METRICS_PORT": str(free_port())}
+    own = {key: value for key, value in declared.items() if key not in {"PORT", "METRICS_PORT"}}
     # No wait: the startup probe is what waits for the process, as in the cluster.
-    formation.start(
-        name, wait=False, **configmap_env(), **{key: value for key, value in declared.items() if key != "PORT"}
-    )
-    outcomes = run_probes_as_kubelet(container, pod_env, port=int(formation_env["PORT"]))
+    formation.start(name, wait=False, **configmap_env(), **own, **listen)
+    outcomes = run_probes_as_kubelet(container, pod_env, port=int(next(iter(listen.values()))))
     assert set(outcomes) == set(PROBES)
 
 

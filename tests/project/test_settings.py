@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import redis
 from django.db import connection
 
 from core.queues import DEFAULT_QUEUE
@@ -34,6 +35,8 @@ def test_valid_configuration_passes_check():
         ({"REDIS_URL": "redis://127.0.0.1:abc/0"}, "REDIS_URL"),
         ({"REDIS_URL": "redis://"}, "REDIS_URL"),
         ({"REDIS_URL": "redis://127.0.0.1:6379/notadb"}, "REDIS_URL"),
+        # Two passwords: which one counts would be a guess (the line names both variables).
+        ({"REDIS_URL": "redis://:secret@127.0.0.1:6/0", "REDIS_PASSWORD": "other"}, "REDIS_PASSWORD"),
         ({"DATABASE_URL": "postgres://"}, "DATABASE_URL"),
         ({"EMAIL_URL": "smtp://:@"}, "EMAIL_URL"),
         ({"ALLOWED_HOSTS": ",,"}, "ALLOWED_HOSTS"),
@@ -83,6 +86,17 @@ def test_connect_timeouts_and_health_checks_are_set(settings):
     assert database["OPTIONS"]["connect_timeout"] >= 1
     assert database["CONN_HEALTH_CHECKS"] is True
     assert "socket_connect_timeout=" in settings.RQ_QUEUES[DEFAULT_QUEUE]["URL"]
+
+
+def test_redis_password_is_the_password_of_a_redis_url_without_one():
+    # Characters that a URL would otherwise take for its own: the connection gets them as they are.
+    password = "p@ss/w:rd%41+ #?&="
+    url = ast.literal_eval(settings_value("REDIS_URL", REDIS_URL="redis://redis:6379/3", REDIS_PASSWORD=password))
+    options = redis.ConnectionPool.from_url(url).connection_kwargs
+    assert (options["password"], options["host"], options["port"], options["db"]) == (password, "redis", 6379, 3)
+    # Unset or empty: the URL as it is, without a password.
+    url = ast.literal_eval(settings_value("REDIS_URL", REDIS_URL="redis://redis:6379/3", REDIS_PASSWORD=""))
+    assert "password" not in redis.ConnectionPool.from_url(url).connection_kwargs
 
 
 def test_a_mail_lease_shorter_than_an_smtp_exchange_is_refused():

@@ -2,8 +2,9 @@
 
 Procfile: ``mailer: exec python manage.py mailer``. It waits (bounded) for PostgreSQL, then sends due
 messages in passes (mailer.engine.mailer_run), ``--interval`` seconds apart. On SIGTERM or SIGINT it
-finishes and records the message being sent, leaves the rest queued and exits 0. Documented in
-docs/order-flow.md#5-the-mailer and docs/processes.md#graceful-shutdown.
+finishes and records the message being sent, leaves the rest queued and exits 0. Its METRICS_PORT
+server answers ``/health`` (its loop's heartbeat) and ``/ready`` (PostgreSQL). Documented in
+docs/order-flow.md#5-the-mailer, docs/processes.md#graceful-shutdown and docs/processes.md#liveness.
 """
 
 import logging
@@ -13,10 +14,11 @@ import threading
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from core.liveness import Probes, database_problem
 from core.metrics import metrics_serve
 from core.preflight import ServiceUnavailable, wait_for_services
 from core.releases import release_registered
-from mailer.engine import mailer_run
+from mailer.engine import liveness_max_age, mailer_run
 from processes.commands import verbosity_log_level
 
 logger = logging.getLogger("mailer")
@@ -51,8 +53,12 @@ class Command(BaseCommand):
             wait_for_services(database=True)
         except ServiceUnavailable as exc:
             raise CommandError(f"mailer: {exc}") from None
-        metrics_serve(process_type="mailer")
+        interval = settings.MAILER_POLL_INTERVAL if interval is None else interval
+        probes = Probes(
+            process_type="mailer", max_age=liveness_max_age(interval=interval), checks={"database": database_problem}
+        )
+        metrics_serve(process_type="mailer", probes=probes)
         with release_registered(process_type="mailer"):
             # In this main thread: the send deadline's SIGALRM timer can interrupt any blocking step of an
             # SMTP exchange there (mailer.engine._Deadline).
-            mailer_run(stop=stop, interval=settings.MAILER_POLL_INTERVAL if interval is None else interval, once=once)
+            mailer_run(stop=stop, interval=interval, once=once)

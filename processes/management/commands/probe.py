@@ -1,10 +1,12 @@
-"""Liveness probe of a process type, for exec probes (Kubernetes, docker healthchecks) and people.
+"""Whether a process type lives, from its trace in the backing services: for people, scripts and
+compose's web healthcheck.
 
     python manage.py probe web|worker|scheduler|mailer [--any-host] [--max-age SECONDS]
 
 Exit 0 when a live process of that type runs on this host (on any host with ``--any-host``), else 1;
 one line either way. Live means the heartbeat the process writes from its own loop is recent (web:
-``/health`` answers). Documented in docs/processes.md#liveness.
+``/health`` answers). It asks Redis or PostgreSQL, so it fails while they are away: orchestrators
+probe each process's own ``/health`` instead (core.liveness). Documented in docs/processes.md#liveness.
 """
 
 import socket

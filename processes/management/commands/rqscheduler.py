@@ -3,8 +3,9 @@
 Procfile: ``scheduler: exec python manage.py rqscheduler --interval 1``. It waits (bounded) for
 Redis, registers settings.PERIODIC_JOBS under fixed ids and runs rq-scheduler
 (processes.scheduler.scheduler_run); several copies may run, each tick taking rq-scheduler's Redis
-lock. On SIGTERM or SIGINT it releases the lock and exits 0. Documented in
-docs/processes.md#crash-recovery and docs/order-flow.md#the-sweep.
+lock. On SIGTERM or SIGINT it releases the lock and exits 0. Its METRICS_PORT server answers
+``/health`` (its loop's heartbeat) and ``/ready`` (Redis). Documented in
+docs/processes.md#crash-recovery, docs/processes.md#liveness and docs/order-flow.md#the-sweep.
 """
 
 import logging
@@ -12,11 +13,12 @@ import logging
 from django.core.management.base import CommandError
 from django_rq.management.commands.rqscheduler import Command as DjangoRQSchedulerCommand
 
+from core.liveness import Probes, redis_problem
 from core.metrics import metrics_serve
 from core.preflight import ServiceUnavailable, wait_for_services
 from core.releases import release_registered
 from processes.commands import verbosity_log_level
-from processes.scheduler import scheduler_run
+from processes.scheduler import liveness_max_age, scheduler_run
 
 
 class Command(DjangoRQSchedulerCommand):
@@ -32,6 +34,11 @@ class Command(DjangoRQSchedulerCommand):
             wait_for_services(redis=True)
         except ServiceUnavailable as exc:
             raise CommandError(f"scheduler: Redis {exc}") from None
-        metrics_serve(process_type="scheduler")
+        probes = Probes(
+            process_type="scheduler",
+            max_age=liveness_max_age(interval=options["interval"]),
+            checks={"redis": redis_problem},
+        )
+        metrics_serve(process_type="scheduler", probes=probes)
         with release_registered(process_type="scheduler"):
             scheduler_run(queue=options["queue"], interval=options["interval"])

@@ -4,16 +4,20 @@ Procfile: ``worker: exec python manage.py rqworker maintenance default`` (the pe
 first, so the sweep never waits behind a backlog of orders). It waits (bounded) for PostgreSQL and
 Redis, then runs django-rq's command with processes.worker.Worker. SIGTERM or SIGINT: warm
 shutdown, the job in progress runs to completion and commits, exit 0; a second signal: cold
-shutdown, the job is left to the sweep. Documented in docs/processes.md#graceful-shutdown.
+shutdown, the job is left to the sweep. Its METRICS_PORT server answers ``/health`` (its loop's
+heartbeat) and ``/ready`` (PostgreSQL and Redis). Documented in docs/processes.md#graceful-shutdown
+and docs/processes.md#liveness.
 """
 
 from django.conf import settings
 from django.core.management.base import CommandError
 from django_rq.management.commands.rqworker import Command as DjangoRQWorkerCommand
 
+from core.liveness import Probes, database_problem, redis_problem
 from core.metrics import metrics_serve
 from core.preflight import ServiceUnavailable, wait_for_services
 from core.releases import release_registered
+from processes.worker import liveness_max_age
 
 
 class Command(DjangoRQWorkerCommand):
@@ -30,6 +34,11 @@ class Command(DjangoRQWorkerCommand):
             wait_for_services(database=True, redis=True)
         except ServiceUnavailable as exc:
             raise CommandError(f"worker: {exc}") from None
-        metrics_serve(process_type="worker")
+        probes = Probes(
+            process_type="worker",
+            max_age=liveness_max_age(worker_ttl=options["worker_ttl"]),
+            checks={"database": database_problem, "redis": redis_problem},
+        )
+        metrics_serve(process_type="worker", probes=probes)
         with release_registered(process_type="worker"):
             super().handle(*args, **options)

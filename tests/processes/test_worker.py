@@ -6,6 +6,7 @@ the jobs open their connections through Django, as the shop's jobs do.
 """
 
 import logging
+import re
 import time
 
 import django_rq
@@ -120,7 +121,10 @@ def test_the_worker_waits_longer_after_each_refusal_and_starts_again_once_a_job_
     assert job.retries_left == 3
     messages = [line.split(" ", 2)[2] for line in worker_log().splitlines()]
     assert sum(m.startswith("PostgreSQL refused connections") for m in messages) == 1  # one line per 10 s
-    assert "PostgreSQL accepts connections again: 2 jobs put back over the last 3 s" in messages
+    # Over the last 3 s on an idle machine: the waits (1 + 2 s) and two forks; more on a loaded one.
+    assert any(
+        re.fullmatch(r"PostgreSQL accepts connections again: 2 jobs put back over the last \d+ s", m) for m in messages
+    )
     assert not any("Traceback" in m for m in messages)
     assert worker._database_wait_until == 0.0 and worker._database_backoff.attempt == 0
 

@@ -96,7 +96,7 @@ class Launched:
 
     def close(self) -> None:
         """Kill whatever is left of what this test started, by PID: its tree now and every
-        process seen in it before (a runner that died leaves honcho's tree orphaned)."""
+        process seen in it before (a runner that died leaves the process manager's tree orphaned)."""
         leftovers = []
         with contextlib.suppress(psutil.NoSuchProcess):
             root = psutil.Process(self.popen.pid)
@@ -180,7 +180,7 @@ def test_runner_without_an_activated_environment_runs_the_release_with_the_venv_
 
 
 def test_runner_exits_non_zero_when_a_process_had_to_be_killed(runner_env, launch):
-    # A 30 s job outlasts a 2 s grace period: honcho kills the worker, and the exit says so.
+    # A 30 s job outlasts a 2 s grace period: the process manager kills the worker, and the exit says so.
     env = {**runner_env, "PAYMENT_SANDBOX_LATENCY_MS": "30000", "FORMATION_KILL_WAIT": "2"}
     runner = launch([sys.executable, "-m", "embedded", "run"], env)
     runner.wait_until_up()
@@ -195,7 +195,7 @@ def test_runner_exits_non_zero_when_a_process_had_to_be_killed(runner_env, launc
 @pytest.mark.parametrize("how", ["ctrl-c", "hang-up"])
 def test_the_runners_terminal_stops_the_formation_gracefully(runner_env, how):
     """Ctrl-C in the terminal sends SIGINT to its foreground process group: the runner, which
-    passes one SIGTERM to honcho. A terminal that goes away (a closed window, a dropped ssh
+    passes one SIGTERM to the process manager. A terminal that goes away (a closed window, a dropped ssh
     session) hangs up: the kernel sends SIGHUP to the runner, and every later write to the
     terminal fails with EIO."""
     master, slave = pty.openpty()
@@ -242,7 +242,7 @@ def test_the_runners_terminal_stops_the_formation_gracefully(runner_env, how):
             wait_until(lambda: drain() or runner.poll() is not None, deadline=STOP_WITHIN, message="the runner to exit")
             text = output.decode(errors="replace")
             assert text.count("SIGINT received: stopping gracefully") == 1, text
-            assert len(re.findall(r"\| SIG[A-Z]+ received", text)) == 1, text  # honcho: once, from the runner
+            assert len(re.findall(r"\| SIG[A-Z]+ received", text)) == 1, text  # the manager: once, from the runner
         else:
             os.close(master)
             master = None

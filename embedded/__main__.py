@@ -228,7 +228,7 @@ def announce_when_healthy(port: str, began: float) -> None:
     url = f"http://127.0.0.1:{port}/"
     if wait_for_health(port, deadline=HEALTH_DEADLINE):
         elapsed = time.monotonic() - began
-        say(f"the shop is up at {url} after {elapsed:.1f}s; Ctrl-C stops it")
+        say(f"the shop is up at {url} after {elapsed:.1f}s; Ctrl-C stops it; `make ps` lists its processes")
         say(f"the admin is at {url}admin/ (first time: `make manage ARGS=createsuperuser` in another terminal)")
     else:
         say(f"web did not answer {url}health within {HEALTH_DEADLINE:g}s; see the web lines above")

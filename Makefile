@@ -47,8 +47,8 @@ install: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=/path/to/python3.11"; exit 1; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@test -x $(PY) || { echo "formation: creating the virtual environment $(VENV)/"; $(PYTHON) -m venv $(VENV); }
+	@$(PY) -m embedded.install requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -3,9 +3,10 @@
 The runner (``python -m embedded run``) claims the pidfile ``.formation/dev/run.pid`` (a lock held
 while it runs, so a second runner is refused at once) and writes beside it ``run.json``: its pid,
 the shop's URL and the endpoint of its process manager (embedded/manager.py). The commands here
-read them and send circus's own commands (``set``, ``stats``, ``signal``) to that endpoint.
+read them and send circus's commands (``set``, ``signal``, and embedded.manager's ``formation_ps``)
+to that endpoint.
 Per-type log files are under ``.formation/dev/logs/``. Documented in
-docs/local-development.md#scale-and-operate-the-formation.
+docs/local-development.md#operate-the-running-shop.
 """
 
 import fcntl
@@ -174,54 +175,21 @@ def scale(counts: dict[str, int]) -> list[str]:
 
 
 def processes() -> list[dict]:
-    """Return one row per process slot of the running formation, in Procfile order.
+    """Return one row per process of the running formation, in Procfile order, then by number.
 
-    Each row: ``name`` ("worker.2"), ``pid`` (int or None), ``state`` ("up", "stopping", or
-    "starting" for a slot waiting for its process), ``uptime`` (seconds or None), ``rss``
-    (bytes of the process and its descendants, or None), ``restarts`` (exits of its own since the
-    formation started). Raise NotRunning or RuntimeError as call() does.
+    Each row: ``name`` ("worker.2"), ``pid`` (int, or None for a number waiting for its restart),
+    ``state`` ("up", "stopping", or "starting"), ``uptime`` (seconds or None), ``rss`` (bytes of
+    the process and its descendants, or None), ``restarts`` (exits of its own since the formation
+    started). Raise NotRunning or RuntimeError as call() does.
     """
-    rows = []
-    for name in call("list")["watchers"]:
-        wanted = call("numprocesses", name=name)["numprocesses"]
-        infos = call("stats", name=name, extended=True)["info"]
-        live = [info for info in infos.values() if isinstance(info, dict)]
-        numbers = set()
-        for info in live:
-            number = int(info["label"].rpartition(".")[2]) if info["label"][-1].isdigit() else 0
-            numbers.add(number)
-            rows.append(
-                {
-                    "type": name,
-                    "number": number,
-                    "name": info["label"],
-                    "pid": info["pid"],
-                    "state": info["state"],
-                    "uptime": info["age"],
-                    "rss": info["rss"],
-                    "restarts": info["restarts"],
-                }
-            )
-        serving = sum(1 for info in live if info["state"] == "up")
-        number = 0
-        while serving < wanted:
-            number += 1
-            if number not in numbers:
-                serving += 1
-                rows.append(
-                    {
-                        "type": name,
-                        "number": number,
-                        "name": f"{name}.{number}",
-                        "pid": None,
-                        "state": "starting",
-                        "uptime": None,
-                        "rss": None,
-                        "restarts": None,
-                    }
-                )
+    rows = call("formation_ps")["processes"]
     order = {name: index for index, name in enumerate(formation_types())}
-    return sorted(rows, key=lambda row: (order.get(row["type"], len(order)), row["number"], row["pid"] or 0))
+
+    def key(row):
+        kind, _, number = row["name"].rpartition(".")
+        return order.get(kind, len(order)), int(number), row["pid"] or 0
+
+    return sorted(rows, key=key)
 
 
 def duration(seconds: float | None) -> str:
@@ -258,8 +226,7 @@ def restart(name: str) -> str:
     process, its pid and its listening socket stay, so no request fails. Other types: SIGTERM to
     each process (a worker finishes its job), and each is started again as soon as it exits.
     """
-    pids = call("stats", name=name)["info"]
-    count = sum(1 for info in pids.values() if isinstance(info, dict))
+    count = sum(1 for row in processes() if row["name"].rpartition(".")[0] == name and row["pid"])
     if name == WEB:
         call("signal", name=name, signum="HUP")
         how = "gunicorn starts new workers, then stops the old ones gracefully"

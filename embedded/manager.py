@@ -21,7 +21,7 @@ session of its own, and changes the number of processes of one type while the ot
   ``grace_period()`` seconds), and so does the runner's death. The exit status is 0 when every
   process stopped with 0, else the first other one as a shell status (137: killed).
 
-Documented in docs/local-development.md#scale-and-operate-the-formation.
+Documented in docs/local-development.md#operate-the-running-shop.
 """
 
 import argparse
@@ -39,6 +39,7 @@ from pathlib import Path
 import circus.controller
 import psutil
 from circus.arbiter import Arbiter
+from circus.commands.base import Command
 from circus.exc import ConflictError
 from circus.process import Process
 from circus.sighandler import SysHandler
@@ -128,6 +129,39 @@ class TypeLog(FileStream):
         say(stamped)
 
 
+def tree_rss(pid: int) -> int | None:
+    """Return the resident memory (bytes) of process ``pid`` and its descendants; None when it is gone."""
+    try:
+        tree = [psutil.Process(pid)]
+        tree += tree[0].children(recursive=True)
+    except psutil.Error:
+        return None
+    total = 0
+    for process in tree:
+        with contextlib.suppress(psutil.Error):  # a child that just ended (a zombie) has none
+            total += process.memory_info().rss
+    return total
+
+
+class Processes(Command):
+    """\
+    List every process of the formation, for ``make ps``
+    ====================================================
+
+    {"command": "formation_ps"} answers {"processes": [{"name", "pid", "state", "uptime", "rss",
+    "restarts"}, …]} (ProcessType.rows). circus's own ``stats`` fails while a process has a child
+    that has just ended (a worker's work horse), which under load is most of the time.
+    """
+
+    name = "formation_ps"
+
+    def message(self, *args, **opts):
+        return self.make_message()
+
+    def execute(self, arbiter, props):
+        return {"processes": [row for watcher in arbiter.watchers for row in watcher.rows()]}
+
+
 class Dyno(Process):
     """circus's Process with a platform's per-process environment: ``DYNO=<type>.<n>`` (Heroku's
     name for it; its database connections carry it) and its own METRICS_PORT when the type has
@@ -143,7 +177,7 @@ class Dyno(Process):
 
 class ProcessType(Watcher):
     """circus's Watcher for one Procfile type, with restarts after a backoff, scale-down of the
-    highest-numbered processes in the background, and what ``make ps`` shows (extended stats).
+    highest-numbered processes in the background, and what ``make ps`` shows (rows).
 
     ``index`` is the type's position among the long-running types; ``count`` its processes at start.
     """
@@ -161,7 +195,6 @@ class ProcessType(Watcher):
                 "after_spawn": (self._spawned, True),
                 "after_reap": (self._reaped, True),
                 "before_signal": (self._signalling, True),
-                "extended_stats": (self._stats, True),
             },
         )
         self.index = index
@@ -177,6 +210,10 @@ class ProcessType(Watcher):
         self.streak: dict[int, int] = defaultdict(int)  # number → quick exits in a row
         self.not_before: dict[int, float] = {}  # number → monotonic time of its next start
         self.exit_codes: list[int] = []  # of the processes stopped with the formation
+
+    @property
+    def _process_class(self):
+        return Dyno
 
     def label(self, pid: int) -> str:
         return f"{self.name}.{self.numbers[pid][0] if pid in self.numbers else '?'}"
@@ -198,18 +235,6 @@ class ProcessType(Watcher):
 
     def _reaped(self, *, process_pid, exit_code, **kwargs) -> None:
         self._ended(process_pid, exit_code)
-
-    def _stats(self, *args, pid, stats, **kwargs) -> None:  # called with (watcher, arbiter, name) first
-        process = self.processes.get(int(pid))
-        stats["label"] = self.label(int(pid))
-        stats["state"] = "stopping" if int(pid) in self.stopping_pids else "up"
-        stats["restarts"] = self.restarts[process.wid] if process else 0
-        try:
-            root = psutil.Process(int(pid))
-            tree = [root, *root.children(recursive=True)]
-            stats["rss"] = sum(p.memory_info().rss for p in tree)
-        except psutil.Error:
-            stats["rss"] = None
 
     # What happens when a process ends.
 
@@ -237,6 +262,28 @@ class ProcessType(Watcher):
         self.not_before[number] = time.monotonic() + delay
         self.restarts[number] += 1
         self.system(f"{label} exited (rc={code}) after {ran:.1f}s; starting it again in {delay:g}s")
+
+    def rows(self) -> list[dict]:
+        """Return what ``make ps`` shows of each process (and of each number waiting for its
+        restart): name, pid, state, uptime (s), rss (bytes of it and its descendants), restarts."""
+        rows = []
+        for process in self.processes.values():
+            rows.append(
+                {
+                    "name": f"{self.name}.{process.wid}",
+                    "pid": process.pid,
+                    "state": "stopping" if process.pid in self.stopping_pids else "up",
+                    "uptime": time.time() - process.started,
+                    "rss": tree_rss(process.pid),
+                    "restarts": self.restarts[process.wid],
+                }
+            )
+        taken = {process.wid for process in self.processes.values()}
+        for number, when in self.not_before.items():
+            if number not in taken and number <= self.numprocesses and when > time.monotonic():
+                row = {"name": f"{self.name}.{number}", "pid": None, "state": "starting", "uptime": None}
+                rows.append({**row, "rss": None, "restarts": self.restarts[number]})
+        return rows
 
     # circus's process management, overridden.
 

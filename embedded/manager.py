@@ -290,9 +290,20 @@ class ProcessType(Watcher):
     @gen.coroutine
     def kill_process(self, process, stop_signal=None, graceful_timeout=None):
         """circus's stop of one process (stop signal, then SIGKILL to it and its descendants after
-        the grace period), saying how it ended."""
+        the grace period), saying how it ended, then SIGKILL to whatever it started that outlived it.
+
+        circus sends its SIGKILL to the process first and then looks for its children, which are
+        no longer its children by then: RQ's work horse, in a session of its own, ran on.
+        """
         self.stopping_pids.add(process.pid)
+        try:
+            started = psutil.Process(process.pid).children(recursive=True)
+        except psutil.Error:
+            started = []
         removed = yield super().kill_process(process, stop_signal, graceful_timeout)
+        for child in started:
+            with contextlib.suppress(psutil.Error):  # psutil checks the pid is still that process
+                child.kill()
         if removed:
             self._ended(process.pid, process.returncode())
         return removed

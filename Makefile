@@ -6,10 +6,32 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run test manage install clean-data bench soak parity help
+.PHONY: run scale ps logs restart test manage install clean-data bench soak parity help
 
 run: $(STAMP)  ## Run the whole formation on the embedded servers (or on the *_URL variables you set)
 	$(PY) -m embedded run $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
+
+# Operating a running `make run` (embedded/control.py); none of these installs anything.
+# `make scale worker=3 mailer=2`: make's command-line variables are the types and their counts.
+scale:  ## Change the running formation: make scale worker=3 mailer=2 (other types untouched)
+	@$(PY) -m embedded scale $(MAKEOVERRIDES)
+
+ps:  ## List the running formation's processes: type.index, pid, state, uptime, RSS, restarts
+	@$(PY) -m embedded ps
+
+logs:  ## Follow the log of one process type (make logs worker), or of every type (make logs)
+	@$(PY) -m embedded logs $(TYPE)
+
+restart:  ## Restart one process type: make restart web (gunicorn's graceful reload), make restart worker
+	@$(PY) -m embedded restart $(TYPE)
+
+# `make logs worker`, `make restart web`: the word after the target is its TYPE, not a goal.
+ifneq ($(filter logs restart,$(firstword $(MAKECMDGOALS))),)
+TYPE ?= $(word 2,$(MAKECMDGOALS))
+ifneq ($(word 2,$(MAKECMDGOALS)),)
+$(eval $(word 2,$(MAKECMDGOALS)):;@:)
+endif
+endif
 
 test: $(STAMP)  ## Lint, then run the test suite against its own embedded servers
 	$(VENV)/bin/ruff check .
@@ -25,8 +47,8 @@ install: $(STAMP)
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or set PYTHON=/path/to/python3.11"; exit 1; }
-	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	@test -x $(PY) || { echo "formation: creating the virtual environment $(VENV)/"; $(PYTHON) -m venv $(VENV); }
+	@$(PY) -m embedded.install requirements-dev.txt
 	rm -f $(VENV)/.installed-*
 	touch $(STAMP)
 

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from django.core.exceptions import ImproperlyConfigured
 from pythonjsonlogger.json import JsonFormatter
 
-from core.context import FIELDS, ContextFilter
+from core.context import FIELDS, ContextFilter, current
 
 LOG_FORMATS = ("json", "text")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(process)d %(message)s"
@@ -90,32 +90,63 @@ class AccessFilter(logging.Filter):
         return True
 
 
+class QuietJobs(logging.Filter):
+    """Demote RQ's INFO lines about the jobs ``job_ids`` to DEBUG, and drop them below DEBUG.
+
+    The periodic jobs (settings.PERIODIC_JOBS) run every second or two, and RQ writes four INFO
+    lines per run ("maintenance: … (id)", "Successfully completed …", "Job OK", "result is kept"),
+    burying the shop's own lines while nothing happens. Their own lines, logged only when they did
+    something, and RQ's warnings and errors about them are kept. A record is about one of them
+    when its bound job id (core.context) or one of its arguments is that job's id.
+    """
+
+    def __init__(self, job_ids=()):
+        super().__init__()
+        self.job_ids = frozenset(job_ids)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno != logging.INFO or not record.name.startswith("rq."):
+            return True
+        arguments = record.args if isinstance(record.args, tuple) else ()
+        job_id = getattr(record, "job_id", None) or current().get("job_id")
+        if job_id not in self.job_ids and not self.job_ids.intersection(
+            argument for argument in arguments if isinstance(argument, str)
+        ):
+            return True
+        record.levelno, record.levelname = logging.DEBUG, logging.getLevelName(logging.DEBUG)
+        return logging.getLogger(record.name).isEnabledFor(logging.DEBUG)
+
+
 def _formatter(fmt: str, process_type: str, release: str) -> dict:
     if fmt == "json":
         return {"()": JsonLineFormatter, "process_type": process_type, "release": release}
     return {"()": TextFormatter, "fmt": TEXT_FORMAT}
 
 
-def logging_config(*, level: str, fmt: str, process_type: str, release: str) -> dict:
+def logging_config(*, level: str, fmt: str, process_type: str, release: str, quiet_job_ids=()) -> dict:
     """Return the dictConfig for settings.LOGGING: everything to stdout in ``fmt`` ("json" or "text").
 
     ``process_type`` and ``release`` (str) are the ``process_type`` and ``release`` fields of every
     JSON line; the caller passes them (settings.PROCESS_TYPE and settings.RELEASE), so this module
     reads no Procfile.
     ``level`` (a level name) is the root logger's; the SQL of django.db.backends stays off below
-    INFO. Every line gets the log context (core.context.ContextFilter).
+    INFO. Every line gets the log context (core.context.ContextFilter). RQ's INFO lines about the
+    jobs of ``quiet_job_ids`` (an iterable of job ids: the periodic jobs') are DEBUG lines (QuietJobs).
     """
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": ContextFilter}},
+        "filters": {
+            "context": {"()": ContextFilter},
+            "quiet_jobs": {"()": QuietJobs, "job_ids": list(quiet_job_ids)},
+        },
         "formatters": {"line": _formatter(fmt, process_type, release)},
         "handlers": {
             "stdout": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stdout",
                 "formatter": "line",
-                "filters": ["context"],
+                "filters": ["context", "quiet_jobs"],
             }
         },
         "root": {"handlers": ["stdout"], "level": level},

@@ -1,13 +1,17 @@
 """The embedded runner behind ``make run``, ``make test`` and ``make manage``.
 
-    python -m embedded run [--concurrency web=1,worker=3]   # release phase, then the formation
-    python -m embedded test -- COMMAND…                      # COMMAND against the test servers
-    python -m embedded exec -- COMMAND…                      # one-off COMMAND against the dev servers
+    python -m embedded run [--concurrency worker=3]   # release phase, then the formation
+    python -m embedded test -- COMMAND…                # COMMAND against the test servers
+    python -m embedded exec -- COMMAND…                # one-off COMMAND against the dev servers
+    python -m embedded scale worker=3 mailer=2         # change the running formation
+    python -m embedded ps | logs [TYPE] | restart TYPE # see it, follow its logs, restart one type
 
-Each starts (or reuses) an embedded server for every unset DATABASE_URL, REDIS_URL and EMAIL_URL,
-and stops the ones it started when the command ends; ``test`` also starts a PgBouncer in front of
-the database and sets PGBOUNCER_URL. ``run`` stops gracefully on SIGTERM, SIGINT or
-SIGHUP sent to this runner's PID and exits 0 after a graceful stop. Documented in
+Each of run, test and exec starts (or reuses) an embedded server for every unset DATABASE_URL,
+REDIS_URL and EMAIL_URL, and stops the ones it started when the command ends. ``run`` runs the
+formation under a process manager (embedded/manager.py), is refused while another ``run`` of this
+checkout runs (its pidfile, embedded/control.py), stops gracefully on SIGTERM, SIGINT or SIGHUP
+sent to this runner's PID and exits 0 after a graceful stop; ``test`` also starts a PgBouncer in
+front of the database and sets PGBOUNCER_URL. Documented in
 docs/local-development.md#the-embedded-servers and docs/local-development.md#stop-the-shop.
 """
 
@@ -24,10 +28,11 @@ from pathlib import Path
 
 import psycopg
 
-from embedded.honcho import exit_status
+from embedded import control
+from embedded.manager import exit_status, parse_concurrency
 from embedded.servers import PgBouncer, Postgres, Redis, ServerError, SmtpSink
 from processes.budget import DEFAULT_HEADROOM, over_budget, parse_formation, server_limits
-from processes.procfile import RELEASE, process_commands, wait_for_health
+from processes.procfile import RELEASE, formation_types, process_commands, wait_for_health
 
 ROOT = Path(__file__).resolve().parent.parent
 STATE = ROOT / ".formation"
@@ -109,11 +114,15 @@ def prepare(profile: str, *, echo_mail: bool, collect: bool = True) -> tuple[dic
     With ``collect``, static files are collected first (collect_static): for whatever starts web.
 
     Adds a SECRET_KEY when none is set (the checkout's stored one for ``dev``, a random one for
-    ``test``); for ``dev`` writes the updates to .env for honcho and one-off commands.
+    ``test``); for ``dev`` adds SITE_URL, web's address, when none is set (every process of the
+    formation links to the shop there, whatever its own PORT), and writes the updates to .env for
+    honcho and one-off commands.
     """
     env_updates, servers = start_services(profile, echo_mail=echo_mail)
     if not os.environ.get("SECRET_KEY"):
         env_updates["SECRET_KEY"] = dev_secret_key() if profile == "dev" else secrets.token_urlsafe(50)
+    if profile == "dev" and not os.environ.get("SITE_URL"):
+        env_updates["SITE_URL"] = f"http://127.0.0.1:{web_port()}"
     if not os.environ.get("STATIC_ROOT"):
         env_updates["STATIC_ROOT"] = str(STATE / profile / "static")
     if profile == "dev":
@@ -125,6 +134,11 @@ def prepare(profile: str, *, echo_mail: bool, collect: bool = True) -> tuple[dic
         stop_services(servers)
         raise
     return env_updates, servers
+
+
+def web_port() -> str:
+    """Return the port web serves on: PORT, else 8000."""
+    return os.environ.get("PORT") or "8000"
 
 
 def collect_static(env: dict[str, str]) -> None:
@@ -188,8 +202,8 @@ class GracefulStop:
 
     The children this runs are in their own session, so neither a terminal's Ctrl-C nor a
     supervisor's signal to this runner's process group reaches them directly: each stop reaches
-    them exactly once, through here. Later signals only say that the stop is under way (honcho
-    kills what is left after its grace period; see embedded/honcho.py).
+    them exactly once, through here. Later signals only say that the stop is under way (the process
+    manager kills what is left after its grace period; see embedded/manager.py).
     """
 
     def __init__(self) -> None:
@@ -250,14 +264,14 @@ def announce_when_healthy(port: str, began: float) -> None:
     url = f"http://127.0.0.1:{port}/"
     if wait_for_health(port, deadline=HEALTH_DEADLINE):
         elapsed = time.monotonic() - began
-        say(f"the shop is up at {url} after {elapsed:.1f}s; Ctrl-C stops it")
+        say(f"the shop is up at {url} after {elapsed:.1f}s; Ctrl-C stops it; `make ps` lists its processes")
         say(f"the admin is at {url}admin/ (first time: `make manage ARGS=createsuperuser` in another terminal)")
     else:
         say(f"web did not answer {url}health within {HEALTH_DEADLINE:g}s; see the web lines above")
 
 
 def warn_over_budget(concurrency: str, database_url: str) -> None:
-    """Say, naming the numbers, when the formation ``concurrency`` (honcho's ``-c``) can hold more
+    """Say, naming the numbers, when the formation ``concurrency`` (``worker=3,mailer=2``) can hold more
     connections than the PostgreSQL at ``database_url`` leaves it: the arithmetic of the deploy
     check (processes.budget, docs/connections.md#the-check). Say nothing when it fits, or when a
     variable is malformed (the process that reads it says so in its own words).
@@ -284,22 +298,22 @@ def warn_over_budget(concurrency: str, database_url: str) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    """Run the release phase, then the formation through honcho; return the exit status.
+    """Run the release phase, then the formation under the process manager; return the exit status.
 
     0 after a graceful stop (also when the stop came before or during the release phase and the
-    release ended by it); otherwise the release's or honcho's status (see embedded/honcho.py).
+    release ended by it); otherwise the release's or the manager's status (see embedded/manager.py).
+    Exit 1 at once when another runner of this checkout holds the pidfile (embedded/control.py).
     """
     began = time.monotonic()
+    port = web_port()
+    endpoint, events = control.endpoints()
+    pidfile = control.claim(url=f"http://127.0.0.1:{port}/", endpoint=endpoint)
     stop = GracefulStop()
     stop.install()
     env_updates, servers = prepare("dev", echo_mail=True)
     env = child_env(env_updates)
     if "DATABASE_URL" in env_updates:  # the embedded server; your own is `manage.py check --deploy`'s
         warn_over_budget(args.concurrency, env_updates.get("DATABASE_DIRECT_URL") or env_updates["DATABASE_URL"])
-    port = env.get("PORT") or "8000"
-    # honcho gives each process type its own PORT: the worker, which writes the emails' links,
-    # must be told web's address.
-    env.setdefault("SITE_URL", f"http://127.0.0.1:{port}")
     # Lines for people at a terminal; production's default is JSON lines (core/logs.py).
     if not env.get("LOG_FORMAT"):
         env["LOG_FORMAT"] = "text"
@@ -319,16 +333,15 @@ def command_run(args: argparse.Namespace) -> int:
             return 0
         types = [name for name in processes if name != RELEASE]
         threading.Thread(target=announce_when_healthy, args=(port, began), daemon=True).start()
-        argv = [sys.executable, "-m", "embedded.honcho", "start", "--port", port, *types]
-        if args.concurrency:
-            argv[4:4] = ["--concurrency", args.concurrency]
+        argv = [sys.executable, "-m", "embedded.manager", "--endpoint", endpoint, "--pubsub", events]
+        argv += ["--logs", str(control.LOG_DIR), "--concurrency", args.concurrency, *types]
         code = exit_status(stop.run(argv, env))
         if code != 0:
-            why = "did not stop gracefully" if stop.signal is not None else "stopped because a process exited"
-            say(f"the formation {why}: exit code {code} (see the lines above)")
+            say(f"the formation did not stop gracefully: exit code {code} (see the lines above)")
         return code
     finally:
         stop_services(servers)
+        control.release(pidfile)
 
 
 def command_exec(args: argparse.Namespace, profile: str) -> int:
@@ -342,24 +355,60 @@ def command_exec(args: argparse.Namespace, profile: str) -> int:
         stop_services(servers)
 
 
+def command_operate(args: argparse.Namespace) -> int:
+    """Run ``scale``, ``ps``, ``logs`` or ``restart`` against the running formation (embedded/control.py)."""
+    types = formation_types()
+    if args.action == "logs":
+        if args.type and args.type not in types:
+            sys.exit(f"formation: no process type {args.type!r} (types: {', '.join(types)})")
+        argv = control.logs_command(args.type)
+        os.execvp(argv[0], argv)
+    try:
+        if args.action == "scale":
+            lines = control.scale(control.parse_scale(args.counts, types))
+        elif args.action == "ps":
+            lines = [control.ps_table(control.processes())]
+        else:
+            if args.type not in types:
+                sys.exit(f"formation: name a process type to restart: {', '.join(types)} (e.g. `make restart web`)")
+            lines = [control.restart(args.type)]
+    except (ValueError, RuntimeError, control.NotRunning) as exc:
+        sys.exit(f"formation: {exc}")
+    print("\n".join(lines))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m embedded", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="action", required=True)
-    run = sub.add_parser("run", help="release phase, then every other Procfile process type through honcho")
+    run = sub.add_parser("run", help="release phase, then every other Procfile process type under a process manager")
     run.add_argument(
         "--concurrency",
         "-c",
         default=os.environ.get("CONCURRENCY", ""),
-        help="processes per type, e.g. web=1,worker=3 (honcho -c)",
+        help="processes per type at start, e.g. worker=3,mailer=2 (1 for each type not named)",
     )
     for name in ("test", "exec"):
         one = sub.add_parser(name, help=f"run COMMAND against the {'test' if name == 'test' else 'dev'} servers")
         one.add_argument("command", nargs=argparse.REMAINDER)
+    scale = sub.add_parser("scale", help="set the number of processes of types of the running formation")
+    scale.add_argument("counts", nargs="*", metavar="TYPE=COUNT")
+    sub.add_parser("ps", help="list the running formation's processes")
+    logs = sub.add_parser("logs", help="follow the log of one process type (of every type without TYPE)")
+    logs.add_argument("type", nargs="?", metavar="TYPE")
+    restart = sub.add_parser("restart", help="restart one process type (web: gunicorn's graceful reload)")
+    restart.add_argument("type", nargs="?", metavar="TYPE")
     args = parser.parse_args(argv)
     if getattr(args, "command", None) and args.command[0] == "--":
         args.command = args.command[1:]
     if args.action == "run":
+        try:
+            parse_concurrency(args.concurrency, formation_types())
+        except ValueError as exc:
+            parser.error(str(exc))
         return command_run(args)
+    if args.action in ("scale", "ps", "logs", "restart"):
+        return command_operate(args)
     return command_exec(args, "test" if args.action == "test" else "dev")
 
 

@@ -3,10 +3,12 @@ form's fields) and reading its pages (hidden fields, elements by a simple select
 
 import http.cookiejar
 import re
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 
 
@@ -71,6 +73,88 @@ class Browser:
                 return response.status, dict(response.headers), response.read().decode()
         except urllib.error.HTTPError as error:
             return error.code, dict(error.headers), error.read().decode()
+
+
+@dataclass
+class ShopperStream:
+    """``shoppers`` threads that each place orders over HTTP at ``base``, one after another (a new
+    session, the catalogue, *Add to cart* of ``sku``, the checkout page, its form), pausing
+    ``pause`` seconds between orders, until stop().
+
+    ``orders`` collects the id of every order placed (from the checkout's 303), ``requests`` counts
+    the requests sent and ``failures`` describes each request that did not get its expected
+    status (an error status, a refused or reset connection, a timeout) in the order seen.
+    """
+
+    base: str
+    sku: str = "procfile-mug"
+    shoppers: int = 2
+    pause: float = 0.1
+    orders: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    requests: int = 0
+
+    def __post_init__(self):
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+        self.threads = [threading.Thread(target=self._shop, args=(n,), daemon=True) for n in range(self.shoppers)]
+
+    def start(self) -> "ShopperStream":
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Let each shopper finish the order in progress, then return."""
+        self.stopping.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+
+    def placed(self) -> int:
+        with self.lock:
+            return len(self.orders)
+
+    def _call(self, browser: Browser, path: str, data: dict | None, expected: int) -> tuple[dict, str] | None:
+        with self.lock:
+            self.requests += 1
+        try:
+            status, headers, page = browser.request(path, data)
+        except OSError as exc:  # refused, reset, timed out (urllib's URLError is an OSError)
+            status, headers, page = f"{type(exc).__name__}: {exc}", {}, ""
+        if status != expected:
+            with self.lock:
+                self.failures.append(f"{time.strftime('%H:%M:%S')} {'POST' if data else 'GET'} {path}: {status}")
+            return None
+        return headers, page
+
+    def _shop(self, number: int) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._order(number)
+            except AssertionError as exc:  # a page without the form fields it should have
+                with self.lock:
+                    self.failures.append(f"{time.strftime('%H:%M:%S')} unexpected page: {exc}")
+            self.stopping.wait(self.pause)
+
+    def _order(self, number: int) -> None:
+        """Place one order; return early (the failure recorded) when a request fails."""
+        browser = Browser(self.base)
+        if (answer := self._call(browser, "/", None, 200)) is None:
+            return
+        form = {"product": self.sku, "quantity": 1, "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", answer[1])}
+        if self._call(browser, "/cart/add/", form, 303) is None:
+            return
+        if (answer := self._call(browser, "/checkout/", None, 200)) is None:
+            return
+        page, email = answer[1], f"stream{number}@example.com"
+        form = {
+            **checkout_data(token=hidden("token", page), email=email, lines=page_lines(page)),
+            "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", page),
+            "lines-INITIAL_FORMS": hidden("lines-INITIAL_FORMS", page),
+        }
+        if (answer := self._call(browser, "/checkout/", form, 303)) is not None:
+            with self.lock:
+                self.orders.append(answer[0]["Location"].rstrip("/").rpartition("/")[2])
 
 
 def page_lines(page: str) -> list[tuple[str, int]]:

@@ -320,7 +320,14 @@ if LOG_LEVEL not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
 # JSON lines (the default) or today's text lines (LOG_FORMAT=text), each with the request, job and
 # order ids where there is one (core/logs.py, core/context.py).
 LOG_FORMAT = log_format()
-LOGGING = logging_config(level=LOG_LEVEL, fmt=LOG_FORMAT, process_type=PROCESS_TYPE, release=RELEASE)
+# RQ's lines about each run of a periodic job are DEBUG: idle, the log stays quiet (core.logs.QuietJobs).
+LOGGING = logging_config(
+    level=LOG_LEVEL,
+    fmt=LOG_FORMAT,
+    process_type=PROCESS_TYPE,
+    release=RELEASE,
+    quiet_job_ids=[job["id"] for job in PERIODIC_JOBS],
+)
 
 # The shop's public address, for links in emails (no trailing slash). `make run` sets it to the
 # address it serves on: honcho gives each process type its own PORT, and the worker writes the emails.

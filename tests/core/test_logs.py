@@ -7,7 +7,7 @@ import re
 import pytest
 
 from core import context
-from core.logs import JsonLineFormatter, TextFormatter, logging_config
+from core.logs import JsonLineFormatter, QuietJobs, TextFormatter, logging_config
 from tests.support.databases import ALL_DATABASES
 
 NEW_ID = re.compile(r"[0-9a-f]{32}")
@@ -98,3 +98,54 @@ def test_a_text_line_appends_the_ids_there_are():
     with context.bind(order_id="o-1", job_id="j-1"):
         assert formatter.format(record()) == "INFO hello [job_id=j-1 order_id=o-1]"
     assert formatter.format(record()) == "INFO hello"
+
+
+def rq_record(logger: str, level: int, message: str, *args) -> logging.LogRecord:
+    return logging.LogRecord(logger, level, __file__, 1, message, args, None)
+
+
+@pytest.fixture
+def rq_logger():
+    """A logger under rq. whose level a test sets (QuietJobs asks it whether DEBUG is on)."""
+    logger = logging.getLogger("rq.quiet-test")
+    yield logger
+    logger.setLevel(logging.NOTSET)
+
+
+def test_rqs_info_lines_about_a_periodic_job_are_dropped_at_info(rq_logger):
+    rq_logger.setLevel(logging.INFO)
+    quiet = QuietJobs(job_ids=["orders-sweep-pending"])
+    started = rq_record(rq_logger.name, logging.INFO, "%s: %s (%s)", "maintenance", "sweep()", "orders-sweep-pending")
+    assert not quiet.filter(started)
+    assert (started.levelno, started.levelname) == (logging.DEBUG, "DEBUG")
+    with context.bind(job_id="orders-sweep-pending"):  # "Job OK", "result is kept": the bound job id
+        assert not quiet.filter(context_record := rq_record(rq_logger.name, logging.INFO, "Job OK"))
+    assert context_record.levelname == "DEBUG"
+
+
+def test_rqs_lines_about_a_periodic_job_show_at_debug(rq_logger):
+    rq_logger.setLevel(logging.DEBUG)
+    line = rq_record(rq_logger.name, logging.INFO, "%s: %s (%s)", "maintenance", "sweep()", "orders-sweep-pending")
+    assert QuietJobs(job_ids=["orders-sweep-pending"]).filter(line)
+    assert line.levelname == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("logger", "level", "job_id"),
+    [
+        ("rq.quiet-test", logging.INFO, "process-order-1"),  # an order's job: its lines stay
+        ("rq.quiet-test", logging.WARNING, "orders-sweep-pending"),  # a periodic job's trouble stays
+        ("orders.queueing", logging.INFO, "orders-sweep-pending"),  # what the job itself did stays
+    ],
+)
+def test_other_lines_are_kept_as_they_are(rq_logger, logger, level, job_id):
+    rq_logger.setLevel(logging.INFO)
+    line = rq_record(logger, level, "%s: %s (%s)", "maintenance", "job()", job_id)
+    assert QuietJobs(job_ids=["orders-sweep-pending"]).filter(line)
+    assert line.levelno == level
+
+
+def test_settings_quiet_rqs_lines_about_every_periodic_job(settings):
+    handler = settings.LOGGING["handlers"]["stdout"]
+    assert handler["filters"] == ["context", "quiet_jobs"]
+    assert settings.LOGGING["filters"]["quiet_jobs"]["job_ids"] == [job["id"] for job in settings.PERIODIC_JOBS]

@@ -19,11 +19,11 @@ from pathlib import Path
 import psutil
 import pytest
 
-from embedded.harness import spawn
 from embedded.polling import wait_until
 from orders.models import SandboxCharge
 from processes.procfile import formation_types, web_healthy
 from tests import factories
+from tests.process.support import STOP_WITHIN, UP_WITHIN, Launched, stop_and_check
 from tests.support.databases import ALL_DATABASES
 
 pytestmark = [
@@ -34,78 +34,6 @@ pytestmark = [
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESS_TYPES = formation_types()
-# Seconds: the formation is up within UP_WITHIN of the start; a graceful stop (no job running)
-# takes about 3 s, so STOP_WITHIN leaves room while failing well before a test run drags on.
-UP_WITHIN = 60
-STOP_WITHIN = 30
-
-
-def ignore_sigint() -> None:
-    """What a non-interactive shell does to a background job (``make run &``): SIGINT ignored."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-class Launched:
-    """``make run`` or the runner, started without a terminal (own session, stdin /dev/null)
-    and with SIGINT ignored, its output in a file."""
-
-    def __init__(self, argv: list[str], env: dict[str, str]):
-        self.env = env
-        self.formation: list[psutil.Process] = []  # every process seen under it, for clean-up
-        self.popen, self.log = spawn(argv, env, log_prefix="formation-runner-", preexec_fn=ignore_sigint)
-
-    def output(self) -> str:
-        return Path(self.log.name).read_text(errors="replace")
-
-    def runner(self) -> psutil.Process:
-        """Return the runner process: this process itself, or make's child running it."""
-
-        def find():
-            if self.popen.poll() is not None:
-                raise AssertionError(f"exited {self.popen.returncode} first:\n{self.output()}")
-            for process in [psutil.Process(self.popen.pid), *psutil.Process(self.popen.pid).children()]:
-                if process.cmdline()[-2:] == ["embedded", "run"]:
-                    return process
-            return None
-
-        return wait_until(find, deadline=10, message="the runner process")
-
-    def wait_until_up(self) -> None:
-        """Wait until web answers /health and every process type has started."""
-
-        def up():
-            if self.popen.poll() is not None:
-                raise AssertionError(f"exited {self.popen.returncode} first:\n{self.output()}")
-            return web_healthy(self.env["PORT"]) and all(f"{kind}.1 started" in self.output() for kind in PROCESS_TYPES)
-
-        wait_until(up, deadline=UP_WITHIN, interval=0.2, message="web /health and every process type")
-
-    def wait(self, deadline: float = STOP_WITHIN) -> int:
-        """Return the exit code; fail (after stopping everything) when it outlives ``deadline``."""
-        try:
-            return self.popen.wait(timeout=deadline)
-        except subprocess.TimeoutExpired:
-            self.close()
-            raise AssertionError(f"still running {deadline:g}s after the signal:\n{self.output()}") from None
-
-    def snapshot(self) -> list[psutil.Process]:
-        """Return (and remember) every process of the formation running now, this one included."""
-        root = psutil.Process(self.popen.pid)
-        self.formation = [root, *root.children(recursive=True)]
-        return self.formation
-
-    def close(self) -> None:
-        """Kill whatever is left of what this test started, by PID: its tree now and every
-        process seen in it before (a runner that died leaves honcho's tree orphaned)."""
-        leftovers = []
-        with contextlib.suppress(psutil.NoSuchProcess):
-            root = psutil.Process(self.popen.pid)
-            leftovers = [*root.children(recursive=True), root]
-        for process in [*leftovers, *self.formation]:
-            with contextlib.suppress(psutil.NoSuchProcess):
-                process.kill()  # psutil checks the PID still names the same process
-        self.popen.wait(timeout=10)
-        self.log.close()
 
 
 @pytest.fixture
@@ -134,18 +62,6 @@ def launch():
     for launched in started:
         launched.close()
         os.unlink(launched.log.name)
-
-
-def stop_and_check(launched: Launched, sig: int) -> int:
-    """Send ``sig`` to the runner alone; wait for the exit; assert every process of the
-    formation is gone and each type stopped gracefully. Return the exit code."""
-    runner = launched.runner()
-    formation = launched.snapshot()
-    os.kill(runner.pid, sig)
-    code = launched.wait()
-    _, alive = psutil.wait_procs(formation, timeout=10)
-    assert not alive, f"still running: {alive}\n{launched.output()}"
-    return code
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
@@ -180,7 +96,7 @@ def test_runner_without_an_activated_environment_runs_the_release_with_the_venv_
 
 
 def test_runner_exits_non_zero_when_a_process_had_to_be_killed(runner_env, launch):
-    # A 30 s job outlasts a 2 s grace period: honcho kills the worker, and the exit says so.
+    # A 30 s job outlasts a 2 s grace period: the process manager kills the worker, and the exit says so.
     env = {**runner_env, "PAYMENT_SANDBOX_LATENCY_MS": "30000", "FORMATION_KILL_WAIT": "2"}
     runner = launch([sys.executable, "-m", "embedded", "run"], env)
     runner.wait_until_up()
@@ -195,7 +111,7 @@ def test_runner_exits_non_zero_when_a_process_had_to_be_killed(runner_env, launc
 @pytest.mark.parametrize("how", ["ctrl-c", "hang-up"])
 def test_the_runners_terminal_stops_the_formation_gracefully(runner_env, how):
     """Ctrl-C in the terminal sends SIGINT to its foreground process group: the runner, which
-    passes one SIGTERM to honcho. A terminal that goes away (a closed window, a dropped ssh
+    passes one SIGTERM to the process manager. A terminal that goes away (a closed window, a dropped ssh
     session) hangs up: the kernel sends SIGHUP to the runner, and every later write to the
     terminal fails with EIO."""
     master, slave = pty.openpty()
@@ -242,7 +158,7 @@ def test_the_runners_terminal_stops_the_formation_gracefully(runner_env, how):
             wait_until(lambda: drain() or runner.poll() is not None, deadline=STOP_WITHIN, message="the runner to exit")
             text = output.decode(errors="replace")
             assert text.count("SIGINT received: stopping gracefully") == 1, text
-            assert len(re.findall(r"\| SIG[A-Z]+ received", text)) == 1, text  # honcho: once, from the runner
+            assert len(re.findall(r"\| SIG[A-Z]+ received", text)) == 1, text  # the manager: once, from the runner
         else:
             os.close(master)
             master = None

@@ -214,20 +214,21 @@ def test_mailer_finishes_the_message_being_sent_and_leaves_the_rest(formation, s
     assert OutboxMessage.objects.filter(status=OutboxStatus.PENDING).count() == 2
 
 
-def test_dev_runner_waits_for_a_job_longer_than_honchos_default(formation_env):
-    """The runner's stop signal reaches honcho alone; it must wait longer than its built-in 5 s,
-    and it exits 0 when every process stopped gracefully (honcho's own code would be 130)."""
+def test_dev_runner_process_manager_waits_for_the_job_in_progress(formation_env, tmp_path):
+    """The runner's stop signal reaches its process manager alone (embedded/manager.py); it waits
+    for a 7 s job to finish and exits 0 when every process stopped gracefully."""
     order = factories.order()
     env = {**formation_env, "PAYMENT_SANDBOX_LATENCY_MS": "7000"}
-    honcho = Process("honcho", env, command="exec python -m embedded.honcho -e /dev/null start worker")
+    endpoints = f"--endpoint ipc://{tmp_path}/control.sock --pubsub ipc://{tmp_path}/events.sock"
+    manager = Process("manager", env, command=f"exec python -m embedded.manager {endpoints} --logs {tmp_path} worker")
     try:
         wait_until(lambda: SandboxCharge.objects.exists(), deadline=20, message="the charge")
-        honcho.send_signal(signal.SIGINT)  # what the terminal sends on Ctrl-C
-        assert honcho.wait(deadline=60) == 0
-        assert "worker.1 stopped (rc=0)" in honcho.output()
+        manager.send_signal(signal.SIGTERM)  # what the runner sends on Ctrl-C
+        assert manager.wait(deadline=60) == 0
+        assert "worker.1 stopped (rc=0)" in manager.output()
         assert Order.objects.get(pk=order.pk).status == OrderStatus.PAID
     finally:
-        honcho.close()
+        manager.close()
 
 
 @pytest.mark.parametrize("kind", ["worker", "scheduler", "mailer"])

@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: run scale ps logs restart test manage install clean-data bench soak parity help
+.PHONY: run scale ps logs restart test manage install clean-data bench soak saturation parity help
 
 run: $(STAMP)  ## Run the whole formation on the embedded servers (or on the *_URL variables you set)
 	$(PY) -m embedded run $(if $(CONCURRENCY),--concurrency $(CONCURRENCY))
@@ -64,6 +64,11 @@ SOAK_SECONDS ?= 120
 SOAK_SEED ?=
 soak: $(STAMP)  ## Soak: shoppers order while processes, PostgreSQL, Redis and SMTP break at random; ledger check (SOAK_SECONDS=120 SOAK_SEED=n)
 	$(PY) bench/soak.py --seconds $(SOAK_SECONDS) $(if $(SOAK_SEED),--seed $(SOAK_SEED)) $(SOAK_ARGS)
+
+# Seconds another client holds 110 of PostgreSQL's 200 slots, in each of the two runs.
+SATURATION_SECONDS ?= 150
+saturation: $(STAMP)  ## Saturation: orders while another client holds most PostgreSQL slots, direct vs through PgBouncer; one table
+	$(PY) -m embedded test -- $(PY) bench/saturation.py --seconds $(SATURATION_SECONDS) $(SATURATION_ARGS)
 
 parity: $(STAMP)  ## Parity report: services in use vs versions pinned in compose and Kubernetes
 	$(PY) -m embedded exec -- $(PY) manage.py parity $(ARGS)

@@ -194,19 +194,9 @@ def deferred(plan: list[tuple[Migration, bool]], graph, applied: Iterable[tuple[
     )
 
 
-def other_releases(*, release: str, connection: BaseDatabaseWrapper, redis) -> list[str]:
-    """Return one line for each live process of the formation that runs another release than ``release``.
-
-    Seen three ways, each what the processes themselves leave: the registrations of web, worker,
-    scheduler and mailer processes in ``redis`` (core.releases), PostgreSQL sessions whose
-    ``application_name`` is ``formation/<type>/<release>/<pid>@<host>`` for a long-running Procfile
-    type (the type may be a platform's instance name, ``web.1``; versions before named no pid and
-    host), or the bare ``formation`` of a version before releases were named; and RQ workers registered in
-    ``redis`` (a redis.Redis) whose name carries another release, or none. One-off processes (a
-    shell, a release, the tests) never count. Raise DatabaseError or RedisError when either cannot
-    be asked: the caller cannot tell, so it must not go on.
-    """
-    types = set(formation_types())
+def _session_sightings(*, connection: BaseDatabaseWrapper, types: set[str], release: str) -> list[str]:
+    """Return a line for each PostgreSQL session of this database named after a long-running type
+    of another release than ``release``, or after no release (see other_releases)."""
     found = []
     with connection.cursor() as cursor:
         cursor.execute(
@@ -223,6 +213,27 @@ def other_releases(*, release: str, connection: BaseDatabaseWrapper, redis) -> l
                 kind = parts[1].split(".")[0]
                 if kind in types and parts[2] != release:
                     found.append(f"{parts[1]} of release {parts[2]} (PostgreSQL session pid {pid} from {client})")
+    return found
+
+
+def other_releases(*, release: str, connection: BaseDatabaseWrapper, redis, sessions: bool = True) -> list[str]:
+    """Return one line for each live process of the formation that runs another release than ``release``.
+
+    Seen three ways, each what the processes themselves leave: the registrations of web, worker,
+    scheduler and mailer processes in ``redis`` (core.releases), PostgreSQL sessions whose
+    ``application_name`` is ``formation/<type>/<release>/<pid>@<host>`` for a long-running Procfile
+    type (the type may be a platform's instance name, ``web.1``; versions before named no pid and
+    host), or the bare ``formation`` of a version before releases were named; and RQ workers registered in
+    ``redis`` (a redis.Redis) whose name carries another release, or none. One-off processes (a
+    shell, a release, the tests) never count. Without ``sessions`` PostgreSQL's sessions are not
+    asked: behind a transaction pooler they are the pooler's server connections, each named after
+    the client that used it last, so an idle one still names a release that is gone. Raise
+    DatabaseError or RedisError when either cannot be asked: the caller cannot tell, so it must not go on.
+    """
+    types = set(formation_types())
+    found = []
+    if sessions:
+        found += _session_sightings(connection=connection, types=types, release=release)
     for process in registered_processes(redis):
         if process.get("type") in types and process.get("release") != release:
             where = f"pid {process.get('pid')} on {process.get('host')}"

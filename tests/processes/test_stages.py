@@ -315,3 +315,10 @@ def test_a_session_named_by_instance_pid_and_host_is_reported_by_its_type_and_re
     current = sessions("formation/worker.1/NEW/4243@worker-1")
     assert current.info.backend_pid
     assert others() == [f"web.2 of release OLD (PostgreSQL session pid {web.info.backend_pid} from 127.0.0.1)"]
+
+
+@pytest.mark.django_db
+def test_behind_a_pooler_postgresql_sessions_are_not_taken_for_processes(sessions):
+    # An idle server connection of PgBouncer keeps the name of the last client that used it.
+    sessions("formation/web.2/OLD/4242@web-7d9f")
+    assert other_releases(release="NEW", connection=connection, redis=redis_connection(), sessions=False) == []

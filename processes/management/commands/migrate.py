@@ -205,7 +205,14 @@ class Command(migrate.Command):
 
     def _refuse_while_other_releases_run(self, connection) -> None:
         try:
-            others = other_releases(release=settings.RELEASE, connection=connection, redis=redis_connection())
+            others = other_releases(
+                release=settings.RELEASE,
+                connection=connection,
+                redis=redis_connection(),
+                # Behind a pooler, PostgreSQL's sessions are its server connections, named after
+                # whichever client used them last: an idle one names a release long gone.
+                sessions=not settings.DATABASE_POOLED,
+            )
         except RedisError as exc:
             raise CommandError(
                 f"post-deploy: cannot tell which releases still run, Redis did not answer ({first_line(exc)}); "

@@ -312,6 +312,8 @@ def command_run(args: argparse.Namespace) -> int:
     stop.install()
     env_updates, servers = prepare("dev", echo_mail=True)
     env = child_env(env_updates)
+    # Web's Procfile line binds $PORT: the default must reach it too, not only the SITE_URL.
+    env["PORT"] = port
     if "DATABASE_URL" in env_updates:  # the embedded server; your own is `manage.py check --deploy`'s
         warn_over_budget(args.concurrency, env_updates.get("DATABASE_DIRECT_URL") or env_updates["DATABASE_URL"])
     # Lines for people at a terminal; production's default is JSON lines (core/logs.py).

@@ -20,6 +20,7 @@ import psutil
 import pytest
 
 from embedded.polling import wait_until
+from embedded.servers import port_free
 from orders.models import SandboxCharge
 from processes.procfile import formation_types, web_healthy
 from tests import factories
@@ -77,6 +78,16 @@ def test_make_run_in_the_background_stops_gracefully_on_a_signal_to_the_runner(r
     assert not re.search(r"^make(\[\d+\])?: \*\*\*", output, re.MULTILINE), output
     for kind in PROCESS_TYPES:
         assert f"{kind}.1 stopped (rc=0)" in output
+
+
+def test_make_run_without_a_port_serves_on_8000(runner_env, launch):
+    if not port_free(8000):
+        pytest.skip("port 8000 is taken on this machine")
+    env = {key: value for key, value in runner_env.items() if key not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "PORT")}
+    make = launch(["make", "run"], {**env, "PORT": ""})
+    make.env["PORT"] = "8000"  # where wait_until_up asks
+    make.wait_until_up()
+    assert stop_and_check(make, signal.SIGTERM) == 0, make.output()
 
 
 def test_runner_without_an_activated_environment_runs_the_release_with_the_venv_python(runner_env, launch):

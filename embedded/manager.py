@@ -305,7 +305,13 @@ class ProcessType(Watcher):
             with contextlib.suppress(psutil.Error):  # psutil checks the pid is still that process
                 child.kill()
         if removed:
-            self._ended(process.pid, process.returncode())
+            # A process killed after the grace period may not be reaped yet: its returncode would
+            # read None, and the formation's exit would count it as a graceful 0.
+            code, deadline = process.returncode(), time.monotonic() + 5
+            while code is None and time.monotonic() < deadline:
+                yield gen.sleep(0.05)
+                code = process.poll()
+            self._ended(process.pid, code)
         return removed
 
     @gen.coroutine

@@ -113,7 +113,7 @@ def test_runner_exits_non_zero_when_a_process_had_to_be_killed(runner_env, launc
     runner.wait_until_up()
     factories.order()
     wait_until(lambda: SandboxCharge.objects.exists(), deadline=20, message="the worker to charge the order")
-    assert stop_and_check(runner, signal.SIGTERM) == 128 + signal.SIGKILL
+    assert stop_and_check(runner, signal.SIGTERM) == 128 + signal.SIGKILL, runner.output()
     output = runner.output()
     assert "worker.1 stopped (rc=-9)" in output
     assert "did not stop gracefully: exit code 137" in output

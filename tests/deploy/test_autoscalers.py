@@ -131,9 +131,11 @@ def test_probes_ask_the_process_itself_and_start_no_django():
     METRICS_PORT server, answered from their own loop's heartbeat), never a backing service; no
     probe is a command that starts Django (``manage.py …``: ~1 s of CPU and 66 MiB each time)."""
     for name, deployment in of_kind("Deployment").items():
-        [container] = deployment["spec"]["template"]["spec"]["containers"]
-        if container["image"] != "formation":
-            continue  # PgBouncer: TCP probes of its own port
+        # PgBouncer (TCP probes of its own port) and web's proxy (docs/deployment.md) run other images.
+        app = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["image"] == "formation"]
+        if not app:
+            continue
+        [container] = app
         ports = {port["name"]: port["containerPort"] for port in container["ports"]}
         env = {variable["name"]: variable.get("value") for variable in container.get("env", [])}
         served = int(env["PORT"] if name == "web" else env["METRICS_PORT"])

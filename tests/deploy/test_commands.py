@@ -53,9 +53,9 @@ def kubernetes_commands() -> dict[str, list[str]]:
         for document in yaml.safe_load_all(path.read_text()):
             if document and document["kind"] in {"Deployment", "Job"}:
                 component = document["metadata"]["labels"]["app.kubernetes.io/component"]
-                [container] = document["spec"]["template"]["spec"]["containers"]
-                if container["image"] == APP_IMAGE:
-                    commands[component] = container.get("command") or dockerfile_cmd()
+                for container in document["spec"]["template"]["spec"]["containers"]:
+                    if container["image"] == APP_IMAGE:  # not web's proxy beside it
+                        commands[component] = container.get("command") or dockerfile_cmd()
     return commands
 
 

@@ -37,6 +37,12 @@ def of_kind(kind: str) -> dict[str, dict]:
     return {doc["metadata"]["name"]: doc for doc in k8s_documents() if doc["kind"] == kind}
 
 
+def app_container(pod: dict) -> dict:
+    """The one container of a pod spec that runs the formation's image (web's pod also has its proxy)."""
+    [container] = [c for c in pod["containers"] if c["image"] == APP_IMAGE]
+    return container
+
+
 def app_deployments() -> dict[str, dict]:
     """The Deployments of the formation's image: one per process type (PgBouncer's is not one)."""
     return {
@@ -114,7 +120,7 @@ def test_kubernetes_deployments_fit_each_process_type():
     assert set(of_kind("Deployment")) - set(deployments) == {"pgbouncer"}
     for name, deployment in deployments.items():
         pod = deployment["spec"]["template"]["spec"]
-        [container] = pod["containers"]
+        container = app_container(pod)
         assert container["resources"]["requests"] and container["resources"]["limits"], name
         assert set(PROBES) <= set(container), name
         assert "envFrom" in container and not any(
@@ -126,7 +132,7 @@ def test_kubernetes_deployments_fit_each_process_type():
         for probe, path in zip(PROBES, ("/health", "/ready", "/health"), strict=True):
             assert container[probe]["httpGet"]["path"] == path, (name, probe)
             assert container[probe]["httpGet"]["port"] in ports, (name, probe)
-    assert deployments["web"]["spec"]["template"]["spec"]["containers"][0]["lifecycle"]["preStop"]
+    assert app_container(deployments["web"]["spec"]["template"]["spec"])["lifecycle"]["preStop"]
     assert deployments["web"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > 25 + 5
     assert deployments["worker"]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > JOB_TIMEOUT
     # A message in flight at SIGTERM ends within its lease (its exchange deadline comes before).
@@ -149,7 +155,7 @@ def test_every_process_type_is_scraped_where_it_serves_its_metrics():
     for name, deployment in app_deployments().items():
         template = deployment["spec"]["template"]
         annotations = template["metadata"]["annotations"]
-        [container] = template["spec"]["containers"]
+        container = app_container(template["spec"])
         assert annotations["prometheus.io/scrape"] == "true", name
         assert annotations["prometheus.io/path"] == "/metrics", name
         port = int(annotations["prometheus.io/port"])
@@ -157,3 +163,32 @@ def test_every_process_type_is_scraped_where_it_serves_its_metrics():
         env = {e["name"]: e.get("value") for e in container.get("env", [])}
         # web serves /metrics on its own port; the others on METRICS_PORT.
         assert env["PORT" if name == "web" else "METRICS_PORT"] == str(port), name
+
+
+def test_web_is_reached_only_through_the_buffering_proxy():
+    """compose publishes the proxy's port, not web's; the Kubernetes Service sends traffic to the
+    proxy beside web while the probes ask web itself; both run nginx with the same template, which
+    they stop with SIGQUIT, nginx's graceful stop (docs/deployment.md#the-buffering-proxy)."""
+    services = compose()["services"]
+    assert "ports" not in services["web"]
+    proxy = services["proxy"]
+    assert proxy["ports"] == ["${WEB_PORT:-8000}:8080"] and proxy["environment"]["WEB_UPSTREAM"] == "web:8000"
+    assert "./deploy/nginx/web.conf.template:/etc/nginx/templates/default.conf.template:ro" in proxy["volumes"]
+    assert proxy["stop_signal"] == "SIGQUIT"
+    assert proxy["depends_on"]["web"] == {"condition": "service_healthy"}
+
+    template = ROOT / "deploy" / "nginx" / "web.conf.template"
+    assert (K8S / "web-proxy.conf.template").read_text() == template.read_text(), "kustomize's copy differs"
+    pod = of_kind("Deployment")["web"]["spec"]["template"]["spec"]
+    web = app_container(pod)
+    [proxy] = [c for c in pod["containers"] if c is not web]
+    [service_port] = of_kind("Service")["web"]["spec"]["ports"]
+    assert service_port["targetPort"] in {port["name"] for port in proxy["ports"]}
+    assert service_port["targetPort"] not in {port["name"] for port in web["ports"]}
+    assert web["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "web"}
+    upstream = {e["name"]: e["value"] for e in proxy["env"]}["WEB_UPSTREAM"]
+    assert upstream == f"127.0.0.1:{web['ports'][0]['containerPort']}"
+    assert "nginx -s quit" in proxy["lifecycle"]["preStop"]["exec"]["command"][-1]
+    generators = yaml.safe_load((K8S / "kustomization.yaml").read_text())["configMapGenerator"]
+    [generated] = [g for g in generators if g["name"] == "web-proxy-config"]
+    assert generated["files"] == ["default.conf.template=web-proxy.conf.template"]

@@ -208,7 +208,8 @@ def test_kubernetes_pgbouncer_pools_transactions_within_the_checked_pool_size():
     for where, container in app_containers():
         pool_size = int(container_env(container)["DATABASE_POOL_SIZE"])
         assert pool_size == pool_total(config) * replicas, where
-    [generated] = yaml.safe_load((K8S / "kustomization.yaml").read_text())["configMapGenerator"]
+    generators = yaml.safe_load((K8S / "kustomization.yaml").read_text())["configMapGenerator"]
+    [generated] = [g for g in generators if g["name"] == "pgbouncer-config"]
     assert generated == {
         "name": "pgbouncer-config",
         "files": ["pgbouncer.ini"],

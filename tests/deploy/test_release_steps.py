@@ -24,6 +24,7 @@ SCHEMA_GATE = ["python", "manage.py", "migrate", "--check"]
 GATED = ("worker", "mailer")  # web waits on its readiness probe (/ready); the scheduler touches Redis only
 WORKLOADS = ("Deployment", "Job")
 POOLER = "pgbouncer"  # a Deployment of an image of its own: no build or release of ours
+PROXY = "proxy"  # web's buffering proxy, a container of nginx's image beside it: no build of ours either
 
 
 def kustomization() -> dict:
@@ -47,8 +48,9 @@ def workloads(documents: list[dict]) -> dict[str, dict]:
 
 
 def containers(workload: dict) -> list[dict]:
+    """The containers of a workload that run the formation's image (not web's proxy)."""
     pod = workload["spec"]["template"]["spec"]
-    return [*pod.get("initContainers", []), *pod["containers"]]
+    return [c for c in [*pod.get("initContainers", []), *pod["containers"]] if c["name"] != PROXY]
 
 
 def env(container: dict) -> dict[str, str]:

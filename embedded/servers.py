@@ -35,6 +35,9 @@ POLL = 0.05
 # Debian's PgBouncer: where its package installs it, and where the binary is inside the package.
 PGBOUNCER_SYSTEM = "/usr/sbin/pgbouncer"
 PGBOUNCER_IN_PACKAGE = "usr/sbin/pgbouncer"
+# Debian's nginx (the buffering proxy in front of web in the slow-client tests), the same way.
+NGINX_SYSTEM = "/usr/sbin/nginx"
+NGINX_IN_PACKAGE = "usr/sbin/nginx"
 # The system user a server runs as when the runner is root (PostgreSQL and PgBouncer refuse root).
 SERVICE_USER = "embedded_postgres"
 
@@ -517,7 +520,7 @@ def install_pgbouncer(install_root: Path) -> None:
     partial = install_root / f"pgbouncer.partial-{os.getpid()}"
     shutil.rmtree(partial, ignore_errors=True)
     try:
-        _unpack_with_libraries(debs, partial)
+        _unpack_with_libraries(debs, partial, "pgbouncer", PGBOUNCER_IN_PACKAGE)
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
@@ -526,12 +529,43 @@ def install_pgbouncer(install_root: Path) -> None:
     partial.rename(tree)
 
 
-def _unpack_with_libraries(debs: Path, tree: Path) -> None:
-    """Fetch ``pgbouncer`` into ``debs`` and unpack it into ``tree``, then the uninstalled
-    dependencies of what was fetched, round by round, until ldd finds every shared library."""
-    binary = tree / PGBOUNCER_IN_PACKAGE
+def nginx_binary(install_root: Path) -> tuple[str, dict[str, str]]:
+    """Return (path of an ``nginx`` binary, environment it needs), as pgbouncer_binary does for PgBouncer.
+
+    The first of: ``nginx`` on PATH, Debian's ``/usr/sbin/nginx``, Debian's ``nginx`` package already
+    unpacked under ``install_root/nginx``, else that package fetched and unpacked there now without
+    root (apt-get download + dpkg-deb -x, and the shared libraries this machine lacks). Raise
+    ServerError saying what to install when none can be had.
+    """
+    found = shutil.which("nginx") or (NGINX_SYSTEM if os.access(NGINX_SYSTEM, os.X_OK) else None)
+    if found:
+        return found, {}
+    tree = install_root / "nginx"
+    if not (tree / NGINX_IN_PACKAGE).exists():
+        for tool in ("apt-get", "dpkg-deb", "dpkg-query", "ldd"):
+            if not shutil.which(tool):
+                raise ServerError(f"nginx is not installed and this machine has no {tool} to fetch Debian's package")
+        debs = install_root / "nginx-deb"
+        debs.mkdir(parents=True, exist_ok=True)
+        partial = install_root / f"nginx.partial-{os.getpid()}"
+        shutil.rmtree(partial, ignore_errors=True)
+        try:
+            _unpack_with_libraries(debs, partial, "nginx", NGINX_IN_PACKAGE)
+        except BaseException:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise
+        shutil.rmtree(tree, ignore_errors=True)
+        partial.rename(tree)
+    return str(tree / NGINX_IN_PACKAGE), _library_path(tree)
+
+
+def _unpack_with_libraries(debs: Path, tree: Path, package: str, in_package: str) -> None:
+    """Fetch ``package`` into ``debs`` and unpack it into ``tree``, then the uninstalled
+    dependencies of what was fetched, round by round, until ldd finds every shared library of
+    the binary at ``in_package`` (a path inside the package)."""
+    binary = tree / in_package
     fetched: set[str] = set()
-    wanted = ["pgbouncer"]
+    wanted = [package]
     while True:
         for deb in _apt_download(wanted, debs):
             _run_step(["dpkg-deb", "-x", str(deb), str(tree)], "dpkg-deb -x " + deb.name)
@@ -547,7 +581,7 @@ def _unpack_with_libraries(debs: Path, tree: Path) -> None:
             - _installed_packages()
         )
         if not wanted:
-            raise ServerError(f"Debian's pgbouncer package needs {', '.join(missing)}, which no dependency provides")
+            raise ServerError(f"Debian's {package} package needs {', '.join(missing)}, which no dependency provides")
 
 
 def _apt_download(packages: list[str], folder: Path) -> list[Path]:

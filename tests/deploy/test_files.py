@@ -192,3 +192,17 @@ def test_web_is_reached_only_through_the_buffering_proxy():
     generators = yaml.safe_load((K8S / "kustomization.yaml").read_text())["configMapGenerator"]
     [generated] = [g for g in generators if g["name"] == "web-proxy-config"]
     assert generated["files"] == ["default.conf.template=web-proxy.conf.template"]
+
+
+def test_the_proxys_timeouts_leave_the_worker_timeout_to_gunicorn():
+    """nginx waits on web longer than gunicorn's worker timeout (WEB_TIMEOUT's default), so gunicorn
+    decides that a request ran too long; a client gets less time for its headers than that."""
+    text = (ROOT / "deploy" / "nginx" / "web.conf.template").read_text()
+
+    def seconds(directive: str) -> int:
+        [value] = [line.split()[1] for line in text.splitlines() if line.strip().startswith(directive + " ")]
+        return int(value.rstrip(";").removesuffix("s"))
+
+    web_timeout = 30  # project.env.web_server_settings' default
+    assert seconds("proxy_read_timeout") > web_timeout and seconds("proxy_send_timeout") > web_timeout
+    assert seconds("client_header_timeout") < web_timeout and seconds("client_body_timeout") < web_timeout

@@ -135,7 +135,8 @@ def run_probes_as_kubelet(container: dict, env: dict[str, str], port: int) -> di
 @pytest.mark.parametrize("name", ["web", "worker", "scheduler", "mailer"])
 def test_kubernetes_probes_pass_as_declared_against_the_configmaps_settings(formation, formation_env, name):
     [deployment] = [doc for doc in k8s_documents("Deployment") if doc["metadata"]["name"] == name]
-    [container] = deployment["spec"]["template"]["spec"]["containers"]
+    # The process type's own container (web's pod also runs the buffering proxy, tests/process/test_slow_clients.py).
+    [container] = [c for c in deployment["spec"]["template"]["spec"]["containers"] if c["name"] == name]
     declared = {entry["name"]: entry["value"] for entry in container.get("env", [])}
     # The pod's environment: the ConfigMap (ALLOWED_HOSTS=shop.example.com, …), the container's own
     # variables, and this test's services in place of the Secret. The container's port (PORT,

@@ -10,6 +10,8 @@ a slow upload sends its body in small pieces.
 
 import contextlib
 import http.client
+import http.server
+import json
 import signal
 import socket
 import threading
@@ -225,3 +227,65 @@ def test_sigterm_drains_requests_in_flight_through_the_proxy(formation, tmp_path
         assert proxy.popen.wait(timeout=30) == 0, proxy.errors()
     finally:
         proxy.close()
+
+
+@pytest.fixture
+def echo_upstream():
+    """An HTTP server on 127.0.0.1 that answers each GET with the request's headers as JSON; its port."""
+
+    class Echo(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = json.dumps({name.lower(): value for name, value in self.headers.items()}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Echo)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def forwarded(port: int, headers: dict[str, str]) -> dict[str, str]:
+    """GET / through the proxy on ``port`` with ``headers``; return the headers the upstream received."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/", headers=headers)
+        return json.loads(conn.getresponse().read())
+    finally:
+        conn.close()
+
+
+SPOOFED = {
+    "X-Forwarded-For": "203.0.113.7",
+    "X-Forwarded-Proto": "https",
+    "X-Forwarded-Ssl": "on",
+    "Forwarded": "for=x",
+}
+
+
+@pytest.mark.parametrize(
+    ("trusted", "client", "scheme"),
+    [("192.0.2.0/24", "127.0.0.1", "http"), ("127.0.0.1/32", "203.0.113.7", "https")],
+    ids=["client-is-not-the-trusted-balancer", "trusted-balancer"],
+)
+def test_the_proxy_forwards_the_clients_address_and_scheme_only_from_a_trusted_balancer(
+    echo_upstream, tmp_path, trusted, client, scheme
+):
+    """The last X-Forwarded-For entry (what the app reads behind BEHIND_TLS_PROXY) is the client's:
+    the peer's own address, or the one a trusted load balancer in front says. X-Forwarded-Proto is
+    the balancer's, else the connection's; the other scheme headers gunicorn trusts never pass."""
+    proxy = WebProxy(tmp_path / "nginx", echo_upstream, trusted_proxy_cidr=trusted)
+    try:
+        seen = forwarded(proxy.port, SPOOFED)
+    finally:
+        proxy.close()
+    assert seen["x-forwarded-for"].split(",")[-1].strip() == client
+    assert seen["x-forwarded-proto"] == scheme
+    assert "x-forwarded-ssl" not in seen and "forwarded" not in seen and "x-forwarded-protocol" not in seen

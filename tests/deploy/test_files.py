@@ -175,7 +175,7 @@ def test_web_is_reached_only_through_the_buffering_proxy():
     assert proxy["ports"] == ["${WEB_PORT:-8000}:8080"] and proxy["environment"]["WEB_UPSTREAM"] == "web:8000"
     assert "./deploy/nginx/web.conf.template:/etc/nginx/templates/default.conf.template:ro" in proxy["volumes"]
     assert proxy["stop_signal"] == "SIGQUIT"
-    assert proxy["depends_on"]["web"] == {"condition": "service_healthy"}
+    assert proxy["depends_on"]["web"] == {"condition": "service_healthy", "restart": True}
 
     template = ROOT / "deploy" / "nginx" / "web.conf.template"
     assert (K8S / "web-proxy.conf.template").read_text() == template.read_text(), "kustomize's copy differs"

@@ -27,9 +27,24 @@ class PaymentDeclined(Exception):
         self.charge_id = charge_id
 
 
+class PaymentTimeout(Exception):
+    """The provider did not answer within the call's timeout (seconds); the outcome is unknown.
+
+    The charge may have gone through: the caller retries later with the same idempotency key,
+    which returns the same charge instead of a second one.
+    """
+
+    def __init__(self, timeout: float):
+        super().__init__(f"payment provider did not answer within {timeout:g} s")
+        self.timeout = timeout
+
+
 class PaymentGateway(Protocol):
-    def charge(self, *, amount: int, currency: str, idempotency_key: str, payment_method: str) -> str:
-        """Charge ``amount`` minor units; return the charge id or raise PaymentDeclined."""
+    def charge(self, *, amount: int, currency: str, idempotency_key: str, payment_method: str, timeout: float) -> str:
+        """Charge ``amount`` minor units within ``timeout`` seconds; return the charge id.
+
+        Raise PaymentDeclined (final) or PaymentTimeout (outcome unknown: retry with the same key).
+        """
 
 
 class SandboxGateway:
@@ -37,14 +52,18 @@ class SandboxGateway:
 
     ``PAYMENT_SANDBOX_LATENCY_MS`` (milliseconds) is slept after the charge is recorded and before
     the call returns, as a provider's response in flight: a signal sent during that time lands
-    after the charge and before the caller's commit.
+    after the charge and before the caller's commit. A latency longer than the call's
+    ``timeout`` is a slow provider: the charge is taken, the caller waits ``timeout`` seconds and
+    gets PaymentTimeout, as with a real provider whose answer is lost in flight.
     """
 
-    def charge(self, *, amount: int, currency: str, idempotency_key: str, payment_method: str) -> str:
+    def charge(self, *, amount: int, currency: str, idempotency_key: str, payment_method: str, timeout: float) -> str:
         """Charge ``amount`` (minor units, > 0) of ``currency``; idempotent per ``idempotency_key``.
 
         Return the charge id (``ch_…``). Raise PaymentDeclined for ``pm_card_chargeDeclined``
-        (again on every retry with the same key) and ValueError for a non-positive amount.
+        (again on every retry with the same key), PaymentTimeout when the sandbox latency is
+        longer than ``timeout`` (seconds; the charge is recorded all the same) and ValueError for
+        a non-positive amount.
         """
         if amount <= 0:
             raise ValueError(f"amount must be positive minor units, got {amount}")
@@ -64,8 +83,12 @@ class SandboxGateway:
                 )
         except IntegrityError:  # a concurrent call with the same key won the insert
             record = SandboxCharge.objects.using(GATEWAY_DB).get(idempotency_key=idempotency_key)
-        if settings.PAYMENT_SANDBOX_LATENCY_MS:
-            time.sleep(settings.PAYMENT_SANDBOX_LATENCY_MS / 1000)
+        latency = settings.PAYMENT_SANDBOX_LATENCY_MS / 1000
+        if latency > timeout:
+            time.sleep(timeout)
+            raise PaymentTimeout(timeout)
+        if latency:
+            time.sleep(latency)
         if record.outcome == SandboxChargeOutcome.DECLINED:
             raise PaymentDeclined(record.decline_code, record.charge_id)
         return record.charge_id

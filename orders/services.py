@@ -11,6 +11,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
 
@@ -30,7 +31,7 @@ from orders.models import (
 )
 from orders.money import format_money
 from orders.notifications import order_confirmation_create
-from orders.payments import PaymentDeclined, get_gateway
+from orders.payments import PaymentDeclined, PaymentTimeout, get_gateway
 from orders.queueing import order_enqueue
 from orders.selectors import order_get_by_idempotency_key
 
@@ -220,6 +221,10 @@ def order_process(*, order_id: uuid.UUID | str) -> Order:
     after a crash between charge and commit gets the same charge back instead of a second one.
     A declined payment moves the order to failed with the decline code as reason and gives its
     stock back (order_stock_return), in the same transaction.
+    The call to the provider is bounded by ``settings.PAYMENT_TIMEOUT`` seconds (at most half the
+    job's limit), so a provider slower than the job ends the call, not the job: the job fails
+    with PaymentTimeout and the retry, with the same idempotency key, gets the charge the
+    provider may have taken and settles the order without charging again.
     Raise Order.DoesNotExist for an unknown id; gateway errors other than a decline propagate
     (the job fails and the sweep retries it).
     """
@@ -234,7 +239,11 @@ def order_process(*, order_id: uuid.UUID | str) -> Order:
                 currency=order.currency,
                 idempotency_key=order_payment_key(order=order),
                 payment_method=order.payment_method,
+                timeout=settings.PAYMENT_TIMEOUT,
             )
+        except PaymentTimeout as exc:
+            logger.warning("order %s: %s; it stays pending and is retried with the same key", order.pk, exc)
+            raise
         except PaymentDeclined as exc:
             order_set_status(order=order, status=OrderStatus.FAILED, reason=f"payment declined ({exc.code})")
             order_stock_return(order=order)

@@ -288,6 +288,16 @@ MAILER_GIVE_UP_AFTER = env_int("MAILER_GIVE_UP_AFTER", 5 * 24 * 3600, minimum=60
 
 # Payments: the sandbox gateway's artificial latency, for crash tests and demos.
 PAYMENT_SANDBOX_LATENCY_MS = env_int("PAYMENT_SANDBOX_LATENCY_MS", 0, minimum=0, maximum=600_000)
+# Seconds the payment call may take before the job gives up on it (orders.payments.PaymentTimeout).
+# At most half the RQ job limit: the other half is left for the order's transaction and the
+# commit, so a slow provider ends the call, not the job (RQ kills a job past its timeout with no
+# chance to record a charge that went through).
+PAYMENT_TIMEOUT = env_number("PAYMENT_TIMEOUT", RQ_JOB_TIMEOUT / 2, minimum=0.1, maximum=3600)
+if PAYMENT_TIMEOUT > RQ_JOB_TIMEOUT / 2:
+    raise ImproperlyConfigured(
+        f"PAYMENT_TIMEOUT={PAYMENT_TIMEOUT:g} is too long: it must be at most half of RQ_JOB_TIMEOUT "
+        f"({RQ_JOB_TIMEOUT / 2:g} s), or a slow provider would outlast the job and its charge be lost"
+    )
 
 # Static files, served by WhiteNoise (https://whitenoise.readthedocs.io/en/stable/django.html).
 # With DEBUG off they are served from STATIC_ROOT under content-hashed names (cached for ten years),

@@ -1,5 +1,6 @@
 """order_process and the sweep: idempotent against reruns, crashes after the charge and lost jobs."""
 
+import time
 import uuid
 
 import django_rq
@@ -10,6 +11,7 @@ from core.queues import DEFAULT_QUEUE
 from mailer.models import OutboxMessage
 from orders import services
 from orders.models import Charge, Order, OrderStatusChange, PaymentMethod, SandboxCharge
+from orders.payments import PaymentTimeout
 from orders.queueing import orders_sweep_pending
 from orders.services import InvalidStatusTransition, LineRequest, order_create, order_process
 from tests import factories
@@ -57,6 +59,25 @@ def test_crash_after_charge_before_commit_is_retried_without_a_second_charge(pro
     monkeypatch.setattr(Charge.objects, "create", real_create)
     assert order_process(order_id=order.pk).status == "paid"
     assert SandboxCharge.objects.count() == 1
+    assert Charge.objects.get().gateway_charge_id == SandboxCharge.objects.get().charge_id
+    assert OutboxMessage.objects.count() == 1
+
+
+def test_provider_slower_than_the_payment_timeout_is_settled_by_the_retry_with_one_charge(product, settings):
+    order = factories.order(product=product)
+    settings.PAYMENT_TIMEOUT = 0.2
+    settings.PAYMENT_SANDBOX_LATENCY_MS = 5000  # the provider answers long after the call's bound
+    began = time.monotonic()
+    with pytest.raises(PaymentTimeout):
+        order_process(order_id=order.pk)
+    assert time.monotonic() - began < 2  # the call was cut at its timeout, not at the provider's pace
+    order.refresh_from_db()
+    assert order.status == "pending"
+    assert SandboxCharge.objects.count() == 1  # the provider took the money
+
+    settings.PAYMENT_SANDBOX_LATENCY_MS = 0  # the provider answers again
+    assert order_process(order_id=order.pk).status == "paid"
+    assert SandboxCharge.objects.count() == 1  # charged once
     assert Charge.objects.get().gateway_charge_id == SandboxCharge.objects.get().charge_id
     assert OutboxMessage.objects.count() == 1
 

@@ -50,6 +50,7 @@ def test_valid_configuration_passes_check():
         ({"SITE_URL": "shop.example.com"}, "SITE_URL"),  # no scheme: email links would not be links
         ({"SITE_URL": "ftp://shop.example.com"}, "SITE_URL"),
         ({"ORDER_PAGE_WAIT_SECONDS": "0"}, "ORDER_PAGE_WAIT_SECONDS"),
+        ({"PAYMENT_TIMEOUT": "soon"}, "PAYMENT_TIMEOUT"),
     ],
 )
 def test_bad_configuration_exits_with_one_line_naming_the_variable(changes, variable):
@@ -103,6 +104,13 @@ def test_a_mail_lease_shorter_than_an_smtp_exchange_is_refused():
     result = manage_check(MAILER_LEASE_SECONDS="10", EMAIL_TIMEOUT="10")
     assert result.returncode != 0
     assert "MAILER_LEASE_SECONDS=10 is too short" in result.stderr
+
+
+@pytest.mark.parametrize("changes", [{"PAYMENT_TIMEOUT": "31"}, {"RQ_JOB_TIMEOUT": "10", "PAYMENT_TIMEOUT": "6"}])
+def test_a_payment_timeout_over_half_the_job_limit_is_refused(changes):
+    result = manage_check(**changes)
+    assert result.returncode != 0
+    assert f"PAYMENT_TIMEOUT={changes['PAYMENT_TIMEOUT']} is too long" in result.stderr
 
 
 @pytest.mark.parametrize(

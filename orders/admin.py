@@ -26,6 +26,7 @@ from orders.models import Charge, Order, OrderLine, OrderStatus, OrderStatusChan
 from orders.money import InvalidAmount, format_money, to_major, to_minor
 from orders.operations import ConfirmationNotSent, order_confirmation_resend, order_rerun
 from orders.payments import GATEWAY_DB
+from orders.selectors import orders_payment_unsettled
 
 
 class ProductAdminForm(forms.ModelForm):
@@ -166,6 +167,25 @@ def _email_kind(key: str) -> str:
     return f"{kind} (resent)" if ":resend:" in key else kind
 
 
+class PaymentFilter(admin.SimpleListFilter):
+    """The orders list's "Payment" filter: orders whose payment call had no answer (retried with
+    backoff), and those of them unsettled past settings.PAYMENT_UNSETTLED_AFTER
+    (orders.selectors.orders_payment_unsettled), which staff check at the provider."""
+
+    title = "payment"
+    parameter_name = "payment"
+
+    def lookups(self, request, model_admin) -> list[tuple[str, str]]:
+        return [("unsettled", "Unsettled (no answer from the provider)"), ("timed-out", "Had a call with no answer")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "unsettled":
+            return queryset.filter(pk__in=orders_payment_unsettled().values("pk"))
+        if self.value() == "timed-out":
+            return queryset.filter(payment_timeouts__gt=0)
+        return queryset
+
+
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
     """Orders are read-only here: status changes go through orders.services, never a form.
@@ -179,7 +199,7 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
     view_on_site = False
 
     list_display = ["id", "email", "status", "total_display", "created_at"]
-    list_filter = ["status", "currency", ("created_at", admin.DateFieldListFilter)]
+    list_filter = ["status", PaymentFilter, "currency", ("created_at", admin.DateFieldListFilter)]
     # "=": a request id (from a log line or a shopper's X-Request-ID) finds its order exactly.
     search_fields = ["id", "email", "=request_id"]
     # No change permission: Django shows every field read-only, so no readonly_fields.
@@ -197,6 +217,8 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
         "created_at",
         "updated_at",
         "payment_attempts",
+        "payment_timeouts",
+        "payment_retry_at",
         "emails",
     ]
     inlines = [OrderLineInline, ChargeInline, OrderStatusChangeInline]

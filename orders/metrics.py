@@ -11,6 +11,7 @@ from prometheus_client.registry import Collector
 from core.metrics import collector_register
 from core.preflight import first_line
 from orders.models import Order, OrderStatus
+from orders.selectors import orders_payment_unsettled
 
 logger = logging.getLogger(__name__)
 
@@ -32,3 +33,23 @@ class OrdersCollector(Collector):
         for status, count in counts.items():
             family.add_metric([status], count)
         yield family
+
+
+@collector_register("web")
+class UnsettledPaymentsCollector(Collector):
+    """``formation_orders_payment_unsettled``: pending orders whose payment call had no answer
+    and that are older than settings.PAYMENT_UNSETTLED_AFTER seconds
+    (orders.selectors.orders_payment_unsettled), counted at each scrape; alert when above 0.
+    The count reads the few pending orders through ``order_status_created``."""
+
+    def collect(self) -> Iterable[GaugeMetricFamily]:
+        try:
+            count = orders_payment_unsettled().count()
+        except DatabaseError as exc:
+            logger.warning("metrics: unsettled payments not counted, database unavailable (%s)", first_line(exc))
+            return
+        yield GaugeMetricFamily(
+            "formation_orders_payment_unsettled",
+            "Pending orders whose payment call had no answer, older than PAYMENT_UNSETTLED_AFTER.",
+            value=count,
+        )

@@ -102,6 +102,12 @@ class Order(models.Model):
         editable=False,
         help_text="The X-Request-ID of the request that placed it; its job and email log it too.",
     )
+    # Calls to the payment provider that ended with no answer (orders.payments.PaymentTimeout or the
+    # job cut mid-call), and when the sweep may retry it: a per-order backoff, so a provider
+    # slower than the job is not asked again at every sweep. Database defaults: processes of the
+    # previous release insert orders without these columns.
+    payment_timeouts = models.PositiveIntegerField(default=0, db_default=0, editable=False)
+    payment_retry_at = models.DateTimeField(null=True, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -216,6 +222,9 @@ class SandboxCharge(models.Model):
     payment_method = models.CharField(max_length=40)
     outcome = models.CharField(max_length=16, choices=SandboxChargeOutcome.choices)
     decline_code = models.CharField(max_length=40, blank=True)
+    # How many times the provider was asked with this key (the first call and every retry), as a
+    # provider's request log would tell; a database default for the previous release's inserts.
+    requests = models.PositiveIntegerField(default=1, db_default=1)
     created_at = models.DateTimeField(auto_now_add=True)
 
     def __str__(self) -> str:

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F
 
 from orders.models import PaymentMethod, SandboxCharge, SandboxChargeOutcome
 
@@ -70,7 +71,7 @@ class SandboxGateway:
         declined = payment_method == PaymentMethod.DECLINED
         try:
             with transaction.atomic(using=GATEWAY_DB):
-                record, _ = SandboxCharge.objects.using(GATEWAY_DB).get_or_create(
+                record, created = SandboxCharge.objects.using(GATEWAY_DB).get_or_create(
                     idempotency_key=idempotency_key,
                     defaults={
                         "charge_id": f"ch_{uuid.uuid4().hex}",
@@ -83,6 +84,9 @@ class SandboxGateway:
                 )
         except IntegrityError:  # a concurrent call with the same key won the insert
             record = SandboxCharge.objects.using(GATEWAY_DB).get(idempotency_key=idempotency_key)
+            created = False
+        if not created:  # a retry with a key the provider has seen: its request log counts it
+            SandboxCharge.objects.using(GATEWAY_DB).filter(pk=record.pk).update(requests=F("requests") + 1)
         latency = settings.PAYMENT_SANDBOX_LATENCY_MS / 1000
         if latency > timeout:
             time.sleep(timeout)

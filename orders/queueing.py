@@ -13,6 +13,8 @@ from datetime import timedelta
 
 import django_rq
 from django.conf import settings
+from django.db.models import Q
+from django.db.models.functions import Now
 from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Queue
@@ -86,8 +88,12 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
     """
     older_than = settings.ORDER_STUCK_AFTER if older_than is None else older_than
     cutoff = timezone.now() - timedelta(seconds=older_than)
+    # An order whose payment call had no answer waits for its own backoff (payment_retry_at, set
+    # from the database's clock by orders.services.order_payment_retry_later).
     pending = dict(
-        Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=cutoff).values_list("id", "request_id")
+        Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=cutoff)
+        .filter(Q(payment_retry_at__isnull=True) | Q(payment_retry_at__lte=Now()))
+        .values_list("id", "request_id")
     )
     if not pending:
         return 0

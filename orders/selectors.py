@@ -3,8 +3,11 @@
 import re
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
+from django.conf import settings
 from django.db.models import Prefetch, QuerySet
+from django.db.models.functions import Now
 
 from mailer.models import OutboxStatus
 from mailer.selectors import outbox_message_gave_up, outbox_message_get
@@ -19,6 +22,18 @@ def products_on_sale() -> QuerySet[Product]:
 def order_get_by_idempotency_key(*, key: uuid.UUID) -> Order | None:
     """Return the order placed with idempotency ``key`` (its checkout's token), or None."""
     return Order.objects.filter(idempotency_key=key).first()
+
+
+def orders_payment_unsettled() -> QuerySet[Order]:
+    """Return the pending orders whose payment call had no answer and that are older than
+    settings.PAYMENT_UNSETTLED_AFTER seconds (by the database's clock): the provider may have
+    charged them while the shop does not know it yet. Staff check the provider's dashboard.
+    """
+    return Order.objects.filter(
+        status=OrderStatus.PENDING,
+        payment_timeouts__gt=0,
+        created_at__lt=Now() - timedelta(seconds=settings.PAYMENT_UNSETTLED_AFTER),
+    )
 
 
 def orders_with_lines() -> QuerySet[Order]:

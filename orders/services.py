@@ -10,10 +10,13 @@ orders.notifications'.
 import logging
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F
+from django.db.models.functions import Now
+from rq.timeouts import JobTimeoutException
 
 from core import context
 from core.errors import ApplicationError
@@ -33,7 +36,7 @@ from orders.money import format_money
 from orders.notifications import order_confirmation_create
 from orders.payments import PaymentDeclined, PaymentTimeout, get_gateway
 from orders.queueing import order_enqueue
-from orders.selectors import order_get_by_idempotency_key
+from orders.selectors import order_get_by_idempotency_key, orders_payment_unsettled
 
 logger = logging.getLogger(__name__)
 
@@ -214,6 +217,58 @@ def order_set_status(*, order: Order, status: str, reason: str = "", actor: str 
 
 
 def order_process(*, order_id: uuid.UUID | str) -> Order:
+    """Charge a pending order, mark it paid and put its confirmation email in the outbox.
+
+    A call to the provider that ends with no answer (PaymentTimeout, or RQ's JobTimeoutException
+    when the job itself is cut) is counted on the order and its next try is put off
+    (order_payment_retry_later) before the exception propagates.
+    See _order_process for the rest.
+    """
+    try:
+        return _order_process(order_id=order_id)
+    except (PaymentTimeout, JobTimeoutException):
+        order_payment_retry_later(order_id=order_id)
+        raise
+
+
+def order_payment_retry_later(*, order_id: uuid.UUID | str) -> float | None:
+    """Count one more payment call of the pending order ``order_id`` that ended with no answer and
+    put its next try off; return the delay in seconds, or None when the order is no longer pending.
+
+    The delay is settings.PAYMENT_RETRY_BASE × 2^(n−1) seconds after the n-th such call, capped at
+    settings.PAYMENT_RETRY_CAP: exponential backoff per order (the rule of AWS's "Exponential
+    Backoff And Jitter", without the jitter: one client, one order). ``payment_retry_at`` is set
+    from the database's clock, so hosts whose clocks differ agree on it; the sweep
+    (orders.queueing.orders_sweep_pending) leaves the order alone until then. Past
+    settings.PAYMENT_UNSETTLED_AFTER seconds the order is unsettled: a warning line here, at each
+    (backed-off) retry. Raise Order.DoesNotExist for an unknown id.
+    """
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id=order_id)
+        if order.status != OrderStatus.PENDING:
+            return None
+        order.payment_timeouts += 1
+        delay = min(settings.PAYMENT_RETRY_CAP, settings.PAYMENT_RETRY_BASE * 2 ** min(order.payment_timeouts - 1, 32))
+        order.payment_retry_at = Now() + timedelta(seconds=delay)
+        order.save(update_fields=["payment_timeouts", "payment_retry_at", "updated_at"])
+        unsettled = orders_payment_unsettled().filter(pk=order.pk).exists()
+    if unsettled:
+        logger.warning(
+            "order %s: payment unsettled: %d calls to the provider had no answer; next try in %g s; "
+            "check the provider for a charge with key %s",
+            order.pk,
+            order.payment_timeouts,
+            delay,
+            order.idempotency_key,
+        )
+    else:
+        logger.info(
+            "order %s: payment call %d had no answer; next try in %g s", order.pk, order.payment_timeouts, delay
+        )
+    return delay
+
+
+def _order_process(*, order_id: uuid.UUID | str) -> Order:
     """Charge a pending order, mark it paid and put its confirmation email in the outbox.
 
     All in one transaction with the order locked. An order that is no longer pending is

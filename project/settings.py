@@ -298,6 +298,15 @@ if PAYMENT_TIMEOUT > RQ_JOB_TIMEOUT / 2:
         f"PAYMENT_TIMEOUT={PAYMENT_TIMEOUT:g} is too long: it must be at most half of RQ_JOB_TIMEOUT "
         f"({RQ_JOB_TIMEOUT / 2:g} s), or a slow provider would outlast the job and its charge be lost"
     )
+# Seconds before the sweep asks the provider again about an order whose call ended with no answer:
+# base × 2^(n-1) after the n-th such call, capped (orders.services.order_payment_retry_later), so a
+# slow provider sees growing gaps per order, not a call at every sweep.
+PAYMENT_RETRY_BASE = env_number("PAYMENT_RETRY_BASE", 10, minimum=0.1, maximum=3600)
+PAYMENT_RETRY_CAP = env_number("PAYMENT_RETRY_CAP", 300, minimum=0.1, maximum=86400)
+# Seconds after which a pending order whose payment call had no answer is surfaced as unsettled:
+# a warning line at each retry, the formation_orders_payment_unsettled gauge and the admin's
+# "Payment" filter. Staff look at the provider's dashboard for the charge.
+PAYMENT_UNSETTLED_AFTER = env_int("PAYMENT_UNSETTLED_AFTER", 600, minimum=1)
 
 # Static files, served by WhiteNoise (https://whitenoise.readthedocs.io/en/stable/django.html).
 # With DEBUG off they are served from STATIC_ROOT under content-hashed names (cached for ten years),

@@ -162,3 +162,71 @@ def test_orders_enqueue_through_one_redis_connection(product):
     assert len(queued_job_ids()) == 6
     # queued_job_ids' own client is the one new connection.
     assert connection.info("stats")["total_connections_received"] - before <= 1
+
+
+def db_now():
+    """The database's clock now (an aware datetime): retry times are set from it."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT now()")
+        return cursor.fetchone()[0]
+
+
+def test_a_provider_with_no_answer_is_asked_again_with_a_growing_gap_per_order(product, settings):
+    order = factories.order(product=product)
+    settings.PAYMENT_TIMEOUT = 0.05
+    settings.PAYMENT_SANDBOX_LATENCY_MS = 5000
+    settings.PAYMENT_RETRY_BASE, settings.PAYMENT_RETRY_CAP = 10, 60
+    django_rq.get_queue(DEFAULT_QUEUE).empty()  # its job lost: only the sweep would enqueue it again
+    gaps = []
+    for _ in range(4):
+        with pytest.raises(PaymentTimeout):
+            order_process(order_id=order.pk)
+        order.refresh_from_db()
+        gaps.append(round((order.payment_retry_at - db_now()).total_seconds()))
+        # Until its retry time the sweep leaves the order alone, however often it runs.
+        assert orders_sweep_pending(older_than=0) == 0
+        assert queued_job_ids() == []
+    assert order.payment_timeouts == 4
+    assert gaps == [10, 20, 40, 60]  # base × 2^(n-1), capped
+    charge = SandboxCharge.objects.get()
+    assert charge.requests == 4  # the provider was asked four times, with one key
+    # Its time come, the sweep enqueues it once; the provider answering now, it is paid once.
+    Order.objects.filter(pk=order.pk).update(payment_retry_at=db_now())
+    assert orders_sweep_pending(older_than=0) == 1
+    settings.PAYMENT_SANDBOX_LATENCY_MS = 0
+    run_burst_worker()
+    order.refresh_from_db()
+    assert order.status == "paid"
+    assert Charge.objects.get().gateway_charge_id == charge.charge_id
+    assert SandboxCharge.objects.get().requests == 5
+
+
+def test_an_order_unsettled_past_the_bound_is_logged_counted_and_filtered_for_staff(product, settings, client, caplog):
+    from datetime import timedelta
+
+    from tests.support.metrics import metric_samples, sample
+
+    settings.PAYMENT_TIMEOUT = 0.05
+    settings.PAYMENT_SANDBOX_LATENCY_MS = 5000
+    settings.PAYMENT_UNSETTLED_AFTER = 600
+    settings.METRICS_TOKEN = "test-metrics-token-0123456789"
+    fresh, old = factories.order(product=product), factories.order(product=product)
+    Order.objects.filter(pk=old.pk).update(created_at=db_now() - timedelta(seconds=601))
+    for order in (fresh, old):
+        with pytest.raises(PaymentTimeout):
+            order_process(order_id=order.pk)
+    unsettled = [r.getMessage() for r in caplog.records if "payment unsettled" in r.getMessage()]
+    assert len(unsettled) == 1 and str(old.pk) in unsettled[0]
+
+    samples = metric_samples(
+        client.get("/metrics", HTTP_AUTHORIZATION=f"Bearer {settings.METRICS_TOKEN}").content.decode()
+    )
+    assert sample(samples, "formation_orders_payment_unsettled") == 1
+
+    client.force_login(factories.staff_user(superuser=True))
+    listed = client.get("/admin/orders/order/?payment=unsettled").content.decode()
+    assert str(old.pk) in listed and str(fresh.pk) not in listed
+    both = client.get("/admin/orders/order/?payment=timed-out").content.decode()
+    assert str(old.pk) in both and str(fresh.pk) in both

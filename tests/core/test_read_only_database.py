@@ -8,44 +8,16 @@ and the app's sessions terminated, so that they reconnect read-only.
 
 import json
 
-import psycopg
 import pytest
-from django.db import connection, connections
 from django.test import Client
 
 from core import liveness
-from embedded.harness import formation_database_url
 from embedded.shopper import cart_fill, checkout_data, hidden, page_lines
 from orders.models import Order, OrderStatus
 from tests.support.databases import ALL_DATABASES
 from tests.support.queues import run_burst_worker
 
 pytestmark = pytest.mark.django_db(transaction=True, databases=ALL_DATABASES)
-
-
-def _set_read_only(on: bool) -> None:
-    name = connection.settings_dict["NAME"]
-    # A command-line option outranks the database's setting: this session may write either way.
-    with psycopg.connect(
-        formation_database_url(), autocommit=True, options="-c default_transaction_read_only=off"
-    ) as admin:
-        if on:
-            admin.execute(f'ALTER DATABASE "{name}" SET default_transaction_read_only = on')
-        else:
-            admin.execute(f'ALTER DATABASE "{name}" RESET default_transaction_read_only')
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> pg_backend_pid()",
-            [name],
-        )
-    connections.close_all()
-
-
-@pytest.fixture
-def read_only(transactional_db):
-    """Put the test database in read-only mode; the finalizer restores it before the flush."""
-    switch = _set_read_only
-    yield switch
-    _set_read_only(False)
 
 
 def test_writes_refused_read_only_are_503_and_the_checkout_is_retried_into_one_paid_order(read_only, product):

@@ -98,7 +98,8 @@ SOAK_TIMINGS = {
     "WEB_CONCURRENCY": "2",
 }
 KILL, TERM, PG, REDIS, SMTP = "kill -9", "SIGTERM", "PostgreSQL restart", "Redis restart", "SMTP pause"
-FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP)
+READ_ONLY = "read-only database"  # PostgreSQL answers but refuses writes (a standby, disk-full mode)
+FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP, READ_ONLY)
 # Seconds: a process told to stop gets RQ_JOB_TIMEOUT (60) + 10 before it is killed, as `make run`
 # does (FORMATION_KILL_WAIT); a (re)started process must be ready within READY_DEADLINE.
 STOP_GRACE = 70.0
@@ -258,6 +259,19 @@ class Services:
         self._stop(self.postgres, signal.SIGQUIT)
         time.sleep(down)
         self._start(self.postgres)
+
+    def read_only_postgres(self, seconds: float) -> None:
+        """Make PostgreSQL refuse writes for ``seconds``: ``ALTER SYSTEM SET
+        default_transaction_read_only = on`` and a reload (every session, open or new, takes it),
+        as a provider's disk-full mode does; then RESET and reload. As the superuser ``postgres``."""
+        with self.postgres._superuser("postgres") as conn:
+            conn.execute("ALTER SYSTEM SET default_transaction_read_only = on")
+            conn.execute("SELECT pg_reload_conf()")
+            try:
+                time.sleep(seconds)
+            finally:
+                conn.execute("ALTER SYSTEM RESET default_transaction_read_only")
+                conn.execute("SELECT pg_reload_conf()")
 
     def restart_redis(self, down: float) -> None:
         """SIGTERM Redis (it writes its append-only file and exits), wait ``down`` seconds, start it."""
@@ -672,6 +686,7 @@ class Chaos(threading.Thread):
         down = self.random.uniform(0.0, 3.0)
         pause = self.random.uniform(2.0, 10.0)
         how = self.random.choice(("refuse", "stall"))
+        read_only_for = self.random.uniform(2.0, 6.0)
         if kind in (KILL, TERM):
             slots = self.supervisor.of_kind(kind_pick)
             slot = slots[int(index_pick * len(slots))]
@@ -688,6 +703,9 @@ class Chaos(threading.Thread):
         if kind == REDIS:
             self.services.restart_redis(down)
             return f"down {down:.1f}s"
+        if kind == READ_ONLY:
+            self.services.read_only_postgres(read_only_for)
+            return f"for {read_only_for:.1f}s"
         if self.services.sink.paused:
             return None
         self.services.sink.pause(how)

@@ -108,8 +108,27 @@ def waiting_for_post_deploy(
     return waiting
 
 
+def write_problem(connection) -> str | None:
+    """Return why PostgreSQL would refuse writes on ``connection`` (a Django connection), in one
+    line, or None: a hot standby (``pg_is_in_recovery()``) or ``transaction_read_only`` on (a
+    provider's disk-full mode sets ``default_transaction_read_only``). One round trip; raises
+    django.db.DatabaseError if the query fails. Functions: PostgreSQL docs, "System Administration
+    Functions" (pg_is_in_recovery) and "Client Connection Defaults" (default_transaction_read_only).
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_is_in_recovery(), current_setting('transaction_read_only')")
+        in_recovery, read_only = cursor.fetchone()
+    if in_recovery:
+        return "read-only: PostgreSQL is a standby in recovery (pg_is_in_recovery), refusing writes"
+    if read_only == "on":
+        return "read-only: PostgreSQL refuses writes (transaction_read_only = on)"
+    return None
+
+
 def _check_database() -> str | None:
     if problem := database_problem(close=False):
+        return problem
+    if problem := write_problem(connections[DEFAULT_DB_ALIAS]):
         return problem
     plan = unapplied_migrations(connections[DEFAULT_DB_ALIAS])
     if plan:

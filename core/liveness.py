@@ -50,22 +50,23 @@ def heartbeat_age() -> float:
 
 
 def database_problem() -> str | None:
-    """Return why PostgreSQL (the ``default`` alias) does not answer ``SELECT 1`` now, in one line, or None.
+    """Return why PostgreSQL (the ``default`` alias) does not answer now or refuses writes (a
+    standby, or ``transaction_read_only`` on: core.health.write_problem), in one line, or None.
 
     Through a pooler the query reaches PostgreSQL itself, where merely connecting would not. The
     connection is this thread's own and is closed afterwards: a probe holds none between two asks.
     """
     from django.db import DEFAULT_DB_ALIAS, DatabaseError, connections
 
+    from core.health import write_problem
+
     connection = connections[DEFAULT_DB_ALIAS]
     try:
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT 1")
+        return write_problem(connection)
     except DatabaseError as exc:
         return first_line(exc)
     finally:
         connection.close()
-    return None
 
 
 _redis_clients: dict[str, object] = {}

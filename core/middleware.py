@@ -12,6 +12,7 @@ from django.template.loader import render_to_string
 from django.views import defaults
 
 from core import context, health, metrics
+from core.postgresql.refusals import write_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -165,9 +166,16 @@ class DatabaseUnavailableMiddleware:
         return self.get_response(request)
 
     def process_exception(self, request: HttpRequest, exception: Exception) -> HttpResponse | None:
-        if not isinstance(exception, DATABASE_ERRORS):
+        if not is_database_unavailable(exception):
             return None
         return database_unavailable(request, exception)
+
+
+def is_database_unavailable(exception: BaseException) -> bool:
+    """True when ``exception`` means PostgreSQL cannot serve the request now: unreachable
+    (DATABASE_ERRORS) or refusing writes (read-only or disk full, core.postgresql.refusals
+    .write_refusal; Django raises InternalError for a read-only refusal, which is no 500 either)."""
+    return isinstance(exception, DATABASE_ERRORS) or write_refusal(exception) is not None
 
 
 def database_unavailable(request: HttpRequest, exception: Exception) -> HttpResponse:
@@ -188,7 +196,7 @@ def server_error(request: HttpRequest) -> HttpResponse:
     django.core.handlers.exception.handle_uncaught_exception).
     """
     exception = sys.exc_info()[1]
-    if isinstance(exception, DATABASE_ERRORS):
+    if exception is not None and is_database_unavailable(exception):
         return database_unavailable(request, exception)
     return defaults.server_error(request)
 

@@ -25,7 +25,7 @@ from rq.job import Job, JobStatus
 
 from core import context, liveness, metrics
 from core.backoff import Backoff
-from core.postgresql.refusals import Refusal, RefusalLog, connection_refusal
+from core.postgresql.refusals import Refusal, RefusalLog, database_refusal
 
 # Redis going away at any instant must not end the worker. RQ retries only around its blocking pop;
 # every other Redis call of its loop (the suspension check, the registry clean-up, the IDLE state it
@@ -165,7 +165,7 @@ class Worker(rq.Worker):
         """In the horse: RQ's handling of a job that raised (a line with the traceback, then the
         exception handlers), except for a refused PostgreSQL connection, which is noted for
         handle_job_failure and logged by the worker in a line per interval (RefusalLog)."""
-        self._refusal = connection_refusal(exc_info[1]) if exc_info[1] is not None else None
+        self._refusal = database_refusal(exc_info[1]) if exc_info[1] is not None else None
         if self._refusal is None:
             super().handle_exception(job, *exc_info)
 

@@ -15,6 +15,7 @@ import pytest
 
 from core.queues import DEFAULT_QUEUE
 from tests import factories
+from tests.support.read_only import read_only  # noqa: F401 (a fixture for every test module)
 
 pytest_plugins = [
     "tests.fixtures.smtp",

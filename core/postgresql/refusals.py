@@ -19,7 +19,11 @@ import psycopg
 TOO_MANY_CLIENTS = "too_many_clients"  # 53300 too_many_connections, 53400 configuration_limit_exceeded
 NOT_ACCEPTING = "not_accepting"  # 57P03 cannot_connect_now: starting up, shutting down, in recovery
 UNREACHABLE = "unreachable"  # nothing listening (connection refused) or no answer within connect_timeout
+READ_ONLY = "read_only"  # 25006 read_only_sql_transaction: a standby, or default_transaction_read_only on
+DISK_FULL = "disk_full"  # 53100 disk_full
 DESCRIPTIONS = {
+    READ_ONLY: "refusing writes (read-only)",
+    DISK_FULL: "disk full",
     TOO_MANY_CLIENTS: "too many clients",
     NOT_ACCEPTING: "not accepting connections",
     UNREACHABLE: "unreachable",
@@ -43,6 +47,10 @@ MESSAGES = (
     ("connection refused", UNREACHABLE),
     ("timeout expired", UNREACHABLE),
 )
+# Refusals of a write by a server that is up: PostgreSQL rolls back the statement's transaction
+# (https://www.postgresql.org/docs/current/errcodes-appendix.html), so, like a refusal at
+# connect, nothing was written and the work may be tried again once writes are accepted.
+WRITE_SQLSTATES = {"25006": READ_ONLY, "53100": DISK_FULL}
 # psycopg raises every error of a connection attempt from Connection.connect (after trying each
 # host), so a psycopg error whose traceback passes through it was raised while connecting.
 _CONNECT_CODE = psycopg.Connection.connect.__func__.__code__
@@ -84,6 +92,29 @@ def connection_refusal(exc: BaseException) -> Refusal | None:
     # "connection failed: connection to server at "h", port p failed: FATAL:  sorry, …": the server's part.
     detail = re.sub(r"^.*\bfailed: ", "", str(error).strip().splitlines()[0])
     return Refusal(kind=kind, detail=" ".join(detail.split()))
+
+
+def write_refusal(exc: BaseException) -> Refusal | None:
+    """Return the Refusal (READ_ONLY or DISK_FULL) that ``exc`` is, or None for any other error.
+
+    ``exc`` is Django's wrapper (InternalError for 25006, OperationalError for 53100) or
+    psycopg's own error; its SQLSTATE decides (WRITE_SQLSTATES), at any point of a connection's
+    life: a standby after failover or a server with ``default_transaction_read_only`` on refuses
+    the write, not the connection (cloudnative-pg#1254).
+    """
+    error = _psycopg_error(exc)
+    if error is None:
+        return None
+    kind = WRITE_SQLSTATES.get(error.sqlstate or "")
+    if kind is None:
+        return None
+    return Refusal(kind=kind, detail=" ".join(str(error).strip().splitlines()[0].split()))
+
+
+def database_refusal(exc: BaseException) -> Refusal | None:
+    """Return the Refusal that ``exc`` is, at connect (connection_refusal) or of a write
+    (write_refusal), or None: either way nothing was written and the work may be retried."""
+    return connection_refusal(exc) or write_refusal(exc)
 
 
 def _psycopg_error(exc: BaseException) -> psycopg.Error | None:

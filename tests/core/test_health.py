@@ -143,16 +143,18 @@ def _redis_connections_received() -> int:
 
 
 @pytest.mark.django_db
-def test_ready_reuses_one_redis_connection_and_makes_one_query(client):
+def test_ready_reuses_one_redis_connection_and_makes_two_queries(client):
     # A probe every few seconds per pod must not open a Redis connection each time (nor rebuild
-    # the migration graph: one query, the applied migrations).
+    # the migration graph: two queries, whether PostgreSQL takes writes and the applied migrations).
     client.get("/ready")
     before = _redis_connections_received()
     for _ in range(5):
         with CaptureQueriesContext(connections["default"]) as queries:
             assert client.get("/ready").status_code == 200
-        assert [query["sql"] for query in queries] == [queries[0]["sql"]]
-        assert '"django_migrations"' in queries[0]["sql"]
+        sqls = [query["sql"] for query in queries]
+        assert len(sqls) == 2
+        assert "pg_is_in_recovery()" in sqls[0]
+        assert '"django_migrations"' in sqls[1]
     # The counting connection itself is one.
     assert _redis_connections_received() - before <= 1
 

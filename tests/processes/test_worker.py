@@ -49,6 +49,14 @@ def statement_timeout() -> None:
         cursor.execute("SELECT pg_sleep(2)")
 
 
+def write_once() -> str:
+    """Job: an UPDATE (of no row): refused when the database is read-only, whatever it matches."""
+    from django.contrib.sessions.models import Session
+
+    Session.objects.filter(session_key="").update(session_data="")
+    return "written"
+
+
 def _attempt_times() -> list[float]:
     return [float(value) for value in django_rq.get_connection(DEFAULT_QUEUE).lrange(ATTEMPTS, 0, -1)]
 
@@ -142,3 +150,21 @@ def test_a_database_error_on_an_open_connection_still_fails_the_job_and_spends_a
     assert "PostgreSQL refused" not in log
     assert worker._database_wait_until == 0.0
     assert sum(_deferred(reason) for reason in ("too_many_clients", "not_accepting", "unreachable")) == deferred_before
+
+
+def test_a_job_refused_by_a_read_only_database_is_put_back_and_runs_once_writes_are_accepted(worker_log, read_only):
+    queue = django_rq.get_queue(DEFAULT_QUEUE)
+    read_only(True)
+    job = queue.enqueue(f"{__name__}.write_once", retry=Retry(max=3))
+    worker = _worker()
+    worker.work(burst=True, max_jobs=1)
+    job.refresh()
+    assert job.get_status() == JobStatus.QUEUED
+    assert job.retries_left == 3 and job.latest_result() is None
+    assert queue.failed_job_registry.count == 0
+    assert "refusing writes (read-only): cannot execute UPDATE in a read-only transaction" in worker_log()
+    assert "Traceback" not in worker_log()
+    read_only(False)
+    _worker().work(burst=True)
+    job.refresh()
+    assert job.get_status() == JobStatus.FINISHED and job.return_value() == "written"

@@ -172,6 +172,10 @@ DATABASE_STATEMENT_TIMEOUT = env_number("DATABASE_STATEMENT_TIMEOUT", 10, minimu
 # there is one. DATABASE_DIRECT_URL is PostgreSQL itself, for what needs a session of its own (the
 # release's advisory lock and session settings); it defaults to DATABASE_URL. A direct URL that
 # differs says a pooler is in between, unless DATABASE_POOLED says otherwise (docs/connections.md).
+# Seconds after which a connection that went silent without being closed (an expired NAT entry, a
+# vanished host) ends in an error instead of hanging a request or the mailer: libpq's TCP
+# keepalives and tcp_user_timeout on every entry below (project.env.keepalive_options).
+DATABASE_SILENCE_TIMEOUT = env_number("DATABASE_SILENCE_TIMEOUT", 15, minimum=4, maximum=600)
 _direct_url = env_str("DATABASE_DIRECT_URL")
 _direct_differs = bool(_direct_url) and _direct_url != env_str("DATABASE_URL")
 DATABASE_POOLED = env_bool("DATABASE_POOLED", _direct_differs)
@@ -180,6 +184,7 @@ _connection = {
     "conn_health_checks": env_bool("CONN_HEALTH_CHECKS", True),
     "connect_timeout": DATABASE_CONNECT_TIMEOUT,
     "statement_timeout": DATABASE_STATEMENT_TIMEOUT,
+    "silence_timeout": DATABASE_SILENCE_TIMEOUT,
     # "formation/<instance>/<release>": the instance is the platform's name of this process (DYNO:
     # web.1 on Heroku and under `make run`) or its process type. The database backend adds
     # "/<pid>@<host>" at each connect (core/postgresql/base.py), within PostgreSQL's 63 bytes; the

@@ -8,6 +8,7 @@ line that tells the operator what to fix.
 import math
 import os
 import re
+import socket
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -147,6 +148,28 @@ def keepalive_options(silence_timeout: float) -> dict[str, int]:
         "keepalives_interval": interval,
         "keepalives_count": count,
         "tcp_user_timeout": round(silence_timeout * 1000),
+    }
+
+
+def redis_keepalive_options(silence_timeout: float) -> dict:
+    """Return redis-py connection keywords that end a silent Redis connection in ``silence_timeout`` s.
+
+    ``socket_keepalive`` and ``socket_keepalive_options`` (TCP_KEEPIDLE, TCP_KEEPINTVL,
+    TCP_KEEPCNT, in seconds, the figures of keepalive_options). Keepalives rather than a short
+    ``socket_timeout``: RQ's worker blocks in BLPOP for up to its worker_ttl - 15 s with its own
+    read timeout above that (rq/worker.py), so a read timeout shorter than the pop would raise
+    on every idle worker; a keepalive probe goes unanswered only when the link is dead, and the
+    kernel then fails the blocked read (ETIMEDOUT), which redis-py raises as ConnectionError.
+    ``silence_timeout`` must be >= 4.
+    """
+    options = keepalive_options(silence_timeout)
+    return {
+        "socket_keepalive": True,
+        "socket_keepalive_options": {
+            socket.TCP_KEEPIDLE: options["keepalives_idle"],
+            socket.TCP_KEEPINTVL: options["keepalives_interval"],
+            socket.TCP_KEEPCNT: options["keepalives_count"],
+        },
     }
 
 

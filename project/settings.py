@@ -25,6 +25,7 @@ from project.env import (
     env_number,
     env_redis_url,
     env_str,
+    redis_keepalive_options,
     release_version,
     web_server_settings,
 )
@@ -229,6 +230,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Redis and the queues (django-rq).
 REDIS_CONNECT_TIMEOUT = env_number("REDIS_CONNECT_TIMEOUT", 2, minimum=0.1, maximum=60)
 # REDIS_PASSWORD: the password of a REDIS_URL that has none (Kubernetes' Secret, which KEDA reads too).
+# Seconds after which a Redis connection that went silent without being closed ends in an error
+# (TCP keepalives, project.env.redis_keepalive_options): every redis.Redis of every process type
+# gets REDIS_SOCKET_OPTIONS (core.queues.keep_alive).
+REDIS_SILENCE_TIMEOUT = env_number("REDIS_SILENCE_TIMEOUT", 15, minimum=4, maximum=600)
+REDIS_SOCKET_OPTIONS = redis_keepalive_options(REDIS_SILENCE_TIMEOUT)
 REDIS_URL = env_redis_url("REDIS_URL", connect_timeout=REDIS_CONNECT_TIMEOUT, password_name="REDIS_PASSWORD")
 
 RQ_JOB_TIMEOUT = env_int("RQ_JOB_TIMEOUT", 60, minimum=1)

@@ -87,7 +87,10 @@ def redis_problem() -> str | None:
         client = _redis_clients.get(url)
         if client is None:
             client = _redis_clients.setdefault(
-                url, redis.Redis.from_url(url, socket_timeout=settings.REDIS_CONNECT_TIMEOUT)
+                url,
+                redis.Redis.from_url(
+                    url, socket_timeout=settings.REDIS_CONNECT_TIMEOUT, **settings.REDIS_SOCKET_OPTIONS
+                ),
             )
         client.ping()
     except redis.RedisError as exc:

@@ -202,7 +202,9 @@ class QueueDepthCollector(Collector):
 
         url = settings.RQ_QUEUES[name]["URL"]
         if url not in self.clients:
-            self.clients[url] = redis.Redis.from_url(url, socket_timeout=settings.REDIS_CONNECT_TIMEOUT)
+            self.clients[url] = redis.Redis.from_url(
+                url, socket_timeout=settings.REDIS_CONNECT_TIMEOUT, **settings.REDIS_SOCKET_OPTIONS
+            )
         return rq.Queue(name, connection=self.clients[url])
 
     def collect(self) -> Iterable[GaugeMetricFamily]:

@@ -31,5 +31,24 @@ def redis_connection(name: str = DEFAULT_QUEUE):
     key = repr(sorted(config.items()))
     client = _connections.get(key)
     if client is None:
-        client = _connections.setdefault(key, get_redis_connection(config))
+        client = _connections.setdefault(key, keep_alive(get_redis_connection(config)))
+    return client
+
+
+def keep_alive(client):
+    """Give the ``redis.Redis`` ``client`` settings.REDIS_SOCKET_OPTIONS (TCP keepalives) and return it.
+
+    For clients built from a URL alone (django-rq's, RQ's worker and scheduler), whose URL cannot
+    carry ``socket_keepalive_options``: the options go into the client's pool, and a connection it
+    opened before without them is closed and dropped, so every connection it opens from now on carries them
+    (a silent connection then ends within REDIS_SILENCE_TIMEOUT seconds).
+    """
+    from django.conf import settings
+
+    kwargs = client.connection_pool.connection_kwargs
+    if any(kwargs.get(key) != value for key, value in settings.REDIS_SOCKET_OPTIONS.items()):
+        kwargs.update(settings.REDIS_SOCKET_OPTIONS)
+        # A Connection reads its options when made, so the ones already made are dropped too.
+        client.connection_pool.disconnect()
+        client.connection_pool.reset()
     return client

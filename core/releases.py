@@ -46,7 +46,9 @@ class ReleaseRegistration:
         self.interval = interval
         self.ttl = ttl
         url = settings.RQ_QUEUES[DEFAULT_QUEUE]["URL"]
-        self.client = redis.Redis.from_url(url, socket_timeout=settings.REDIS_CONNECT_TIMEOUT)
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=settings.REDIS_CONNECT_TIMEOUT, **settings.REDIS_SOCKET_OPTIONS
+        )
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="release-registration", daemon=True)
 

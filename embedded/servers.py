@@ -685,6 +685,12 @@ class PgBouncer(Server):
                 "unix_socket_dir =",
                 f"pidfile = {self.pidfile}",
                 "pool_mode = transaction",
+                # A silent connection ends in about 15 s, as in deploy/compose/pgbouncer.ini.
+                "tcp_keepalive = 1",
+                "tcp_keepidle = 5",
+                "tcp_keepintvl = 3",
+                "tcp_keepcnt = 3",
+                "tcp_user_timeout = 15000",
                 f"default_pool_size = {self.pool_size}",
                 f"max_client_conn = {self.max_client_conn}",
                 "auth_type = trust",

@@ -18,7 +18,7 @@ from django_rq.queues import DjangoScheduler
 from redis.exceptions import RedisError
 
 from core import liveness, metrics
-from core.queues import MAINTENANCE_QUEUE
+from core.queues import MAINTENANCE_QUEUE, keep_alive
 
 logger = logging.getLogger("scheduler")
 # Seconds: the longest wait between two reconnect attempts after Redis went away.
@@ -30,6 +30,11 @@ class Scheduler(DjangoScheduler):
     whose SIGTERM/SIGINT always ends the process, even when Redis is down at that moment."""
 
     stopping = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # TCP keepalives on the scheduler's Redis connection (core.queues.keep_alive).
+        keep_alive(self.connection)
 
     def _install_signal_handlers(self):
         def stop(signum, frame):

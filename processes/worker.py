@@ -26,6 +26,7 @@ from rq.job import Job, JobStatus
 from core import context, liveness, metrics
 from core.backoff import Backoff
 from core.postgresql.refusals import Refusal, RefusalLog, database_refusal
+from core.queues import keep_alive
 
 # Redis going away at any instant must not end the worker. RQ retries only around its blocking pop;
 # every other Redis call of its loop (the suspension check, the registry clean-up, the IDLE state it
@@ -110,6 +111,9 @@ class Worker(rq.Worker):
         # RQ's own default name (a random hex) followed by the release, so that the post-deploy step
         # can tell the workers of another release from this one's (processes.stages.other_releases).
         super().__init__(queues, name or worker_name(release=settings.RELEASE), *args, **kwargs)
+        # TCP keepalives on the worker's and its horses' Redis connections: a silent one ends in an
+        # error within REDIS_SILENCE_TIMEOUT instead of blocking the BLPOP for good.
+        keep_alive(self.connection)
         self._preloaded = False
         # The worker's side of PostgreSQL refusing connections: its backoff, the time its wait
         # ends (time.monotonic), the lines it logs, and the pipe on which each work horse reports

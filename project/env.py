@@ -8,6 +8,7 @@ line that tells the operator what to fix.
 import math
 import os
 import re
+import socket
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -125,6 +126,53 @@ def env_formation(name: str) -> dict[str, int]:
         raise ImproperlyConfigured(f"{name} is malformed: {exc}") from None
 
 
+def keepalive_options(silence_timeout: float) -> dict[str, int]:
+    """Return libpq's TCP keepalive parameters that end a silent connection in ``silence_timeout`` s.
+
+    A peer that vanishes without closing (an expired NAT entry, a host gone) leaves a connection
+    that the kernel keeps open for hours (tcp_keepalive_time 7200 s, retransmissions ~15 min), and
+    a query on it hangs that long (psycopg2#1017). The result has libpq's keys
+    (https://www.postgresql.org/docs/current/libpq-connect.html#LIBPQ-KEEPALIVES): ``keepalives``
+    1, ``keepalives_idle`` a third of the bound, ``keepalives_interval`` and ``keepalives_count``
+    so that the probes span the rest (seconds, at least 1), and ``tcp_user_timeout``
+    (milliseconds), which also ends a connection whose sent data stays unacknowledged, the case
+    keepalives do not cover (they only probe an idle socket). ``silence_timeout`` must be >= 4
+    (1 s idle plus 3 probes 1 s apart).
+    """
+    idle = max(1, int(silence_timeout // 3))
+    count = 3
+    interval = max(1, int((silence_timeout - idle) // count))
+    return {
+        "keepalives": 1,
+        "keepalives_idle": idle,
+        "keepalives_interval": interval,
+        "keepalives_count": count,
+        "tcp_user_timeout": round(silence_timeout * 1000),
+    }
+
+
+def redis_keepalive_options(silence_timeout: float) -> dict:
+    """Return redis-py connection keywords that end a silent Redis connection in ``silence_timeout`` s.
+
+    ``socket_keepalive`` and ``socket_keepalive_options`` (TCP_KEEPIDLE, TCP_KEEPINTVL,
+    TCP_KEEPCNT, in seconds, the figures of keepalive_options). Keepalives rather than a short
+    ``socket_timeout``: RQ's worker blocks in BLPOP for up to its worker_ttl - 15 s with its own
+    read timeout above that (rq/worker.py), so a read timeout shorter than the pop would raise
+    on every idle worker; a keepalive probe goes unanswered only when the link is dead, and the
+    kernel then fails the blocked read (ETIMEDOUT), which redis-py raises as ConnectionError.
+    ``silence_timeout`` must be >= 4.
+    """
+    options = keepalive_options(silence_timeout)
+    return {
+        "socket_keepalive": True,
+        "socket_keepalive_options": {
+            socket.TCP_KEEPIDLE: options["keepalives_idle"],
+            socket.TCP_KEEPINTVL: options["keepalives_interval"],
+            socket.TCP_KEEPCNT: options["keepalives_count"],
+        },
+    }
+
+
 def env_database(
     name: str,
     *,
@@ -132,6 +180,7 @@ def env_database(
     conn_health_checks: bool,
     connect_timeout: int,
     statement_timeout: float,
+    silence_timeout: float = 15,
     application_name: str = "formation",
     pooled: bool = False,
 ) -> dict:
@@ -147,6 +196,9 @@ def env_database(
     psycopg's ``prepare_threshold``), and leaves the timeout to the role's setting that the release
     phase writes (processes.release.role_timeout_set). Raise ImproperlyConfigured naming the
     variable when it is unset, malformed, not a PostgreSQL URL, or names no database.
+    ``silence_timeout`` (seconds) bounds how long a connection that went silent without being
+    closed (an expired NAT entry, a vanished host) can hang a query: libpq's TCP keepalives and
+    tcp_user_timeout (keepalive_options), pooled or not, as they act on the client's own socket.
     """
     url = env_str(name, required=True)
     try:
@@ -165,6 +217,8 @@ def env_database(
     options = database.setdefault("OPTIONS", {})
     options["connect_timeout"] = connect_timeout
     options.setdefault("application_name", application_name)
+    for key, value in keepalive_options(silence_timeout).items():
+        options.setdefault(key, value)
     if pooled:
         database["DISABLE_SERVER_SIDE_CURSORS"] = True
         options["prepare_threshold"] = None

@@ -25,6 +25,7 @@ from project.env import (
     env_number,
     env_redis_url,
     env_str,
+    redis_keepalive_options,
     release_version,
     web_server_settings,
 )
@@ -172,6 +173,10 @@ DATABASE_STATEMENT_TIMEOUT = env_number("DATABASE_STATEMENT_TIMEOUT", 10, minimu
 # there is one. DATABASE_DIRECT_URL is PostgreSQL itself, for what needs a session of its own (the
 # release's advisory lock and session settings); it defaults to DATABASE_URL. A direct URL that
 # differs says a pooler is in between, unless DATABASE_POOLED says otherwise (docs/connections.md).
+# Seconds after which a connection that went silent without being closed (an expired NAT entry, a
+# vanished host) ends in an error instead of hanging a request or the mailer: libpq's TCP
+# keepalives and tcp_user_timeout on every entry below (project.env.keepalive_options).
+DATABASE_SILENCE_TIMEOUT = env_number("DATABASE_SILENCE_TIMEOUT", 15, minimum=4, maximum=600)
 _direct_url = env_str("DATABASE_DIRECT_URL")
 _direct_differs = bool(_direct_url) and _direct_url != env_str("DATABASE_URL")
 DATABASE_POOLED = env_bool("DATABASE_POOLED", _direct_differs)
@@ -180,6 +185,7 @@ _connection = {
     "conn_health_checks": env_bool("CONN_HEALTH_CHECKS", True),
     "connect_timeout": DATABASE_CONNECT_TIMEOUT,
     "statement_timeout": DATABASE_STATEMENT_TIMEOUT,
+    "silence_timeout": DATABASE_SILENCE_TIMEOUT,
     # "formation/<instance>/<release>": the instance is the platform's name of this process (DYNO:
     # web.1 on Heroku and under `make run`) or its process type. The database backend adds
     # "/<pid>@<host>" at each connect (core/postgresql/base.py), within PostgreSQL's 63 bytes; the
@@ -224,6 +230,11 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # Redis and the queues (django-rq).
 REDIS_CONNECT_TIMEOUT = env_number("REDIS_CONNECT_TIMEOUT", 2, minimum=0.1, maximum=60)
 # REDIS_PASSWORD: the password of a REDIS_URL that has none (Kubernetes' Secret, which KEDA reads too).
+# Seconds after which a Redis connection that went silent without being closed ends in an error
+# (TCP keepalives, project.env.redis_keepalive_options): every redis.Redis of every process type
+# gets REDIS_SOCKET_OPTIONS (core.queues.keep_alive).
+REDIS_SILENCE_TIMEOUT = env_number("REDIS_SILENCE_TIMEOUT", 15, minimum=4, maximum=600)
+REDIS_SOCKET_OPTIONS = redis_keepalive_options(REDIS_SILENCE_TIMEOUT)
 REDIS_URL = env_redis_url("REDIS_URL", connect_timeout=REDIS_CONNECT_TIMEOUT, password_name="REDIS_PASSWORD")
 
 RQ_JOB_TIMEOUT = env_int("RQ_JOB_TIMEOUT", 60, minimum=1)

@@ -257,6 +257,9 @@ PERIODIC_JOBS = [
     # Checkouts live in database sessions, which Django never deletes by itself (seconds).
     {"id": "sessions-clear-expired", "func": "orders.jobs.clear_expired_sessions", "interval": 3600},
 ]
+# Expired sessions deleted per statement by the clean-up: each batch is its own short statement,
+# well inside DATABASE_STATEMENT_TIMEOUT however large the backlog (rows).
+SESSION_CLEAR_BATCH_SIZE = env_int("SESSION_CLEAR_BATCH_SIZE", 10_000, minimum=1, maximum=1_000_000)
 
 # Email: SMTP only (dev/prod parity); EMAIL_URL is smtp://[user:password@]host:port with
 # ?tls=True or ?ssl=True (https://github.com/migonzalvar/dj-email-url).

@@ -8,11 +8,11 @@ the retry policy. Documented in docs/order-flow.md#5-the-mailer.
 
 import logging
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from core import context
@@ -103,19 +103,40 @@ def outbox_message_claim(*, lease_seconds: int | None = None) -> OutboxMessage |
         logger.warning("outbox %s: failed for good: %s", message.pk, message.last_error)
 
 
+def claim_expired_lease_query(now: datetime) -> QuerySet[OutboxMessage]:
+    """Return the claim's query for messages whose lease expired before ``now`` (aware datetime).
+
+    Longest expired first; locks with SKIP LOCKED; walks the partial index outbox_sending_lease in
+    its order. Raises nothing itself.
+    """
+    return (
+        OutboxMessage.objects.select_for_update(skip_locked=True)
+        .filter(status=OutboxStatus.SENDING, lease_expires_at__lt=now)
+        .order_by("lease_expires_at", "id")
+    )
+
+
+def claim_due_pending_query(now: datetime) -> QuerySet[OutboxMessage]:
+    """Return the claim's query for pending messages due at ``now`` (aware datetime), oldest first.
+
+    Locks with SKIP LOCKED; walks the partial index outbox_pending_due in its order, so taking the
+    first row reads one index entry, not the backlog. Raises nothing itself.
+    """
+    return (
+        OutboxMessage.objects.select_for_update(skip_locked=True)
+        .filter(status=OutboxStatus.PENDING, due_at__lte=now)
+        .order_by("due_at", "id")
+    )
+
+
 def _claim_one(*, lease_seconds: int) -> tuple[OutboxMessage | None, bool]:
     """Lease (True) or fail (False, see outbox_message_claim) the oldest due message; (None, False) when none is due."""
     now = timezone.now()
     with transaction.atomic():
-        message = (
-            OutboxMessage.objects.select_for_update(skip_locked=True)
-            .filter(
-                Q(status=OutboxStatus.PENDING, due_at__lte=now)
-                | Q(status=OutboxStatus.SENDING, lease_expires_at__lt=now)
-            )
-            .order_by("due_at", "id")
-            .first()
-        )
+        # Two queries, each matching one partial index (mailer.models.OutboxMessage.Meta): with one
+        # OR'ed query PostgreSQL sorted the whole due backlog for every claim (a 100,000-row backlog
+        # drained at 3 messages/s). Expired leases first: they are few, and the oldest work.
+        message = claim_expired_lease_query(now).first() or claim_due_pending_query(now).first()
         if message is None:
             return None, False
         # A row taken over from an expired lease: one more attempt with no known outcome.

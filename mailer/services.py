@@ -13,9 +13,9 @@ from datetime import datetime, timedelta
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Q, QuerySet
-from django.utils import timezone
 
 from core import context
+from core.dbclock import db_now
 from mailer.models import MailerHeartbeat, OutboxMessage, OutboxStatus
 
 logger = logging.getLogger(__name__)
@@ -74,7 +74,7 @@ def outbox_message_retry(*, message_id: int) -> bool:
         message = OutboxMessage.objects.select_for_update().get(pk=message_id)
         if message.status != OutboxStatus.FAILED:
             return False
-        now = timezone.now()
+        now = db_now()
         message.status = OutboxStatus.PENDING
         message.due_at = message.requeued_at = now
         message.attempts = message.unsettled_attempts = 0
@@ -131,7 +131,7 @@ def claim_due_pending_query(now: datetime) -> QuerySet[OutboxMessage]:
 
 def _claim_one(*, lease_seconds: int) -> tuple[OutboxMessage | None, bool]:
     """Lease (True) or fail (False, see outbox_message_claim) the oldest due message; (None, False) when none is due."""
-    now = timezone.now()
+    now = db_now()
     with transaction.atomic():
         # Two queries, each matching one partial index (mailer.models.OutboxMessage.Meta): with one
         # OR'ed query PostgreSQL sorted the whole due backlog for every claim (a 100,000-row backlog
@@ -169,7 +169,7 @@ def outbox_message_mark_sent(*, message: OutboxMessage) -> bool:
     when the row is already sent or another mailer leased it meanwhile (it may send it again,
     with the same Message-ID).
     """
-    now = timezone.now()
+    now = db_now()
     updated = (
         OutboxMessage.objects.filter(pk=message.pk)
         .exclude(status=OutboxStatus.SENT)
@@ -208,7 +208,7 @@ def outbox_message_release(*, message: OutboxMessage, error: str, permanent: boo
         error, unsettled = message.last_error, message.unsettled_attempts
     else:
         # A message staff retried (outbox_message_retry) gets the whole give-up time again.
-        age = (timezone.now() - (message.requeued_at or message.created_at)).total_seconds()
+        age = (db_now() - (message.requeued_at or message.created_at)).total_seconds()
         final = gave_up = age >= settings.MAILER_GIVE_UP_AFTER
         if final:
             error = (
@@ -217,7 +217,7 @@ def outbox_message_release(*, message: OutboxMessage, error: str, permanent: boo
             )
     OutboxMessage.objects.filter(pk=message.pk, lease_token=message.lease_token).update(
         status=OutboxStatus.FAILED if final else OutboxStatus.PENDING,
-        due_at=timezone.now() + timedelta(seconds=delay),
+        due_at=db_now() + timedelta(seconds=delay),
         lease_token=None,
         lease_expires_at=None,
         last_error=error[:2000],
@@ -233,7 +233,7 @@ def outbox_release_expired_leases() -> int:
     Each counts one more attempt with no outcome (see outbox_message_claim): after
     settings.MAILER_MAX_ATTEMPTS in a row it is failed with the reason instead.
     """
-    now = timezone.now()
+    now = db_now()
     released = 0
     with transaction.atomic():
         expired = OutboxMessage.objects.select_for_update(skip_locked=True).filter(
@@ -260,7 +260,7 @@ def mailer_heartbeat_record(*, hostname: str, pid: int, started_at) -> None:
     """Record that the mailer ``hostname:pid`` is alive now (one upsert)."""
     MailerHeartbeat.objects.update_or_create(
         name=f"{hostname}:{pid}",
-        defaults={"hostname": hostname, "pid": pid, "started_at": started_at, "beat_at": timezone.now()},
+        defaults={"hostname": hostname, "pid": pid, "started_at": started_at, "beat_at": db_now()},
     )
 
 

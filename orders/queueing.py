@@ -13,7 +13,6 @@ from datetime import timedelta
 
 import django_rq
 from django.conf import settings
-from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
@@ -21,6 +20,7 @@ from rq.job import Job, JobStatus, Retry
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 
 from core import context
+from core.dbclock import db_now
 from core.queues import DEFAULT_QUEUE, redis_connection
 from orders.models import Order, OrderStatus, order_job_id
 
@@ -85,7 +85,7 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
     pass costs a few Redis round trips whatever the number of pending orders.
     """
     older_than = settings.ORDER_STUCK_AFTER if older_than is None else older_than
-    cutoff = timezone.now() - timedelta(seconds=older_than)
+    cutoff = db_now() - timedelta(seconds=older_than)
     pending = dict(
         Order.objects.filter(status=OrderStatus.PENDING, created_at__lt=cutoff).values_list("id", "request_id")
     )

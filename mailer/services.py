@@ -11,7 +11,7 @@ import uuid
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 
 from core import context
@@ -267,3 +267,37 @@ def mailer_heartbeat_record(*, hostname: str, pid: int, started_at) -> None:
 def mailer_heartbeat_clear(*, hostname: str, pid: int) -> None:
     """Remove the heartbeat of a mailer that stops gracefully."""
     MailerHeartbeat.objects.filter(name=f"{hostname}:{pid}").delete()
+
+
+# One batch of the sent-rows clean-up: oldest sent first through the partial index outbox_sent_at,
+# rows named by ctid (a Tid Scan, not a join over the table), locked rows skipped. now(), the database's
+# clock, is stable (clock_timestamp() is volatile, so no index condition) and fresh: one batch a transaction.
+DELETE_SENT_BATCH_SQL = """
+    DELETE FROM mailer_outboxmessage WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM mailer_outboxmessage
+        WHERE status = 'sent' AND sent_at < now() - make_interval(days => %s)
+        ORDER BY sent_at LIMIT %s FOR UPDATE SKIP LOCKED
+    ))
+"""
+
+
+def outbox_delete_sent(*, retention_days: int | None = None, batch: int | None = None) -> int:
+    """Delete sent messages older than ``retention_days`` (default settings.MAILER_SENT_RETENTION_DAYS);
+    return how many rows (int).
+
+    ``batch`` (default settings.CLEANUP_BATCH_SIZE) rows per statement, each its own transaction,
+    until a batch comes back short: every statement stays short whatever the backlog. Failed and
+    pending rows are kept (staff retry those). A message's idempotency key is free again once its
+    row is gone, so the retention must outlast any replay of what wrote it. Raises
+    django.db.DatabaseError as the database does (the next run resumes).
+    """
+    retention_days = settings.MAILER_SENT_RETENTION_DAYS if retention_days is None else retention_days
+    batch = settings.CLEANUP_BATCH_SIZE if batch is None else batch
+    deleted = 0
+    while True:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(DELETE_SENT_BATCH_SQL, [retention_days, batch])
+            count = cursor.rowcount
+        deleted += count
+        if count < batch:
+            return deleted

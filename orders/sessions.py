@@ -80,12 +80,12 @@ class SessionStore(db.SessionStore):
         """Delete every session that expired before the database's now(), in batches; return None.
 
         Django's own clear_expired is one unbounded DELETE, which at millions of rows runs close to
-        the statement timeout. Here each batch of at most settings.SESSION_CLEAR_BATCH_SIZE rows is
+        the statement timeout. Here each batch of at most settings.CLEANUP_BATCH_SIZE rows is
         its own statement in its own transaction (autocommit), repeated until a batch comes back
         short. Raises django.db.DatabaseError as the database does (a later run resumes).
         """
         using = router.db_for_write(cls.get_model_class(), instance=None)
-        batch = settings.SESSION_CLEAR_BATCH_SIZE
+        batch = settings.CLEANUP_BATCH_SIZE
         while True:
             with transaction.atomic(using=using), connections[using].cursor() as cursor:
                 cursor.execute(CLEAR_BATCH_SQL, [batch])

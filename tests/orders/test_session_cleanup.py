@@ -33,7 +33,7 @@ def seed_sessions() -> None:
 
 
 def test_expired_sessions_are_deleted_in_bounded_batches_and_all_of_them(settings):
-    settings.SESSION_CLEAR_BATCH_SIZE = BATCH
+    settings.CLEANUP_BATCH_SIZE = BATCH
     seed_sessions()
     with CaptureQueriesContext(connection) as captured:
         clear_expired_sessions()

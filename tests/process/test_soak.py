@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-FAULT_KINDS = {"kill -9", "SIGTERM", "PostgreSQL restart", "Redis restart", "SMTP pause"}
+FAULT_KINDS = {"kill -9", "SIGTERM", "PostgreSQL restart", "Redis restart", "SMTP pause", "clock offset"}
 
 pytestmark = [pytest.mark.process, pytest.mark.soak]
 

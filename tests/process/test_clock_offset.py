@@ -7,9 +7,11 @@ import subprocess
 import sys
 from dataclasses import dataclass
 
+import django_rq
 import pytest
 from aiosmtpd.controller import Controller
 
+from core.queues import DEFAULT_QUEUE
 from embedded.polling import wait_until
 from embedded.servers import free_port
 from mailer.models import OutboxMessage, OutboxStatus
@@ -68,3 +70,19 @@ def test_two_mailers_one_90_s_ahead_send_each_message_exactly_once(formation, sl
     )
     received = slow_smtp.message_ids()
     assert sorted(received) == sorted(message.message_id for message in messages), received
+
+
+def test_a_sweep_on_a_host_90_s_ahead_does_not_take_a_fresh_order_for_stuck(formation_env):
+    order = factories.order()
+    django_rq.get_queue(DEFAULT_QUEUE).empty()  # pending with no job: stuck once ORDER_STUCK_AFTER has passed
+    sweep = "from orders.jobs import sweep_pending_orders; print('swept', sweep_pending_orders())"
+    result = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", sweep],
+        env={**formation_env, "ORDER_STUCK_AFTER": "30", **clock_offset_env(AHEAD)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "swept 0" in result.stdout, result.stdout + result.stderr
+    order.refresh_from_db()
+    assert order.status == "pending"

@@ -77,6 +77,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from core.queues import DEFAULT_QUEUE, MAINTENANCE_QUEUE  # noqa: E402
+from embedded.faketime import clock_offset_env  # noqa: E402
 from embedded.harness import FAST  # noqa: E402
 from embedded.servers import Postgres, Redis, free_port, pid_alive, wait_for  # noqa: E402
 from embedded.shopper import Browser, checkout_data, hidden, page_lines  # noqa: E402
@@ -99,7 +100,10 @@ SOAK_TIMINGS = {
 }
 KILL, TERM, PG, REDIS, SMTP = "kill -9", "SIGTERM", "PostgreSQL restart", "Redis restart", "SMTP pause"
 READ_ONLY = "read-only database"  # PostgreSQL answers but refuses writes (a standby, disk-full mode)
-FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP, READ_ONLY)
+# One mailer or worker restarted as on a host whose clock is CLOCK_OFFSET s off (libfaketime), for
+# CLOCK_SECONDS, then restarted on the true clock: leases and due times use PostgreSQL's clock.
+CLOCK, CLOCK_OFFSET, CLOCK_SECONDS = "clock offset", 90, 20.0
+FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP, READ_ONLY, CLOCK)
 # Seconds: a process told to stop gets RQ_JOB_TIMEOUT (60) + 10 before it is killed, as `make run`
 # does (FORMATION_KILL_WAIT); a (re)started process must be ready within READY_DEADLINE.
 STOP_GRACE = 70.0
@@ -253,6 +257,24 @@ class Services:
             partial.rename(self.template())
         shutil.rmtree(partial, ignore_errors=True)
         self._start(self.postgres)
+
+    def offset_clock(self, supervisor: "Supervisor", slot: "Slot", offset: str) -> str | None:
+        """Restart ``slot`` (SIGTERM, then the supervisor) with its clock off by ``offset``, and
+        CLOCK_SECONDS later on the true clock again; return what was hit (None: it was stopping)."""
+        true_env = dict(slot.env)
+        slot.env = {**true_env, **clock_offset_env(ROOT / ".formation", offset)}
+        if supervisor.terminate(slot) is None:
+            slot.env = true_env
+            return None
+
+        def restore() -> None:
+            slot.env = true_env
+            supervisor.terminate(slot)
+
+        timer = threading.Timer(CLOCK_SECONDS, restore)
+        timer.daemon = True
+        timer.start()
+        return f"{slot.name} {offset} for {CLOCK_SECONDS:g}s"
 
     def restart_postgres(self, down: float) -> None:
         """SIGQUIT the postmaster (``pg_ctl stop -m immediate``), wait ``down`` seconds, start it again."""
@@ -687,6 +709,12 @@ class Chaos(threading.Thread):
         pause = self.random.uniform(2.0, 10.0)
         how = self.random.choice(("refuse", "stall"))
         read_only_for = self.random.uniform(2.0, 6.0)
+        sign = self.random.choice("+-")
+        if kind == CLOCK:
+            slots = self.supervisor.of_kind("mailer") + self.supervisor.of_kind("worker")
+            return self.services.offset_clock(
+                self.supervisor, slots[int(index_pick * len(slots))], f"{sign}{CLOCK_OFFSET}s"
+            )
         if kind in (KILL, TERM):
             slots = self.supervisor.of_kind(kind_pick)
             slot = slots[int(index_pick * len(slots))]

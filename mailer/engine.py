@@ -26,6 +26,7 @@ from django.db import connection as db_connection
 from django.utils import timezone
 
 from core import context, liveness, metrics
+from core.dbclock import db_now
 from core.preflight import first_line
 from mailer.models import OutboxMessage
 from mailer.services import (
@@ -83,7 +84,7 @@ def _send(*, message: OutboxMessage, connection) -> bool:
         connection=connection,
     )
     # The send deadline: docs/order-flow.md#the-send-deadline.
-    budget = (message.lease_expires_at - timezone.now()).total_seconds() - 2 * settings.EMAIL_TIMEOUT
+    budget = (message.lease_expires_at - db_now()).total_seconds() - 2 * settings.EMAIL_TIMEOUT
     start = time.perf_counter()
     try:
         validate_deliverable_address(message.to_email)
@@ -223,7 +224,7 @@ def _record_sent(*, message: OutboxMessage) -> None:
             return
         except DatabaseError as exc:
             db_connection.close()  # a broken connection is not reused; the next try reconnects
-            if timezone.now() + timedelta(seconds=delay + 1) >= message.lease_expires_at:
+            if db_now() + timedelta(seconds=delay + 1) >= message.lease_expires_at:
                 logger.error(
                     "outbox %s: the SMTP server accepted %s but recording it failed (%s); after the lease it "
                     "is sent again with the same Message-ID",

@@ -59,6 +59,12 @@ class OutboxMessage(models.Model):
         ordering = ["id"]
         indexes = [
             models.Index(fields=["status", "due_at"], name="outbox_status_due"),
+            # The claim's two queries (mailer.services._claim_one), each an index scan whatever the
+            # backlog: the oldest due pending rows in order, and the few leases that expired.
+            models.Index(fields=["due_at", "id"], name="outbox_pending_due", condition=Q(status="pending")),
+            models.Index(fields=["lease_expires_at", "id"], name="outbox_sending_lease", condition=Q(status="sending")),
+            # The retention clean-up's batches (mailer.services.outbox_delete_sent), oldest sent first.
+            models.Index(fields=["sent_at"], name="outbox_sent_at", condition=Q(status="sent")),
         ]
         constraints = [
             models.CheckConstraint(condition=Q(status__in=OutboxStatus.values), name="outbox_status_valid"),

@@ -2,8 +2,7 @@
 
 from datetime import timedelta
 
-from django.utils import timezone
-
+from core.dbclock import db_now
 from mailer.models import MailerHeartbeat, OutboxMessage, OutboxStatus
 
 
@@ -21,5 +20,5 @@ def outbox_message_gave_up(*, message: OutboxMessage) -> bool:
 
 def mailer_alive(*, hostname: str | None, max_age: float) -> int:
     """Return how many mailers on ``hostname`` (None: any host) beat within the last ``max_age`` seconds."""
-    beats = MailerHeartbeat.objects.filter(beat_at__gte=timezone.now() - timedelta(seconds=max_age))
+    beats = MailerHeartbeat.objects.filter(beat_at__gte=db_now() - timedelta(seconds=max_age))
     return (beats if hostname is None else beats.filter(hostname=hostname)).count()

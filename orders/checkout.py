@@ -203,5 +203,6 @@ def checkout_sessions_clear_expired() -> None:
 
     Every shopper who opens a checkout gets a session row; Django never deletes expired ones by
     itself (https://docs.djangoproject.com/en/5.2/topics/http/sessions/#clearing-the-session-store).
+    orders.sessions.SessionStore deletes them in batches of settings.CLEANUP_BATCH_SIZE.
     """
     import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()

@@ -13,8 +13,8 @@ from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
+from core.dbclock import db_now
 from mailer.models import OutboxMessage
 from mailer.selectors import outbox_message_get
 from orders.locks import order_lock
@@ -71,7 +71,7 @@ def order_rerun(*, order_id: uuid.UUID | str, actor: str) -> Rerun:
             )
             outcome = Rerun.REQUEUED
         # A started job with a heartbeat younger than this is alive: the sweep's own rule.
-        cutoff = timezone.now() - timedelta(seconds=settings.ORDER_STUCK_AFTER)
+        cutoff = db_now() - timedelta(seconds=settings.ORDER_STUCK_AFTER)
         # robust: with Redis down the change stands and the sweep enqueues the pending order later.
         transaction.on_commit(lambda: order_requeue(order_id=order.pk, cutoff=cutoff), robust=True)
     logger.info("order %s: re-run by %s: %s", order.pk, actor, outcome.name.lower())

@@ -15,7 +15,6 @@ import django_rq
 from django.conf import settings
 from django.db.models import Q
 from django.db.models.functions import Now
-from django.utils import timezone
 from redis.exceptions import RedisError
 from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
@@ -23,6 +22,7 @@ from rq.job import Job, JobStatus, Retry
 from rq.registry import DeferredJobRegistry, ScheduledJobRegistry
 
 from core import context
+from core.dbclock import db_now
 from core.queues import DEFAULT_QUEUE, redis_connection
 from orders.models import Order, OrderStatus, order_job_id
 
@@ -87,7 +87,7 @@ def orders_sweep_pending(*, older_than: float | None = None) -> int:
     pass costs a few Redis round trips whatever the number of pending orders.
     """
     older_than = settings.ORDER_STUCK_AFTER if older_than is None else older_than
-    cutoff = timezone.now() - timedelta(seconds=older_than)
+    cutoff = db_now() - timedelta(seconds=older_than)
     # An order whose payment call had no answer waits for its own backoff (payment_retry_at, set
     # from the database's clock by orders.services.order_payment_retry_later).
     pending = dict(

@@ -10,14 +10,28 @@ values those keys have in the row.
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from django.contrib.sessions.backends import db
 from django.contrib.sessions.models import Session
-from django.db import router, transaction
+from django.db import connections, router, transaction
 
 from orders.cart import SESSION_KEY as CART_SESSION_KEY
 
 # Session keys changed only by SessionStore.locked_update: the cart's.
 LOCKED_KEYS = frozenset({CART_SESSION_KEY})
+
+# One batch of the expired-session clean-up. ORDER BY expire_date … LIMIT walks Django's index on
+# expire_date (django_session_expire_date_a5c62663) instead of reading the whole table; now() is
+# the database's clock, so a web or scheduler host whose clock is off cannot delete live sessions;
+# SKIP LOCKED leaves a row a request holds (locked_update) to the next run instead of waiting on it.
+# The rows are named by ctid through = ANY(ARRAY(…)), a Tid Scan: with `session_key IN (subquery)`
+# PostgreSQL hash-joins the subquery against a sequential scan of the whole table.
+CLEAR_BATCH_SQL = """
+    DELETE FROM django_session WHERE ctid = ANY(ARRAY(
+        SELECT ctid FROM django_session WHERE expire_date < now()
+        ORDER BY expire_date LIMIT %s FOR UPDATE SKIP LOCKED
+    ))
+"""
 
 
 class SessionStore(db.SessionStore):
@@ -60,6 +74,24 @@ class SessionStore(db.SessionStore):
             row.save(update_fields=["session_data"], using=using)
         self.modified = True  # the cookie must name the row, which may be new
         return value
+
+    @classmethod
+    def clear_expired(cls) -> None:
+        """Delete every session that expired before the database's now(), in batches; return None.
+
+        Django's own clear_expired is one unbounded DELETE, which at millions of rows runs close to
+        the statement timeout. Here each batch of at most settings.CLEANUP_BATCH_SIZE rows is
+        its own statement in its own transaction (autocommit), repeated until a batch comes back
+        short. Raises django.db.DatabaseError as the database does (a later run resumes).
+        """
+        using = router.db_for_write(cls.get_model_class(), instance=None)
+        batch = settings.CLEANUP_BATCH_SIZE
+        while True:
+            with transaction.atomic(using=using), connections[using].cursor() as cursor:
+                cursor.execute(CLEAR_BATCH_SQL, [batch])
+                deleted = cursor.rowcount
+            if deleted < batch:
+                return
 
     def save(self, must_create: bool = False) -> None:
         """Save the session as Django does, but keep the row's values of LOCKED_KEYS."""

@@ -267,7 +267,11 @@ PERIODIC_JOBS = [
     {"id": "mailer-release-leases", "func": "mailer.jobs.release_expired_leases", "interval": ORDER_SWEEP_INTERVAL},
     # Checkouts live in database sessions, which Django never deletes by itself (seconds).
     {"id": "sessions-clear-expired", "func": "orders.jobs.clear_expired_sessions", "interval": 3600},
+    {"id": "mailer-delete-sent", "func": "mailer.jobs.delete_sent", "interval": 24 * 3600},
 ]
+# Rows deleted per statement by the periodic clean-ups (expired sessions, sent outbox rows): each
+# batch is its own short statement, well inside DATABASE_STATEMENT_TIMEOUT whatever the backlog.
+CLEANUP_BATCH_SIZE = env_int("CLEANUP_BATCH_SIZE", 10_000, minimum=1, maximum=1_000_000)
 
 # Email: SMTP only (dev/prod parity); EMAIL_URL is smtp://[user:password@]host:port with
 # ?tls=True or ?ssl=True (https://github.com/migonzalvar/dj-email-url).
@@ -292,6 +296,8 @@ if MAILER_LEASE_SECONDS < 6 * EMAIL_TIMEOUT:
 MAILER_POLL_INTERVAL = env_number("MAILER_POLL_INTERVAL", 1.0, minimum=0.05, maximum=3600)
 # Attempts in a row with no known outcome (an unexpected error, a mailer that died mid-send)
 # before a message fails; transient SMTP errors never count (mailer.services).
+# Days a sent outbox row is kept (for staff and the idempotency key) before the daily clean-up deletes it.
+MAILER_SENT_RETENTION_DAYS = env_int("MAILER_SENT_RETENTION_DAYS", 30, minimum=1, maximum=36500)
 MAILER_MAX_ATTEMPTS = env_int("MAILER_MAX_ATTEMPTS", 10, minimum=1)
 # Seconds after which a message the SMTP server keeps refusing transiently (or that cannot reach
 # it) fails: RFC 5321 section 4.5.4.1, "the give-up time generally needs to be at least 4-5 days".

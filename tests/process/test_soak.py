@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent.parent
-FAULT_KINDS = {"kill -9", "SIGTERM", "PostgreSQL restart", "Redis restart", "SMTP pause", "read-only database"}
+FAULT_KINDS = {
+    *("kill -9", "SIGTERM", "PostgreSQL restart", "Redis restart", "SMTP pause"),
+    *("read-only database", "clock offset"),
+}
 
 pytestmark = [pytest.mark.process, pytest.mark.soak]
 

@@ -97,13 +97,20 @@ SOAK_TIMINGS = {
     "ORDER_STUCK_AFTER": "3",
     "MAILER_POLL_INTERVAL": "0.5",
     "WEB_CONCURRENCY": "2",
+    # An order whose payment call timed out (the slow-provider fault) is tried again 2, 4, 8 … s later.
+    "PAYMENT_RETRY_BASE": "2",
 }
 KILL, TERM, PG, REDIS, SMTP = "kill -9", "SIGTERM", "PostgreSQL restart", "Redis restart", "SMTP pause"
 READ_ONLY = "read-only database"  # PostgreSQL answers but refuses writes (a standby, disk-full mode)
 # One mailer or worker restarted as on a host whose clock is CLOCK_OFFSET s off (libfaketime), for
 # CLOCK_SECONDS, then restarted on the true clock: leases and due times use PostgreSQL's clock.
 CLOCK, CLOCK_OFFSET, CLOCK_SECONDS = "clock offset", 90, 20.0
-FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP, READ_ONLY, CLOCK)
+# One worker restarted as if its payment provider answered after 3 s while its call is bounded at
+# 1 s, for SLOW_SECONDS: each charge is taken, the call times out, the order backs off and is
+# settled by a later try with the same idempotency key, charged once.
+SLOW, SLOW_SECONDS = "slow provider", 20.0
+SLOW_PROVIDER_ENV = {"PAYMENT_SANDBOX_LATENCY_MS": "3000", "PAYMENT_TIMEOUT": "1"}
+FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP, READ_ONLY, CLOCK, SLOW)
 # Seconds: a process told to stop gets RQ_JOB_TIMEOUT (60) + 10 before it is killed, as `make run`
 # does (FORMATION_KILL_WAIT); a (re)started process must be ready within READY_DEADLINE.
 STOP_GRACE = 70.0
@@ -261,20 +268,34 @@ class Services:
     def offset_clock(self, supervisor: "Supervisor", slot: "Slot", offset: str) -> str | None:
         """Restart ``slot`` (SIGTERM, then the supervisor) with its clock off by ``offset``, and
         CLOCK_SECONDS later on the true clock again; return what was hit (None: it was stopping)."""
-        true_env = dict(slot.env)
-        slot.env = {**true_env, **clock_offset_env(ROOT / ".formation", offset)}
+        hit = self._restart_for(supervisor, slot, clock_offset_env(ROOT / ".formation", offset), CLOCK_SECONDS)
+        return hit and f"{hit} {offset} for {CLOCK_SECONDS:g}s"
+
+    def slow_provider(self, supervisor: "Supervisor", slot: "Slot") -> str | None:
+        """Restart the worker ``slot`` as if its payment provider answered slower than its payment
+        call's bound (the sandbox's latency above PAYMENT_TIMEOUT: the charge is taken, the call
+        times out) for SLOW_SECONDS, then as before; return what was hit (None: it was stopping)."""
+        hit = self._restart_for(supervisor, slot, SLOW_PROVIDER_ENV, SLOW_SECONDS)
+        return hit and f"{hit} for {SLOW_SECONDS:g}s"
+
+    @staticmethod
+    def _restart_for(supervisor: "Supervisor", slot: "Slot", env: dict[str, str], seconds: float) -> str | None:
+        """Restart ``slot`` with ``env`` over its own, and ``seconds`` later with its own again;
+        return the slot's name, or None when it was stopping (nothing injected)."""
+        own_env = dict(slot.env)
+        slot.env = {**own_env, **env}
         if supervisor.terminate(slot) is None:
-            slot.env = true_env
+            slot.env = own_env
             return None
 
         def restore() -> None:
-            slot.env = true_env
+            slot.env = own_env
             supervisor.terminate(slot)
 
-        timer = threading.Timer(CLOCK_SECONDS, restore)
+        timer = threading.Timer(seconds, restore)
         timer.daemon = True
         timer.start()
-        return f"{slot.name} {offset} for {CLOCK_SECONDS:g}s"
+        return slot.name
 
     def restart_postgres(self, down: float) -> None:
         """SIGQUIT the postmaster (``pg_ctl stop -m immediate``), wait ``down`` seconds, start it again."""
@@ -715,6 +736,9 @@ class Chaos(threading.Thread):
             return self.services.offset_clock(
                 self.supervisor, slots[int(index_pick * len(slots))], f"{sign}{CLOCK_OFFSET}s"
             )
+        if kind == SLOW:
+            slots = self.supervisor.of_kind("worker")
+            return self.services.slow_provider(self.supervisor, slots[int(index_pick * len(slots))])
         if kind in (KILL, TERM):
             slots = self.supervisor.of_kind(kind_pick)
             slot = slots[int(index_pick * len(slots))]

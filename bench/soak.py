@@ -17,9 +17,10 @@ click replays the POST), while a chaos loop drawn from ``random.Random(seed)`` i
 whole process tree, as a container dies; for a worker, half the time only its work horse), SIGTERM
 of another (restarted once it has exited), an immediate restart of PostgreSQL (SIGQUIT to the
 postmaster: what ``pg_ctl stop -m immediate`` sends, so no checkpoint, crash recovery at start), a
-restart of Redis and a pause of the SMTP server (either refusing connections, or holding every
-session before MAIL FROM so clients time out). The first faults are one of each kind in a shuffled
-order, so every kind is injected once the run is long enough (about 5 × ``--gap`` seconds).
+restart of Redis, a pause of the SMTP server (either refusing connections, or holding every
+session before MAIL FROM so clients time out) and Redis refusing writes (READONLY) for 2–6 s.
+The first faults are one of each kind in a shuffled order, so every kind is injected once the run
+is long enough (about 6 × ``--gap`` seconds).
 
 Then, with everything back, it waits (at most ``--settle`` seconds) for every order to be settled
 and checks the ledger, exiting 1 on any violation:
@@ -110,7 +111,9 @@ CLOCK, CLOCK_OFFSET, CLOCK_SECONDS = "clock offset", 90, 20.0
 # settled by a later try with the same idempotency key, charged once.
 SLOW, SLOW_SECONDS = "slow provider", 20.0
 SLOW_PROVIDER_ENV = {"PAYMENT_SANDBOX_LATENCY_MS": "3000", "PAYMENT_TIMEOUT": "1"}
-FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP, READ_ONLY, CLOCK, SLOW)
+# Redis refusing writes (READONLY, as after a failover left the clients on a replica) for a few seconds.
+REDIS_READONLY = "Redis READONLY"
+FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP, READ_ONLY, CLOCK, SLOW, REDIS_READONLY)
 # Seconds: a process told to stop gets RQ_JOB_TIMEOUT (60) + 10 before it is killed, as `make run`
 # does (FORMATION_KILL_WAIT); a (re)started process must be ready within READY_DEADLINE.
 STOP_GRACE = 70.0
@@ -321,6 +324,19 @@ class Services:
         self._stop(self.redis, signal.SIGTERM)
         time.sleep(down)
         self._start(self.redis)
+
+    def redis_readonly(self, seconds: float) -> None:
+        """Make Redis a replica of a closed port on 127.0.0.1 (every write answers READONLY) for
+        ``seconds``, then a master again (``REPLICAOF NO ONE``); its data is kept throughout."""
+        import redis  # only this fault needs a client of its own
+
+        client = redis.Redis.from_url(self.urls["REDIS_URL"])
+        try:
+            client.execute_command("REPLICAOF", "127.0.0.1", str(free_port()))
+            time.sleep(seconds)
+        finally:
+            client.execute_command("REPLICAOF", "NO", "ONE")
+            client.close()
 
     @staticmethod
     def _stop(server, sig: int) -> None:
@@ -729,7 +745,7 @@ class Chaos(threading.Thread):
         down = self.random.uniform(0.0, 3.0)
         pause = self.random.uniform(2.0, 10.0)
         how = self.random.choice(("refuse", "stall"))
-        read_only_for = self.random.uniform(2.0, 6.0)
+        read_only_for = self.random.uniform(2.0, 6.0)  # PostgreSQL or Redis refusing writes
         sign = self.random.choice("+-")
         if kind == CLOCK:
             slots = self.supervisor.of_kind("mailer") + self.supervisor.of_kind("worker")
@@ -757,6 +773,9 @@ class Chaos(threading.Thread):
             return f"down {down:.1f}s"
         if kind == READ_ONLY:
             self.services.read_only_postgres(read_only_for)
+            return f"for {read_only_for:.1f}s"
+        if kind == REDIS_READONLY:
+            self.services.redis_readonly(read_only_for)
             return f"for {read_only_for:.1f}s"
         if self.services.sink.paused:
             return None

@@ -19,7 +19,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_safe
 
 from core.lifecycle import STOPPING
-from core.preflight import database_problem, first_line, redis_problem
+from core.preflight import database_problem, first_line, redis_policy_problem, redis_problem
 
 logger = logging.getLogger(__name__)
 
@@ -148,7 +148,9 @@ def readiness(request: HttpRequest) -> JsonResponse:
     if STOPPING.is_set():
         return JsonResponse({"status": "stopping", "checks": {}}, status=503)
     checks: dict[str, str] = {}
-    for name, check in (("database", _check_database), ("redis", redis_problem)):
+    # Not ready either while Redis may evict the queue (maxmemory-policy other than noeviction).
+    redis_check = lambda: redis_problem() or redis_policy_problem()  # noqa: E731
+    for name, check in (("database", _check_database), ("redis", redis_check)):
         try:
             problem = check()
         except Exception as exc:  # any other failure of a backing service also means "not ready"

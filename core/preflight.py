@@ -7,6 +7,7 @@ commands turn it into exit status 1). Each attempt is bounded by the connect tim
 (DATABASE_CONNECT_TIMEOUT, REDIS_CONNECT_TIMEOUT), so a start never hangs.
 """
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -56,6 +57,30 @@ def redis_problem() -> str | None:
     return None
 
 
+def redis_policy_problem() -> str | None:
+    """Return one line naming Redis's ``maxmemory-policy`` when it is not ``noeviction``, else None.
+
+    RQ keeps its queues and jobs as ordinary keys; any other policy lets Redis evict them once
+    ``maxmemory`` is reached (RQ's docs; rq/rq#1280). Asked with ``CONFIG GET``, which managed Redis
+    services may disable, then ``INFO memory`` (its ``maxmemory_policy``). None as well when neither
+    is answerable (logged): the check must not refuse a Redis that merely hides its configuration.
+    Raises nothing; an unreachable Redis is redis_problem's to report.
+    """
+    client = redis_connection(DEFAULT_QUEUE)
+    policy = None
+    with contextlib.suppress(RedisError):  # CONFIG renamed or disabled: INFO below
+        policy = client.config_get("maxmemory-policy").get("maxmemory-policy")
+    if policy is None:
+        try:
+            policy = client.info("memory").get("maxmemory_policy")
+        except RedisError as exc:
+            logger.warning("Redis (REDIS_URL): maxmemory-policy not answerable (%s); not checked", first_line(exc))
+            return None
+    if policy is None or policy == "noeviction":
+        return None
+    return f"Redis (REDIS_URL): maxmemory-policy is {policy}; RQ needs noeviction (an evicting Redis drops queued jobs)"
+
+
 def service_checks(*, database: bool = True, redis: bool = True) -> dict[str, Callable[[], str | None]]:
     """Return {label naming the service and its variable: its ``*_problem`` function} for the
     requested services; the label is how every start-up line names the service."""
@@ -71,7 +96,8 @@ def wait_for_services(*, database: bool = False, redis: bool = False, retry_for:
     """Return once the requested services answer; retry for ``retry_for`` seconds (default setting).
 
     Log one warning line per unreachable service, the first time only.
-    Raise ServiceUnavailable naming the variable and the last error when time runs out.
+    Raise ServiceUnavailable naming the variable and the last error when time runs out, and at once
+    (one line, redis_policy_problem) when Redis answers with a maxmemory-policy other than noeviction.
     """
     retry_for = settings.STARTUP_RETRY_SECONDS if retry_for is None else retry_for
     checks = service_checks(database=database, redis=redis)
@@ -82,6 +108,8 @@ def wait_for_services(*, database: bool = False, redis: bool = False, retry_for:
         if not problems:
             if reported:
                 logger.info("start-up: %s reachable now", ", ".join(sorted(reported)))
+            if redis and (policy := redis_policy_problem()):
+                raise ServiceUnavailable(policy)
             return
         for name, problem in problems.items():
             if name not in reported:

@@ -33,8 +33,15 @@ from core.queues import keep_alive
 # writes before the pop, what it records after a job) ends the worker with "found an unhandled
 # exception, quitting", which under honcho stops the whole formation. So each of those steps below
 # says what failed in one line, waits for Redis to answer again and goes on: a job's own effects are
-# in PostgreSQL by then.
-REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+# in PostgreSQL by then. An error reply is the same fault seen from the other side: Redis answers but
+# refuses writes (READONLY after a failover left the client on a replica, OOM at maxmemory under
+# noeviction, MISCONF when it cannot persist, EXECABORT for a MULTI holding one of those; LOADING is
+# already a ConnectionError in redis-py). A READONLY reply ended the worker within a second.
+REDIS_ERRORS = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.ResponseError)
+# Seconds: full-jitter backoff (core.backoff) between retries of a step Redis refused with an error
+# reply. A PING still succeeds then (it is not a write), so waiting for PING alone would retry at once.
+REDIS_REPLY_BACKOFF_BASE = 1.0
+REDIS_REPLY_BACKOFF_CAP = 30.0
 # Seconds to wait for Redis to answer again after it failed around a job.
 REDIS_WAIT = 60.0
 
@@ -119,6 +126,7 @@ class Worker(rq.Worker):
         # ends (time.monotonic), the lines it logs, and the pipe on which each work horse reports
         # a refused job (a horse is a fork: what it sets in itself ends with it).
         self._database_backoff = Backoff(base=DATABASE_BACKOFF_BASE, cap=DATABASE_BACKOFF_CAP)
+        self._redis_reply_backoff = Backoff(base=REDIS_REPLY_BACKOFF_BASE, cap=REDIS_REPLY_BACKOFF_CAP)
         self._database_wait_until = 0.0
         self._database_refusals = RefusalLog(self.log, interval=DATABASE_REFUSAL_LOG_INTERVAL)
         self._refusal_pipe: tuple[int, int] | None = None
@@ -356,12 +364,27 @@ class Worker(rq.Worker):
         """
         while True:
             try:
-                return call(*args)
+                result = call(*args)
             except REDIS_ERRORS as exc:
                 self.log.warning("Worker %s: %s failed, Redis unavailable (%s); waiting", self.name, step, exc)
+                if isinstance(exc, redis.exceptions.ResponseError):
+                    self._sleep_beating(self._redis_reply_backoff.next_wait())
                 while not self._wait_for_redis():
                     if self._stop_requested:
                         raise StopRequested() from None
+            else:
+                self._redis_reply_backoff.reset()
+                return result
+
+    def _sleep_beating(self, seconds: float) -> None:
+        """Sleep ``seconds`` in slices of at most 1 s, beating liveness; raise StopRequested when the
+        worker is told to stop meanwhile (a warm shutdown need not wait for Redis)."""
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            liveness.beat()
+            if self._stop_requested:
+                raise StopRequested()
+            time.sleep(min(left, 1.0))
 
     def _wait_for_redis(self) -> bool:
         """Poll Redis once a second for up to REDIS_WAIT seconds; True once it answers."""

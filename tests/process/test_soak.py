@@ -11,7 +11,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent.parent
 FAULT_KINDS = {
     *("kill -9", "SIGTERM", "PostgreSQL restart", "Redis restart", "SMTP pause"),
-    *("read-only database", "clock offset", "slow provider"),
+    *("read-only database", "clock offset", "slow provider", "Redis READONLY"),
 }
 
 pytestmark = [pytest.mark.process, pytest.mark.soak]

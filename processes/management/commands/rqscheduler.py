@@ -15,7 +15,7 @@ from django_rq.management.commands.rqscheduler import Command as DjangoRQSchedul
 
 from core.liveness import Probes, redis_problem
 from core.metrics import metrics_serve
-from core.preflight import ServiceUnavailable, wait_for_services
+from core.preflight import ServiceUnavailable, redis_policy_problem, wait_for_services
 from core.releases import release_registered
 from processes.commands import verbosity_log_level
 from processes.scheduler import liveness_max_age, scheduler_run
@@ -37,7 +37,7 @@ class Command(DjangoRQSchedulerCommand):
         probes = Probes(
             process_type="scheduler",
             max_age=liveness_max_age(interval=options["interval"]),
-            checks={"redis": redis_problem},
+            checks={"redis": lambda: redis_problem() or redis_policy_problem()},
         )
         metrics_serve(process_type="scheduler", probes=probes)
         with release_registered(process_type="scheduler"):

@@ -15,7 +15,7 @@ from django_rq.management.commands.rqworker import Command as DjangoRQWorkerComm
 
 from core.liveness import Probes, database_problem, redis_problem
 from core.metrics import metrics_serve
-from core.preflight import ServiceUnavailable, wait_for_services
+from core.preflight import ServiceUnavailable, redis_policy_problem, wait_for_services
 from core.releases import release_registered
 from processes.worker import liveness_max_age
 
@@ -37,7 +37,7 @@ class Command(DjangoRQWorkerCommand):
         probes = Probes(
             process_type="worker",
             max_age=liveness_max_age(worker_ttl=options["worker_ttl"]),
-            checks={"database": database_problem, "redis": redis_problem},
+            checks={"database": database_problem, "redis": lambda: redis_problem() or redis_policy_problem()},
         )
         metrics_serve(process_type="worker", probes=probes)
         with release_registered(process_type="worker"):

@@ -5,6 +5,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 
 from mailer.validators import validate_deliverable_address
 
@@ -31,7 +32,9 @@ class OutboxMessage(models.Model):
     body = models.TextField()
     status = models.CharField(max_length=16, choices=OutboxStatus.choices, default=OutboxStatus.PENDING)
     attempts = models.PositiveIntegerField(default=0)
-    due_at = models.DateTimeField(auto_now_add=True)
+    # The database's clock, never the inserting host's: a due time compared with another host's
+    # clock (a mailer's claim) must come from one clock.
+    due_at = models.DateTimeField(db_default=Now(), editable=False)
     lease_token = models.UUIDField(null=True, blank=True, editable=False)
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     sent_at = models.DateTimeField(null=True, blank=True)
@@ -53,7 +56,7 @@ class OutboxMessage(models.Model):
         editable=False,
         help_text="The request, job and order ids of what wrote it; the lines of its sending carry them.",
     )
-    created_at = models.DateTimeField(auto_now_add=True)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
 
     class Meta:
         ordering = ["id"]

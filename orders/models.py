@@ -11,6 +11,7 @@ import uuid
 
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Now
 from django.urls import reverse
 
 from mailer.validators import validate_deliverable_address
@@ -108,7 +109,8 @@ class Order(models.Model):
     # previous release insert orders without these columns.
     payment_timeouts = models.PositiveIntegerField(default=0, db_default=0, editable=False)
     payment_retry_at = models.DateTimeField(null=True, blank=True, editable=False)
-    created_at = models.DateTimeField(auto_now_add=True)
+    # The database's clock, never the inserting host's: the sweep compares it with its own.
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:

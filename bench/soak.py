@@ -721,6 +721,7 @@ class Chaos(threading.Thread):
                 wait = min(wait, max(0.5, (self.seconds - self.clock.now() + self.began) / (len(first) + 1)))
             if self.stop.wait(wait):
                 break
+            from_first = bool(first)
             kind = first.pop(0) if first else self.random.choice(FAULT_KINDS)
             began = self.clock.now()
             try:
@@ -729,6 +730,8 @@ class Chaos(threading.Thread):
                 self.errors.append(f"{began:.1f}s {kind}: {type(exc).__name__}: {exc}")
                 continue
             if target is None:  # its target was already down: nothing injected
+                if from_first:  # every kind is still injected once: this one again later
+                    first.append(kind)
                 continue
             fault = Fault(began, kind, target, self.clock.now() - began)
             self.faults.append(fault)

@@ -500,33 +500,14 @@ def pgbouncer_binary(install_root: Path) -> tuple[str, dict[str, str]]:
 
 
 def install_pgbouncer(install_root: Path) -> None:
-    """Fetch Debian's ``pgbouncer`` package and unpack it into ``install_root/pgbouncer``, no root needed.
-
-    ``apt-get download`` (it writes the .deb into the current folder, ``install_root/pgbouncer-deb``,
-    and needs no privileges) then ``dpkg-deb -x``. The shared libraries the binary needs and this
-    machine lacks (``ldd`` says "not found": on a bare Debian, c-ares) come from the packages it
-    depends on that are not installed, fetched and unpacked the same way. The tree is built beside
-    and renamed into place, so a runner killed half-way leaves nothing half-unpacked behind.
-    Raise ServerError with the step that failed.
-    """
-    for tool in ("apt-get", "dpkg-deb", "dpkg-query", "ldd"):
-        if not shutil.which(tool):
-            raise ServerError(
-                f"PgBouncer is not installed (no pgbouncer on PATH, no {PGBOUNCER_SYSTEM}) and this machine has no "
-                f"{tool} to fetch Debian's package: install pgbouncer"
-            )
-    debs = install_root / "pgbouncer-deb"
-    debs.mkdir(parents=True, exist_ok=True)
-    partial = install_root / f"pgbouncer.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    try:
-        _unpack_with_libraries(debs, partial, "pgbouncer", PGBOUNCER_IN_PACKAGE)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    tree = install_root / "pgbouncer"
-    shutil.rmtree(tree, ignore_errors=True)
-    partial.rename(tree)
+    """Fetch Debian's ``pgbouncer`` package and unpack it into ``install_root/pgbouncer``, no root
+    needed (debian_package_install). Raise ServerError with the step that failed."""
+    debian_package_install(
+        install_root,
+        "pgbouncer",
+        PGBOUNCER_IN_PACKAGE,
+        missing=f"PgBouncer is not installed (no pgbouncer on PATH, no {PGBOUNCER_SYSTEM})",
+    )
 
 
 def nginx_binary(install_root: Path) -> tuple[str, dict[str, str]]:
@@ -534,43 +515,59 @@ def nginx_binary(install_root: Path) -> tuple[str, dict[str, str]]:
 
     The first of: ``nginx`` on PATH, Debian's ``/usr/sbin/nginx``, Debian's ``nginx`` package already
     unpacked under ``install_root/nginx``, else that package fetched and unpacked there now without
-    root (apt-get download + dpkg-deb -x, and the shared libraries this machine lacks). Raise
-    ServerError saying what to install when none can be had.
+    root (debian_package_install). Raise ServerError saying what to install when none can be had.
     """
     found = shutil.which("nginx") or (NGINX_SYSTEM if os.access(NGINX_SYSTEM, os.X_OK) else None)
     if found:
         return found, {}
     tree = install_root / "nginx"
     if not (tree / NGINX_IN_PACKAGE).exists():
-        for tool in ("apt-get", "dpkg-deb", "dpkg-query", "ldd"):
-            if not shutil.which(tool):
-                raise ServerError(f"nginx is not installed and this machine has no {tool} to fetch Debian's package")
-        debs = install_root / "nginx-deb"
-        debs.mkdir(parents=True, exist_ok=True)
-        partial = install_root / f"nginx.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        try:
-            _unpack_with_libraries(debs, partial, "nginx", NGINX_IN_PACKAGE)
-        except BaseException:
-            shutil.rmtree(partial, ignore_errors=True)
-            raise
-        shutil.rmtree(tree, ignore_errors=True)
-        partial.rename(tree)
+        debian_package_install(install_root, "nginx", NGINX_IN_PACKAGE, missing="nginx is not installed")
     return str(tree / NGINX_IN_PACKAGE), _library_path(tree)
 
 
-def _unpack_with_libraries(debs: Path, tree: Path, package: str, in_package: str) -> None:
+def debian_package_install(install_root: Path, package: str, in_package: str | None, *, missing: str) -> Path:
+    """Fetch Debian's ``package`` and unpack it into ``install_root/<package>``, no root needed; return that tree.
+
+    ``apt-get download`` (it writes the .deb into the current folder, ``install_root/<package>-deb``,
+    and needs no privileges) then ``dpkg-deb -x``. When ``in_package`` names a binary or library
+    inside the package, the shared libraries it needs and this machine lacks (``ldd`` says "not
+    found": on a bare Debian, c-ares for PgBouncer) come from the packages it depends on that are
+    not installed, fetched and unpacked the same way. The tree is built beside and renamed into
+    place, so a runner killed half-way leaves nothing half-unpacked behind. ``missing`` starts the
+    error when a tool is lacking ("nginx is not installed"). Raise ServerError with the step that failed.
+    """
+    for tool in ("apt-get", "dpkg-deb", "dpkg-query", "ldd"):
+        if not shutil.which(tool):
+            raise ServerError(f"{missing} and this machine has no {tool} to fetch Debian's package: install {package}")
+    debs = install_root / f"{package}-deb"
+    debs.mkdir(parents=True, exist_ok=True)
+    partial = install_root / f"{package}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        _unpack_with_libraries(debs, partial, package, in_package)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    tree = install_root / package
+    shutil.rmtree(tree, ignore_errors=True)
+    partial.rename(tree)
+    return tree
+
+
+def _unpack_with_libraries(debs: Path, tree: Path, package: str, in_package: str | None) -> None:
     """Fetch ``package`` into ``debs`` and unpack it into ``tree``, then the uninstalled
     dependencies of what was fetched, round by round, until ldd finds every shared library of
-    the binary at ``in_package`` (a path inside the package)."""
-    binary = tree / in_package
+    the binary at ``in_package`` (a path inside the package; None: the package alone)."""
     fetched: set[str] = set()
     wanted = [package]
     while True:
         for deb in _apt_download(wanted, debs):
             _run_step(["dpkg-deb", "-x", str(deb), str(tree)], "dpkg-deb -x " + deb.name)
         fetched.update(wanted)
-        missing = _missing_libraries(binary, _library_path(tree))
+        if in_package is None:
+            return
+        missing = _missing_libraries(tree / in_package, _library_path(tree))
         if not missing:
             return
         # The libraries among what the fetched packages depend on and this machine has not

@@ -271,28 +271,36 @@ class Services:
     def offset_clock(self, supervisor: "Supervisor", slot: "Slot", offset: str) -> str | None:
         """Restart ``slot`` (SIGTERM, then the supervisor) with its clock off by ``offset``, and
         CLOCK_SECONDS later on the true clock again; return what was hit (None: it was stopping)."""
-        hit = self._restart_for(supervisor, slot, clock_offset_env(ROOT / ".formation", offset), CLOCK_SECONDS)
+        hit = self._restart_for(supervisor, slot, CLOCK, clock_offset_env(ROOT / ".formation", offset), CLOCK_SECONDS)
         return hit and f"{hit} {offset} for {CLOCK_SECONDS:g}s"
 
     def slow_provider(self, supervisor: "Supervisor", slot: "Slot") -> str | None:
         """Restart the worker ``slot`` as if its payment provider answered slower than its payment
         call's bound (the sandbox's latency above PAYMENT_TIMEOUT: the charge is taken, the call
         times out) for SLOW_SECONDS, then as before; return what was hit (None: it was stopping)."""
-        hit = self._restart_for(supervisor, slot, SLOW_PROVIDER_ENV, SLOW_SECONDS)
+        hit = self._restart_for(supervisor, slot, SLOW, SLOW_PROVIDER_ENV, SLOW_SECONDS)
         return hit and f"{hit} for {SLOW_SECONDS:g}s"
 
     @staticmethod
-    def _restart_for(supervisor: "Supervisor", slot: "Slot", env: dict[str, str], seconds: float) -> str | None:
-        """Restart ``slot`` with ``env`` over its own, and ``seconds`` later with its own again;
-        return the slot's name, or None when it was stopping (nothing injected)."""
-        own_env = dict(slot.env)
-        slot.env = {**own_env, **env}
+    def _restart_for(
+        supervisor: "Supervisor", slot: "Slot", kind: str, env: dict[str, str], seconds: float
+    ) -> str | None:
+        """Restart ``slot`` with ``env`` (fault ``kind``'s) over its own, and ``seconds`` later
+        without it (other faults' environments stay); return the slot's name, or None when it was
+        stopping (nothing injected)."""
+
+        def apply(overrides: dict[str, dict[str, str]]) -> None:
+            slot.overrides = overrides
+            slot.env = {**slot.base_env, **{k: v for layer in overrides.values() for k, v in layer.items()}}
+
+        before = dict(slot.overrides)
+        apply({**before, kind: env})
         if supervisor.terminate(slot) is None:
-            slot.env = own_env
+            apply(before)
             return None
 
         def restore() -> None:
-            slot.env = own_env
+            apply({name: layer for name, layer in slot.overrides.items() if name != kind})
             supervisor.terminate(slot)
 
         timer = threading.Timer(seconds, restore)
@@ -379,6 +387,10 @@ class Slot:
     def __init__(self, kind: str, index: int, command: str, env: dict[str, str], logs: Path) -> None:
         self.kind, self.name = kind, f"{kind}.{index}"
         self.command, self.env = command, env
+        # Environment a fault lays over ``env`` for a while (a clock offset, a slow provider), by
+        # fault kind: faults on one slot overlap, and each takes back only its own.
+        self.base_env = dict(env)
+        self.overrides: dict[str, dict[str, str]] = {}
         self.log_path = logs / f"{self.name}.log"
         self.popen: subprocess.Popen | None = None
         self.offset = 0

@@ -113,7 +113,13 @@ SLOW, SLOW_SECONDS = "slow provider", 20.0
 SLOW_PROVIDER_ENV = {"PAYMENT_SANDBOX_LATENCY_MS": "3000", "PAYMENT_TIMEOUT": "1"}
 # Redis refusing writes (READONLY, as after a failover left the clients on a replica) for a few seconds.
 REDIS_READONLY = "Redis READONLY"
-FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP, READ_ONLY, CLOCK, SLOW, REDIS_READONLY)
+# Redis losing every key at once (FLUSHALL: a restart without persistence, a failover to an empty
+# node): the sweep re-enqueues the pending orders whose jobs went, the outbox is in PostgreSQL.
+REDIS_FLUSH = "Redis FLUSHALL"
+# Redis with an evicting maxmemory-policy (allkeys-lru) for a few seconds, then noeviction again: the
+# running processes are not ready meanwhile; no process is restarted during the window.
+REDIS_EVICTING = "Redis evicting policy"
+FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP, READ_ONLY, CLOCK, SLOW, REDIS_READONLY, REDIS_FLUSH, REDIS_EVICTING)
 # Seconds: a process told to stop gets RQ_JOB_TIMEOUT (60) + 10 before it is killed, as `make run`
 # does (FORMATION_KILL_WAIT); a (re)started process must be ready within READY_DEADLINE.
 STOP_GRACE = 70.0
@@ -345,6 +351,29 @@ class Services:
         finally:
             client.execute_command("REPLICAOF", "NO", "ONE")
             client.close()
+
+    def redis_flush(self) -> None:
+        """Empty Redis (``FLUSHALL``), as a restart without persistence or a failover to an empty node does."""
+        import redis  # only the Redis faults need a client of their own
+
+        with redis.Redis.from_url(self.urls["REDIS_URL"]) as client:
+            client.flushall()
+
+    def redis_evicting(self, supervisor: "Supervisor", seconds: float) -> None:
+        """Set Redis's ``maxmemory-policy`` to ``allkeys-lru`` for ``seconds``, then ``noeviction`` again.
+
+        The supervisor restarts nothing meanwhile (its lock is held): a worker or scheduler started
+        in the window refuses the policy and exits 1 by design (core.preflight.redis_policy_problem).
+        One already starting when the window opens may still meet it: a finding, restarted after.
+        """
+        import redis  # only the Redis faults need a client of their own
+
+        with supervisor.lock, redis.Redis.from_url(self.urls["REDIS_URL"]) as client:
+            client.config_set("maxmemory-policy", "allkeys-lru")
+            try:
+                time.sleep(seconds)
+            finally:
+                client.config_set("maxmemory-policy", "noeviction")
 
     @staticmethod
     def _stop(server, sig: int) -> None:
@@ -760,7 +789,7 @@ class Chaos(threading.Thread):
         down = self.random.uniform(0.0, 3.0)
         pause = self.random.uniform(2.0, 10.0)
         how = self.random.choice(("refuse", "stall"))
-        read_only_for = self.random.uniform(2.0, 6.0)  # PostgreSQL or Redis refusing writes
+        read_only_for = self.random.uniform(2.0, 6.0)  # PostgreSQL or Redis refusing writes, or evicting
         sign = self.random.choice("+-")
         if kind == CLOCK:
             slots = self.supervisor.of_kind("mailer") + self.supervisor.of_kind("worker")
@@ -792,6 +821,12 @@ class Chaos(threading.Thread):
         if kind == REDIS_READONLY:
             self.services.redis_readonly(read_only_for)
             return f"for {read_only_for:.1f}s"
+        if kind == REDIS_FLUSH:
+            self.services.redis_flush()
+            return "every key"
+        if kind == REDIS_EVICTING:
+            self.services.redis_evicting(self.supervisor, read_only_for)
+            return f"allkeys-lru for {read_only_for:.1f}s"
         if self.services.sink.paused:
             return None
         self.services.sink.pause(how)

@@ -4,7 +4,8 @@ Run by ``manage.py check --tag twelvefactor`` and, with the deployment-only ones
 ``manage.py check --deploy``. Each has an id (``formation.E0xx``/``W0xx``) and a hint. The
 factors are those of https://12factor.net (III config, IV backing services, VI processes,
 VII port binding, IX disposability, X dev/prod parity, XII admin processes). The connection
-budget (``formation.W001``/``W002``, deploy only) is docs/connections.md#the-check.
+budget (``formation.W001``/``W002``, deploy only) is docs/connections.md#the-check; Redis's
+eviction policy (``formation.W030``/``W031``, deploy only) is docs/deployment.md#rediss-eviction-policy.
 """
 
 import re
@@ -16,9 +17,11 @@ from django.core.checks import Error, Tags, Warning, register
 from django.db import DEFAULT_DB_ALIAS, connections
 from django.db import Error as DatabaseError
 from django.db.utils import load_backend
+from redis.exceptions import RedisError
 
 from core.postgresql import ENGINE as POSTGRESQL_ENGINE
-from core.preflight import first_line
+from core.preflight import first_line, redis_policy_problem
+from core.queues import DEFAULT_QUEUE, redis_connection
 from processes.budget import ServerLimits, over_budget, server_limits
 from processes.procfile import PROCFILE, process_commands
 
@@ -215,3 +218,41 @@ def _ask_server_limits(database: dict) -> ServerLimits:
             return server_limits(raw)
         finally:
             raw.close()
+
+
+@register(TAG, Tags.database, deploy=True)
+def check_redis_eviction_policy(app_configs=None, **kwargs) -> list:
+    """Redis keeps queued jobs: its maxmemory-policy is noeviction (core.preflight.redis_policy_problem)."""
+    return redis_policy_problems()
+
+
+def redis_policy_problems() -> list:
+    """Return the check messages for the queues' Redis (settings.RQ_QUEUES' default queue):
+    formation.W030 naming its ``maxmemory-policy`` when it is not ``noeviction`` (any other policy
+    lets Redis evict RQ's queues and jobs at ``maxmemory``: RQ's docs, rq/rq#1280), formation.W031
+    when Redis does not answer; never raise. A Redis that answers but hides its configuration
+    (CONFIG and INFO disabled) is not reported: the worker and scheduler accept it too.
+    """
+    try:
+        redis_connection(DEFAULT_QUEUE).ping()
+    except RedisError as exc:
+        return [
+            Warning(
+                f"Could not ask Redis (REDIS_URL) for its maxmemory-policy ({first_line(exc)}): not checked.",
+                hint="Run the check where Redis is reachable, e.g. in a one-off of the release's image.",
+                id="formation.W031",
+            )
+        ]
+    problem = redis_policy_problem()
+    if problem is None:
+        return []
+    return [
+        Warning(
+            problem,
+            hint=(
+                "Set maxmemory-policy noeviction (CONFIG SET, redis.conf or the managed service's parameters; "
+                "docs/deployment.md#rediss-eviction-policy): the worker and scheduler refuse to start until then."
+            ),
+            id="formation.W030",
+        )
+    ]

@@ -54,9 +54,24 @@ class Scheduler(DjangoScheduler):
 
     def heartbeat(self):
         """Beat (core.liveness) on every tick, whether Redis answers or not, then refresh this
-        scheduler's key in Redis (rq-scheduler's heartbeat; a RedisError propagates)."""
+        scheduler's key in Redis (rq-scheduler's heartbeat: its time to live is ``interval`` + 10 s).
+
+        A key that is gone (Redis lost its data: FLUSHALL, a restart without persistence, a failover
+        to an empty node) is written again, as rq-scheduler's register_birth does, within the same
+        tick: rq-scheduler's EXPIRE alone leaves it missing, and ``manage.py probe scheduler`` reads
+        it. A RedisError propagates (scheduler_run reconnects).
+        """
         liveness.beat()
-        super().heartbeat()
+        ttl = int(self._interval) + 10
+        # EXPIRE answers 0 for a missing key: the usual tick stays one round trip.
+        if not self.connection.expire(self.key, ttl):
+            with self.connection.pipeline() as pipeline:
+                pipeline.hset(self.key, "birth", time.time())
+                pipeline.expire(self.key, ttl)
+                pipeline.execute()
+            logger.warning(
+                "scheduler: its key %s was missing from Redis (Redis lost its data); registered again", self.key
+            )
 
     def enqueue_jobs(self):
         """Restore missing periodic jobs, then move due jobs to their queues (runs under the lock).

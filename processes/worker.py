@@ -20,6 +20,7 @@ import rq
 from django.conf import settings
 from django.db import connections
 from django.utils.module_loading import import_string
+from rq import worker_registration
 from rq.exceptions import InvalidJobOperation, StopRequested
 from rq.job import Job, JobStatus
 
@@ -349,13 +350,50 @@ class Worker(rq.Worker):
             if self.pubsub_thread:
                 self.pubsub_thread.stop()
 
-    def heartbeat(self, *args, **kwargs):
+    def heartbeat(self, timeout: int | None = None, pipeline=None):
+        """Beat (core.liveness), then refresh this worker's key in Redis (rq's Worker.heartbeat).
+
+        ``timeout`` is the key's time to live in seconds (RQ's default: ``worker_ttl`` + 60). Called
+        on its own (no ``pipeline``: before each blocking pop, every JOB_HEARTBEAT_SECONDS of a job),
+        it also finds out, in the same round trip, whether Redis still holds this worker's
+        registration, and makes it again when not (_register_again). Never raises a Redis error: it
+        says so in one line and the next heartbeat tries again.
+        """
         # First, and whether Redis answers or not: the liveness probe asks the loop, not Redis.
         liveness.beat()
         try:
-            return super().heartbeat(*args, **kwargs)
+            if pipeline is not None:
+                return super().heartbeat(timeout, pipeline=pipeline)
+            # Redis that lost its data (FLUSHALL, a restart without persistence, a failover to an
+            # empty node) keeps no trace of the worker: RQ's heartbeat alone would re-create a hash
+            # holding only last_heartbeat, outside the rq:workers sets that Worker.all and
+            # ``manage.py probe worker`` read, so the worker would look dead while it works.
+            with self.connection.pipeline(transaction=False) as check:
+                check.sismember(self.redis_workers_keys, self.key)
+                check.hexists(self.key, "birth")
+                super().heartbeat(timeout, pipeline=check)
+                listed, born = check.execute()[:2]
+            if not (listed and born):
+                self._register_again()
         except REDIS_ERRORS as exc:
             self.log.warning("Worker %s: heartbeat skipped, Redis unavailable (%s)", self.name, exc)
+
+    def _register_again(self) -> None:
+        """Write this worker's registration again, as rq's register_birth does (its hash, its place in
+        the rq:workers sets, its time to live), keeping its birth date; say so in one line.
+
+        Not register_birth itself: it raises ValueError when a hash of this name exists without a
+        death, which a heartbeat sent in a pipeline meanwhile re-creates (rq's Worker.heartbeat).
+        """
+        with self.connection.pipeline() as pipeline:
+            pipeline.delete(self.key)
+            pipeline.hset(self.key, mapping=self.serialize())
+            worker_registration.register(self, pipeline)
+            pipeline.expire(self.key, self.worker_ttl + 60)
+            pipeline.execute()
+        self.log.warning(
+            "Worker %s: its registration was missing from Redis (Redis lost its data); registered again", self.name
+        )
 
     def _until_redis_answers(self, step: str, call, *args):
         """Return ``call(*args)``, retried each time Redis answers again after failing it.

@@ -1,4 +1,4 @@
-"""The soak's short version (``make soak`` is the long one): shoppers ordering for 20 s while every
+"""The soak's short version (``make soak`` is the long one): shoppers ordering for 30 s while every
 kind of fault is injected, on the soak's own servers, then a clean ledger (bench/soak.py)."""
 
 import json
@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent.parent
 FAULT_KINDS = {
     *("kill -9", "SIGTERM", "PostgreSQL restart", "Redis restart", "SMTP pause"),
     *("read-only database", "clock offset", "slow provider", "Redis READONLY"),
+    *("Redis FLUSHALL", "Redis evicting policy"),
 }
 
 pytestmark = [pytest.mark.process, pytest.mark.soak]

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+import redis
 from django.core import checks
 from django.db import connections
 
@@ -21,6 +22,7 @@ from processes.checks import (
     check_procfile,
     connection_budget_problems,
     procfile_problems,
+    redis_policy_problems,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -224,3 +226,20 @@ def test_behind_a_pooler_a_statement_timeout_other_than_the_configured_one_is_a_
     [warning] = check_pooled_statement_timeout()
     assert warning.id == "formation.W020"
     assert "statement_timeout 10000 ms, not DATABASE_STATEMENT_TIMEOUT (2500 ms)" in warning.msg
+
+
+def test_check_deploy_names_an_evicting_redis(own_redis):
+    redis.Redis.from_url(own_redis.url).config_set("maxmemory-policy", "allkeys-lru")
+    result = check_deploy(production_env(REDIS_URL=own_redis.url))
+    assert result.returncode != 0
+    [line] = [line for line in result.stderr.splitlines() if "formation.W030" in line]
+    assert "maxmemory-policy is allkeys-lru" in line and "noeviction" in line
+
+
+def test_check_deploy_says_when_redis_cannot_be_asked(settings):
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    queue = settings.RQ_QUEUES[DEFAULT_QUEUE]
+    settings.RQ_QUEUES = {DEFAULT_QUEUE: {**queue, "URL": f"redis://127.0.0.1:{port}/0?socket_connect_timeout=1"}}
+    assert ids(redis_policy_problems()) == {"formation.W031"}

@@ -168,3 +168,26 @@ def test_a_job_refused_by_a_read_only_database_is_put_back_and_runs_once_writes_
     _worker().work(burst=True)
     job.refresh()
     assert job.get_status() == JobStatus.FINISHED and job.return_value() == "written"
+
+
+def test_a_heartbeat_registers_the_worker_again_after_redis_lost_its_data(own_redis):
+    # Redis of the test's own: FLUSHALL empties every database of a server.
+    connection = django_rq.get_connection(DEFAULT_QUEUE)
+    worker = Worker([DEFAULT_QUEUE], connection=connection)
+    worker.register_birth()
+    born = connection.hget(worker.key, "birth")
+    connection.flushall()
+    # RQ heartbeats in a pipeline when it starts a job: that re-creates a hash holding only
+    # last_heartbeat, outside the rq:workers sets, which rq's register_birth takes for a live namesake.
+    with connection.pipeline() as pipeline:
+        worker.heartbeat(pipeline=pipeline)
+        pipeline.execute()
+    assert Worker.all(connection=connection) == []
+
+    worker.heartbeat()
+
+    [found] = Worker.all(connection=connection)
+    assert (found.name, found.hostname) == (worker.name, worker.hostname)
+    assert Worker.all(queue=django_rq.get_queue(DEFAULT_QUEUE, connection=connection)) == [found]
+    assert connection.hget(worker.key, "birth") == born
+    assert 0 < connection.ttl(worker.key) <= worker.worker_ttl + 60

@@ -67,7 +67,8 @@ class Command(BaseCommand):
     def _worker(self, *, hostname, max_age) -> int:
         """Return how many RQ workers of ``hostname`` (None: any) are registered in Redis.
 
-        An idle worker's key expires RQ_WORKER_TTL + 60 s after its last heartbeat (rq's Worker.heartbeat).
+        An idle worker's key expires RQ_WORKER_TTL + 60 s after its last heartbeat (rq's Worker.heartbeat);
+        after Redis lost its data the worker registers again on its next heartbeat (processes.worker).
         Raise CommandError when Redis is unreachable.
         """
         try:
@@ -78,7 +79,8 @@ class Command(BaseCommand):
 
     def _scheduler(self, *, hostname, max_age) -> int:
         """Return how many rq-scheduler instances of ``hostname`` (None: any) are registered in Redis
-        and not dead; an instance's key expires ``--interval`` + 10 s after its last tick. Raise
+        and not dead; an instance's key expires ``--interval`` + 10 s after its last tick, and is
+        written again on the next tick after Redis lost its data (processes.scheduler). Raise
         CommandError when Redis is unreachable."""
         pattern = f"{Scheduler.redis_scheduler_namespace_prefix}{hostname or ''}*"
         try:

@@ -183,7 +183,7 @@ def database_unavailable(request: HttpRequest, exception: Exception) -> HttpResp
     unreachable or refusing writes (is_database_unavailable); logs one WARNING line, no traceback.
 
     A JSON endpoint (wants_json) gets ``{"error": "database unavailable", "cause": …}``, the cause
-    being core.postgresql.refusals.database_refusal's description ("refusing writes (read-only)",
+    being core.postgresql.refusals.database_refusal's description ("read-only",
     "disk full", "too many clients", "unreachable", …) or else "unavailable"; every other request
     the page templates/503.html, rendered without context or database. The response is marked as
     logged (``_has_been_logged``, the mark Django's own django.utils.log.log_response sets and

@@ -145,7 +145,7 @@ def request_lines(caplog) -> list[logging.LogRecord]:
     ("fault", "cause"),
     [
         ("_PostgresEndsTheConnectionAfterTheView", "unavailable"),
-        ("_PostgresTurnsReadOnlyAfterTheView", "refusing writes (read-only)"),
+        ("_PostgresTurnsReadOnlyAfterTheView", "read-only"),
     ],
 )
 def test_postgres_gone_during_the_session_save_after_the_view_is_the_503_page(settings, caplog, fault, cause):

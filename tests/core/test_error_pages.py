@@ -130,6 +130,24 @@ class _PostgresTurnsReadOnlyAfterTheView:
         return response
 
 
+class _PostgresDiskFullInAMiddleware:
+    """Test middleware right below SessionMiddleware whose own write, after the view, meets
+    PostgreSQL's SQLSTATE 53100 disk_full (raised by the server itself with that code: filling a
+    disk is no cheap test)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' "
+                "USING ERRCODE = 'disk_full'; END $$"
+            )
+        return response
+
+
 def _below_sessions(settings, name: str) -> None:
     below = settings.MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware") + 1
     settings.MIDDLEWARE = [*settings.MIDDLEWARE[:below], f"{__name__}.{name}", *settings.MIDDLEWARE[below:]]
@@ -146,6 +164,7 @@ def request_lines(caplog) -> list[logging.LogRecord]:
     [
         ("_PostgresEndsTheConnectionAfterTheView", "unavailable"),
         ("_PostgresTurnsReadOnlyAfterTheView", "read-only"),
+        ("_PostgresDiskFullInAMiddleware", "disk full"),
     ],
 )
 def test_postgres_gone_during_the_session_save_after_the_view_is_the_503_page(settings, caplog, fault, cause):

@@ -156,7 +156,7 @@ class DatabaseUnavailableMiddleware:
 
     The request's work is one transaction, so nothing is half-written; the client may retry.
     It sees exceptions raised by views; ``server_error`` (handler500) answers the same for those
-    raised by other middleware.
+    raised by other middleware. Either way the request logs one line (database_unavailable).
     """
 
     def __init__(self, get_response):
@@ -224,7 +224,8 @@ def server_error(request: HttpRequest) -> HttpResponse:
     (the session save after the view, the session or user load of another middleware).
 
     Django calls it inside the ``except`` block of the failed request (``sys.exc_info()`` is set;
-    django.core.handlers.exception.handle_uncaught_exception).
+    django.core.handlers.exception.handle_uncaught_exception). The 503 is marked as logged, so
+    Django's ERROR line with the traceback does not follow database_unavailable's one line.
     """
     exception = sys.exc_info()[1]
     if exception is not None and is_database_unavailable(exception):

@@ -6,13 +6,13 @@ import sys
 import time
 
 from django.db import InterfaceError, OperationalError
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, HttpResponseNotAllowed, JsonResponse
 from django.template import loader
 from django.template.loader import render_to_string
 from django.views import defaults
 
 from core import context, health, metrics
-from core.postgresql.refusals import write_refusal
+from core.postgresql.refusals import database_refusal, write_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class DatabaseUnavailableMiddleware:
 
     The request's work is one transaction, so nothing is half-written; the client may retry.
     It sees exceptions raised by views; ``server_error`` (handler500) answers the same for those
-    raised by other middleware.
+    raised by other middleware. Either way the request logs one line (database_unavailable).
     """
 
     def __init__(self, get_response):
@@ -179,12 +179,43 @@ def is_database_unavailable(exception: BaseException) -> bool:
 
 
 def database_unavailable(request: HttpRequest, exception: Exception) -> HttpResponse:
-    """The 503 page (templates/503.html, rendered without context or database) with
-    ``Retry-After: 5`` (seconds), for a request that met PostgreSQL unreachable; logs one line."""
-    logger.warning("database unavailable for %s %s: %s", request.method, request.path, str(exception).strip())
-    response = HttpResponse(loader.get_template("503.html").render(), status=503)
+    """The 503 answer, with ``Retry-After: 5`` (seconds), for a request that met PostgreSQL
+    unreachable or refusing writes (is_database_unavailable); logs one WARNING line, no traceback.
+
+    A JSON endpoint (wants_json) gets ``{"error": "database unavailable", "cause": …}``, the cause
+    being core.postgresql.refusals.database_refusal's description ("read-only",
+    "disk full", "too many clients", "unreachable", …) or else "unavailable"; every other request
+    the page templates/503.html, rendered without context or database. The response is marked as
+    logged (``_has_been_logged``, the mark Django's own django.utils.log.log_response sets and
+    checks), so neither Django's "Service Unavailable" line after a view nor its line with the
+    traceback after an exception raised outside a view (django.core.handlers.exception
+    .response_for_exception) repeats this one.
+    """
+    refusal = database_refusal(exception)
+    # A lost connection or a statement timeout is no refusal: "unavailable" says only that.
+    cause = refusal.description if refusal is not None else "unavailable"
+    logger.warning(
+        "database unavailable (%s) for %s %s: %s",
+        cause,
+        request.method,
+        request.path,
+        " ".join(str(exception).split()),
+    )
+    if wants_json(request):
+        response = JsonResponse({"error": "database unavailable", "cause": cause}, status=503)
+    else:
+        response = HttpResponse(loader.get_template("503.html").render(), status=503)
     response["Retry-After"] = "5"
+    response._has_been_logged = True
     return response
+
+
+def wants_json(request: HttpRequest) -> bool:
+    """True for a request to a JSON endpoint (a path ending in ``.json``, e.g. the order page's
+    status.json), or one whose Accept header takes JSON but not HTML (an API client)."""
+    if request.path_info.endswith(".json"):
+        return True
+    return request.accepts("application/json") and not request.accepts("text/html")
 
 
 def server_error(request: HttpRequest) -> HttpResponse:
@@ -193,7 +224,8 @@ def server_error(request: HttpRequest) -> HttpResponse:
     (the session save after the view, the session or user load of another middleware).
 
     Django calls it inside the ``except`` block of the failed request (``sys.exc_info()`` is set;
-    django.core.handlers.exception.handle_uncaught_exception).
+    django.core.handlers.exception.handle_uncaught_exception). The 503 is marked as logged, so
+    Django's ERROR line with the traceback does not follow database_unavailable's one line.
     """
     exception = sys.exc_info()[1]
     if exception is not None and is_database_unavailable(exception):

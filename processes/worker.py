@@ -67,7 +67,7 @@ JOB_HEARTBEAT_SECONDS = 2
 # would wait forever.
 DATABASE_BACKOFF_BASE = 1.0
 DATABASE_BACKOFF_CAP = 60.0
-# Seconds between two lines saying PostgreSQL refuses connections, per kind of refusal (RefusalLog).
+# Seconds between two lines saying PostgreSQL refuses connections or writes, per kind of refusal (RefusalLog).
 DATABASE_REFUSAL_LOG_INTERVAL = 10.0
 # Seconds between the worker's heartbeats while it waits after a refusal (its key in Redis lives
 # RQ_WORKER_TTL + 60 s after each, and the liveness probe counts the keys).
@@ -249,7 +249,7 @@ class Worker(rq.Worker):
         while (left := self._database_wait_until - time.monotonic()) > 0:
             if self._stop_requested:
                 raise StopRequested()
-            self.procline(f"PostgreSQL refused connections, next job in {left:.0f}s")
+            self.procline(f"PostgreSQL refused the last job, next job in {left:.0f}s")
             time.sleep(min(left, 1.0))
             if time.monotonic() - last_beat >= WAIT_HEARTBEAT_SECONDS:
                 self.heartbeat()

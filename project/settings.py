@@ -105,6 +105,9 @@ MIDDLEWARE = [
     # Right after SecurityMiddleware, so that every answer below it carries the policy too: static
     # files (WhiteNoise), CommonMiddleware's slash redirects and the 400 for a foreign Host header.
     "csp.middleware.CSPMiddleware",
+    # Here too, not below the sessions: answers made outside the view (the 503 for PostgreSQL lost
+    # during the session save, handler500's pages) carry X-Frame-Options like the rest.
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.RejectNonUtf8FormsMiddleware",
     "core.middleware.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -113,7 +116,6 @@ MIDDLEWARE = [
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "core.middleware.MethodNotAllowedPageMiddleware",
     # Last, as django-axes requires (https://django-axes.readthedocs.io/en/latest/2_installation.html).
     "axes.middleware.AxesMiddleware",

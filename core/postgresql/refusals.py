@@ -22,12 +22,13 @@ UNREACHABLE = "unreachable"  # nothing listening (connection refused) or no answ
 READ_ONLY = "read_only"  # 25006 read_only_sql_transaction: a standby, or default_transaction_read_only on
 DISK_FULL = "disk_full"  # 53100 disk_full
 DESCRIPTIONS = {
-    READ_ONLY: "refusing writes (read-only)",
+    READ_ONLY: "read-only",
     DISK_FULL: "disk full",
     TOO_MANY_CLIENTS: "too many clients",
     NOT_ACCEPTING: "not accepting connections",
     UNREACHABLE: "unreachable",
 }
+WRITE_KINDS = frozenset({READ_ONLY, DISK_FULL})
 SQLSTATES = {"53300": TOO_MANY_CLIENTS, "53400": TOO_MANY_CLIENTS, "57P03": NOT_ACCEPTING}
 # libpq gives no SQLSTATE for an error during connection start-up (psycopg's ``sqlstate`` is None
 # for every one of them, measured with psycopg 3.3 and libpq 18), so the server's words are read:
@@ -67,6 +68,11 @@ class Refusal:
     @property
     def description(self) -> str:
         return DESCRIPTIONS[self.kind]
+
+    @property
+    def refused(self) -> str:
+        """What PostgreSQL refused: "writes" (READ_ONLY, DISK_FULL) or "connections" (the rest)."""
+        return "writes" if self.kind in WRITE_KINDS else "connections"
 
 
 def connection_refusal(exc: BaseException) -> Refusal | None:
@@ -138,12 +144,13 @@ def _raised_while_connecting(error: psycopg.Error) -> bool:
 
 
 class RefusalLog:
-    """Say that PostgreSQL refuses connections in a few lines instead of one per refused job.
+    """Say that PostgreSQL refuses connections or writes in a few lines instead of one per refused job.
 
     ``record`` counts a job put back; the first refusal of a kind is logged at once, later ones at
     most once per ``interval`` seconds per kind, with how many jobs were put back since that kind's
-    last line. ``accepted`` logs one line when connections succeed again after refusals. Every
-    line is on ``logger`` (WARNING for refusals, INFO for the recovery); ``clock`` (seconds,
+    last line. ``accepted`` logs one line when jobs succeed again after refusals. Each line says
+    what was refused, connections or writes (Refusal.refused): a standby refuses no connection.
+    Every line is on ``logger`` (WARNING for refusals, INFO for the recovery); ``clock`` (seconds,
     time.monotonic unless a test gives its own) times the intervals.
     """
 
@@ -153,6 +160,7 @@ class RefusalLog:
         self.logged_at: dict[str, float] = {}
         self.total = 0
         self.since: float | None = None
+        self.refused: set[str] = set()
 
     def record(self, refusal: Refusal, *, wait: float) -> None:
         """Count one job put back after ``refusal``; ``wait`` is the seconds until the next try."""
@@ -160,6 +168,7 @@ class RefusalLog:
         if self.since is None:
             self.since = now
         self.total += 1
+        self.refused.add(refusal.refused)
         kind = refusal.kind
         self.counts[kind] = self.counts.get(kind, 0) + 1
         last = self.logged_at.get(kind)
@@ -168,8 +177,8 @@ class RefusalLog:
         count = self.counts.pop(kind)
         span = f"in the last {now - last:.0f} s" if last is not None else "just now"
         self.logger.warning(
-            "PostgreSQL refused connections (%s: %s): %d job%s put back %s, unrun and with no retry spent; "
-            "next try in %.1f s",
+            "PostgreSQL refused %s (%s: %s): %d job%s put back %s, unrun and with no retry spent; next try in %.1f s",
+            refusal.refused,
             refusal.description,
             refusal.detail,
             count,
@@ -180,11 +189,12 @@ class RefusalLog:
         self.logged_at[kind] = now
 
     def accepted(self) -> None:
-        """Log one line if connections were refused since the last call: they succeed again."""
+        """Log one line if connections or writes were refused since the last call: they succeed again."""
         if self.since is None:
             return
         self.logger.info(
-            "PostgreSQL accepts connections again: %d job%s put back over the last %.0f s",
+            "PostgreSQL accepts %s again: %d job%s put back over the last %.0f s",
+            " and ".join(sorted(self.refused)),
             self.total,
             "" if self.total == 1 else "s",
             self.clock() - self.since,
@@ -193,3 +203,4 @@ class RefusalLog:
         self.logged_at.clear()
         self.total = 0
         self.since = None
+        self.refused.clear()

@@ -11,7 +11,9 @@ from django.test import Client
 
 from core.backoff import Backoff, full_jitter
 from core.postgresql.refusals import (
+    DISK_FULL,
     NOT_ACCEPTING,
+    READ_ONLY,
     TOO_MANY_CLIENTS,
     UNREACHABLE,
     Refusal,
@@ -143,6 +145,29 @@ def test_refusals_are_logged_once_per_interval_per_kind_with_how_many_jobs_waite
             "starting up): 1 job put back just now, unrun and with no retry spent; next try in 1.0 s",
         ),
         ("INFO", "PostgreSQL accepts connections again: 38 jobs put back over the last 12 s"),
+    ]
+
+
+def test_refused_writes_are_not_called_refused_connections(caplog):
+    log = RefusalLog(logging.getLogger("test.refusals"), interval=10, clock=_Clock())
+    with caplog.at_level(logging.INFO, logger="test.refusals"):
+        log.record(Refusal(kind=READ_ONLY, detail="cannot execute UPDATE in a read-only transaction"), wait=1)
+        log.record(Refusal(kind=DISK_FULL, detail="could not extend file: No space left on device"), wait=2)
+        log.accepted()
+        log.record(Refusal(kind=UNREACHABLE, detail="Connection refused"), wait=1)
+        log.record(Refusal(kind=READ_ONLY, detail="cannot execute INSERT in a read-only transaction"), wait=1)
+        log.accepted()
+    assert [record.getMessage() for record in caplog.records] == [
+        "PostgreSQL refused writes (read-only: cannot execute UPDATE in a read-only transaction): "
+        "1 job put back just now, unrun and with no retry spent; next try in 1.0 s",
+        "PostgreSQL refused writes (disk full: could not extend file: No space left on device): "
+        "1 job put back just now, unrun and with no retry spent; next try in 2.0 s",
+        "PostgreSQL accepts writes again: 2 jobs put back over the last 0 s",
+        "PostgreSQL refused connections (unreachable: Connection refused): "
+        "1 job put back just now, unrun and with no retry spent; next try in 1.0 s",
+        "PostgreSQL refused writes (read-only: cannot execute INSERT in a read-only transaction): "
+        "1 job put back just now, unrun and with no retry spent; next try in 1.0 s",
+        "PostgreSQL accepts connections and writes again: 2 jobs put back over the last 0 s",
     ]
 
 

@@ -1,6 +1,8 @@
 """Error answers are pages in the shopper's words (a heading, a sentence, a way back), never
 Django's bare pages, and none has an inline style or script the CSP would block."""
 
+import json
+import logging
 import re
 
 import psycopg
@@ -99,24 +101,111 @@ class _PostgresEndsTheConnectionAfterTheView:
         return response
 
 
-def test_postgres_gone_during_the_session_save_after_the_view_is_the_503_page(settings):
+class _PostgresEndsTheConnectionBeforeTheView:
+    """Test middleware right below SessionMiddleware: PostgreSQL ends the request's connection
+    before the view runs, so the view's first query fails."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        connection.ensure_connection()
+        with psycopg.connect(formation_database_url(), autocommit=True) as other:
+            other.execute("SELECT pg_terminate_backend(%s)", [connection.connection.info.backend_pid])
+        return self.get_response(request)
+
+
+class _PostgresTurnsReadOnlyAfterTheView:
+    """Test middleware right below SessionMiddleware: once the view has answered, the request's
+    connection refuses writes (as after a failover to a standby), so the session save fails with
+    SQLSTATE 25006."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        with connection.cursor() as cursor:
+            cursor.execute("SET default_transaction_read_only = on")
+        return response
+
+
+class _PostgresDiskFullInAMiddleware:
+    """Test middleware right below SessionMiddleware whose own write, after the view, meets
+    PostgreSQL's SQLSTATE 53100 disk_full (raised by the server itself with that code: filling a
+    disk is no cheap test)."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        response = self.get_response(request)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'could not extend file: No space left on device' "
+                "USING ERRCODE = 'disk_full'; END $$"
+            )
+        return response
+
+
+def _below_sessions(settings, name: str) -> None:
+    below = settings.MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware") + 1
+    settings.MIDDLEWARE = [*settings.MIDDLEWARE[:below], f"{__name__}.{name}", *settings.MIDDLEWARE[below:]]
+
+
+def request_lines(caplog) -> list[logging.LogRecord]:
+    """The WARNING-or-worse records of core.middleware and django.request (Django's request log)."""
+    names = ("core.middleware", "django.request")
+    return [r for r in caplog.records if r.name in names and r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(
+    ("fault", "cause"),
+    [
+        ("_PostgresEndsTheConnectionAfterTheView", "unavailable"),
+        ("_PostgresTurnsReadOnlyAfterTheView", "read-only"),
+        ("_PostgresDiskFullInAMiddleware", "disk full"),
+    ],
+)
+def test_postgres_gone_during_the_session_save_after_the_view_is_the_503_page(settings, caplog, fault, cause):
     # The soak saw 500s here during PostgreSQL restarts: the error is raised by SessionMiddleware,
     # outside the view, where DatabaseUnavailableMiddleware's process_exception cannot see it.
     settings.DEBUG = False
     factories.product(sku="MUG")
-    below_sessions = settings.MIDDLEWARE.index("django.contrib.sessions.middleware.SessionMiddleware") + 1
-    settings.MIDDLEWARE = [
-        *settings.MIDDLEWARE[:below_sessions],
-        f"{__name__}._PostgresEndsTheConnectionAfterTheView",
-        *settings.MIDDLEWARE[below_sessions:],
-    ]
+    _below_sessions(settings, fault)
     client = Client(raise_request_exception=False)
     response = client.post("/cart/add/", {"product": "MUG", "quantity": "1"})
+    connections.close_all()  # the test client leaves the connection as the fault left it
     assert response.status_code == 503
     assert response["Retry-After"] == "5"
     html = page_of(response)
     assert element(html, "#error-title").text == "The shop is unavailable for a moment"
     assert element(html, "#error-home").attrs["href"] == "/"
+    # The security headers of every other answer, though no middleware below the sessions ran.
+    assert "frame-ancestors 'none'" in response["Content-Security-Policy"]
+    assert response["X-Frame-Options"] == "DENY"
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert response["Referrer-Policy"] == "same-origin"
+    # One line, no traceback: Django's "Service Unavailable" line with the traceback is not repeated.
+    [line] = request_lines(caplog)
+    assert line.name == "core.middleware"
+    assert line.getMessage().startswith(f"database unavailable ({cause}) for POST /cart/add/: ")
+    assert line.exc_info is None
+
+
+def test_postgres_gone_under_a_json_endpoint_is_a_json_503_naming_the_cause(settings, caplog, product):
+    settings.DEBUG = False
+    order = factories.order(product=product)
+    _below_sessions(settings, "_PostgresEndsTheConnectionBeforeTheView")
+    response = Client(raise_request_exception=False).get(f"/orders/{order.pk}/status.json")
+    connections.close_all()  # the test client leaves the ended connection to the next test
+    assert response.status_code == 503
+    assert response["Retry-After"] == "5"
+    assert response["Content-Type"] == "application/json"
+    assert json.loads(response.content) == {"error": "database unavailable", "cause": "unavailable"}
+    [line] = request_lines(caplog)
+    assert line.getMessage().startswith(f"database unavailable (unavailable) for GET /orders/{order.pk}/status.json: ")
+    assert line.exc_info is None
 
 
 def test_any_other_error_outside_a_view_is_still_the_500_page(settings):

@@ -7,6 +7,7 @@ and the app's sessions terminated, so that they reconnect read-only.
 """
 
 import json
+import logging
 
 import pytest
 from django.test import Client
@@ -53,3 +54,32 @@ def test_writes_refused_read_only_are_503_and_the_checkout_is_retried_into_one_p
     assert list(Order.objects.values_list("status", flat=True)) == [OrderStatus.PAID]
     # The cart the refused add-to-cart would have changed is still there: one mug, as before.
     assert Order.objects.get().lines.get().quantity == 1
+
+
+def test_a_refused_add_to_cart_is_one_log_line_without_a_traceback(read_only, product, caplog):
+    browser = Client(enforce_csrf_checks=True)
+    cart_fill(browser)
+    token = hidden("csrfmiddlewaretoken", browser.get("/cart/").content.decode())
+    read_only(True)
+    caplog.clear()
+    add = browser.post("/cart/add/", {"product": "procfile-mug", "quantity": 1, "csrfmiddlewaretoken": token})
+    assert add.status_code == 503
+    assert add["Retry-After"] == "5"
+    assert add["Content-Type"].startswith("text/html")
+    assert add["X-Frame-Options"] == "DENY"
+    assert "frame-ancestors 'none'" in add["Content-Security-Policy"]
+    [line] = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert line.name == "core.middleware"
+    assert line.getMessage().startswith("database unavailable (read-only) for POST /cart/add/: cannot execute "), (
+        line.getMessage()
+    )
+    assert line.exc_info is None
+    # A JSON client is told the cause in JSON.
+    caplog.clear()
+    api = browser.post(
+        "/cart/add/",
+        {"product": "procfile-mug", "quantity": 1, "csrfmiddlewaretoken": token},
+        HTTP_ACCEPT="application/json",
+    )
+    assert api.status_code == 503
+    assert json.loads(api.content) == {"error": "database unavailable", "cause": "read-only"}

@@ -162,7 +162,11 @@ def test_a_job_refused_by_a_read_only_database_is_put_back_and_runs_once_writes_
     assert job.get_status() == JobStatus.QUEUED
     assert job.retries_left == 3 and job.latest_result() is None
     assert queue.failed_job_registry.count == 0
-    assert "refusing writes (read-only): cannot execute UPDATE in a read-only transaction" in worker_log()
+    assert (
+        "PostgreSQL refused writes (read-only: cannot execute UPDATE in a read-only transaction): 1 job put back"
+        in worker_log()
+    )
+    assert "refused connections" not in worker_log()
     assert "Traceback" not in worker_log()
     read_only(False)
     _worker().work(burst=True)

@@ -69,10 +69,20 @@ def test_a_worker_whose_redis_goes_silent_stays_live_and_runs_the_next_job_once_
     recovered = time.monotonic() - healed
 
     # The command channel came back too: RQ's shutdown command (rq.command) reaches the worker,
-    # which stops warm and exits 0.
-    [name] = [w.name for w in RQWorker.all(connection=queue.connection)]
-    send_shutdown_command(queue.connection, name)
-    wait_until(lambda: not worker.alive(), deadline=15, interval=0.2, message="the worker to obey the shutdown command")
+    # which stops warm and exits 0. A command is fire-and-forget (Redis pub/sub): one published
+    # before the thread has resubscribed (its retries are 2 s apart) is lost, so it is sent again
+    # each second until the worker says it received it.
+    # This test's worker only (by its PID): a Redis shared with other runs may list theirs too.
+    [name] = [w.name for w in RQWorker.all(connection=queue.connection) if w.pid == worker.pid]
+
+    def told_to_stop() -> bool:
+        if "Received shutdown command" in worker.output():
+            return True
+        send_shutdown_command(queue.connection, name)
+        return False
+
+    wait_until(told_to_stop, deadline=20, interval=1, message="the worker to receive the shutdown command")
+    wait_until(lambda: not worker.alive(), deadline=15, interval=0.2, message="the worker to stop")
     assert worker.popen.returncode == 0, worker.output()
     output = worker.output()
     assert "Traceback" not in output and "pubsub thread exiting" not in output, output

@@ -1,7 +1,7 @@
 """A TCP forwarder run as a process of its own (stdlib only, so it also runs inside a network
-namespace through ``ip netns exec``): ``python tests/support/forwarder.py LISTEN_HOST LISTEN_PORT
+namespace through ``ip netns exec``): ``python embedded/forwarder.py LISTEN_HOST LISTEN_PORT
 TARGET_HOST TARGET_PORT``. Each accepted connection is pumped both ways by two threads until
-either side closes; the process runs until killed (tests.support.silent_link stops it by PID)."""
+either side closes; the process runs until killed (embedded.silent_link stops it by PID)."""
 
 import contextlib
 import socket

@@ -302,16 +302,60 @@ def liveness_max_age(*, interval: float) -> float:
     return settings.MAILER_LEASE_SECONDS + interval + settings.MAILER_HEARTBEAT_SECONDS
 
 
+class _Outage:
+    """The log lines of one PostgreSQL outage as the mailer's loop sees it: one warning when a pass
+    first fails (a refused connect, or a silent connection ended by the keepalives of
+    DATABASE_SILENCE_TIMEOUT), a reminder at most every REMINDER seconds while it lasts, and one
+    line when a pass succeeds again; the passes in between retry without a line each."""
+
+    REMINDER = 60.0  # seconds between two "still unavailable" lines of one outage
+
+    def __init__(self):
+        self.since: float | None = None
+        self.failures = 0
+        self.last_line = -math.inf
+
+    def failed(self, exc: DatabaseError) -> None:
+        """Count a pass that failed with ``exc``; log it if it starts the outage or a reminder is due."""
+        now = time.monotonic()
+        self.failures += 1
+        if self.since is None:
+            self.since = now
+            process_logger.warning("mailer: database unavailable (%s); reconnecting each pass", first_line(exc))
+        elif now - self.last_line < self.REMINDER:
+            return
+        else:
+            process_logger.warning(
+                "mailer: database still unavailable after %.0f s (%s); reconnecting each pass",
+                now - self.since,
+                first_line(exc),
+            )
+        self.last_line = now
+
+    def ended(self) -> None:
+        """A pass succeeded: say so once if an outage was under way."""
+        if self.since is not None:
+            process_logger.info(
+                "mailer: database reachable again after %.1f s (%d failed pass(es))",
+                time.monotonic() - self.since,
+                self.failures,
+            )
+        self.since, self.failures, self.last_line = None, 0, -math.inf
+
+
 def mailer_run(*, stop: threading.Event, interval: float, once: bool = False) -> None:
     """Drain the outbox in passes until ``stop`` is set (after one pass with ``once``).
 
     Each pass sends due messages (outbox_send_due) with this process's heartbeat (hostname and
     pid, at most every settings.MAILER_HEARTBEAT_SECONDS), then waits ``interval`` seconds or
-    until ``stop`` is set. A DatabaseError is logged in one line and any other error with its
-    stack; both are retried at the next pass, never raised. On return the heartbeat is removed
-    (the probe then sees no live mailer here) and the database connection closed.
+    until ``stop`` is set. A DatabaseError closes the connection and is retried at the next pass,
+    with one line when the outage starts, a reminder a minute, one line when it ends (_Outage); any
+    other error is logged with its stack and retried at the next pass; neither is raised. On return
+    the heartbeat is removed (the probe then sees no live mailer here) and the database connection
+    closed.
     """
     beat = _Heartbeat()
+    outage = _Outage()
     process_logger.info("mailer: started, polling every %gs", interval)
     while not stop.is_set():
         liveness.beat()
@@ -319,8 +363,10 @@ def mailer_run(*, stop: threading.Event, interval: float, once: bool = False) ->
         sent = 0
         try:
             sent = outbox_send_due(stop=stop, beat=beat)
+            outage.ended()
         except DatabaseError as exc:
-            process_logger.warning("mailer: database unavailable (%s); retrying", first_line(exc))
+            db_connection.close()  # a connection that failed (silent, reset) is never reused
+            outage.failed(exc)
         except Exception:
             process_logger.exception("mailer: pass failed")  # unknown: keep the stack, retry next pass
         if sent:

@@ -45,6 +45,9 @@ REDIS_REPLY_BACKOFF_BASE = 1.0
 REDIS_REPLY_BACKOFF_CAP = 30.0
 # Seconds to wait for Redis to answer again after it failed around a job.
 REDIS_WAIT = 60.0
+# Seconds without a failure of the command channel after which the next one starts a new outage
+# (and gets its line): each retry, 2 s apart, fails within a connect timeout while Redis is away.
+PUBSUB_OUTAGE_GAP = 30.0
 
 
 # Seconds between a running job's heartbeats (RQ's default is 30 s). The sweep takes a started job
@@ -349,6 +352,26 @@ class Worker(rq.Worker):
             self.log.warning("Worker %s: death not recorded, Redis unavailable (%s)", self.name, exc)
             if self.pubsub_thread:
                 self.pubsub_thread.stop()
+
+    def _pubsub_exception_handler(self, exc, pubsub, pubsub_thread) -> None:
+        """Keep the command channel's thread (RQ's shutdown, kill-horse and stop-job commands)
+        through any Redis outage, and say so in one line per outage.
+
+        RQ's own handler retries a ConnectionError but lets the thread exit on a TimeoutError, which
+        is what reconnecting through a silent link raises ("Timeout connecting to server"): the
+        worker then ignored every command for the rest of its life. Here every REDIS_ERRORS is
+        retried 2 s later (RQ's own pause); redis-py subscribes again once it reconnects. Any other
+        error is RQ's case (the thread exits). Called from the pubsub thread with redis-py's
+        PubSubWorkerThread arguments; returns None.
+        """
+        if not isinstance(exc, REDIS_ERRORS):
+            return super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
+        now = time.monotonic()
+        last = getattr(self, "_pubsub_failed_at", None)
+        if last is None or now - last > PUBSUB_OUTAGE_GAP:
+            self.log.warning("Worker %s: command channel lost, Redis unavailable (%s); resubscribing", self.name, exc)
+        self._pubsub_failed_at = now
+        time.sleep(2.0)
 
     def heartbeat(self, timeout: int | None = None, pipeline=None):
         """Beat (core.liveness), then refresh this worker's key in Redis (rq's Worker.heartbeat).

@@ -103,8 +103,11 @@ SOAK_TIMINGS = {
 }
 KILL, TERM, PG, REDIS, SMTP = "kill -9", "SIGTERM", "PostgreSQL restart", "Redis restart", "SMTP pause"
 READ_ONLY = "read-only database"  # PostgreSQL answers but refuses writes (a standby, disk-full mode)
-# One mailer or worker restarted as on a host whose clock is CLOCK_OFFSET s off (libfaketime), for
-# CLOCK_SECONDS, then restarted on the true clock: leases and due times use PostgreSQL's clock.
+# One mailer or worker restarted as on a host whose clock is CLOCK_OFFSET s behind (libfaketime),
+# for CLOCK_SECONDS, then restarted on the true clock: leases and due times use PostgreSQL's clock.
+# Behind, so the others are as far ahead of it (with each host's clock, they took its leases as
+# expired); never ahead: libfaketime moves the monotonic clock too, and a process ahead waits
+# out the offset in its timed waits (embedded.faketime.clock_offset_env) and overstays its stop.
 CLOCK, CLOCK_OFFSET, CLOCK_SECONDS = "clock offset", 90, 20.0
 # One worker restarted as if its payment provider answered after 3 s while its call is bounded at
 # 1 s, for SLOW_SECONDS: each charge is taken, the call times out, the order backs off and is
@@ -790,12 +793,9 @@ class Chaos(threading.Thread):
         pause = self.random.uniform(2.0, 10.0)
         how = self.random.choice(("refuse", "stall"))
         read_only_for = self.random.uniform(2.0, 6.0)  # PostgreSQL or Redis refusing writes, or evicting
-        sign = self.random.choice("+-")
         if kind == CLOCK:
             slots = self.supervisor.of_kind("mailer") + self.supervisor.of_kind("worker")
-            return self.services.offset_clock(
-                self.supervisor, slots[int(index_pick * len(slots))], f"{sign}{CLOCK_OFFSET}s"
-            )
+            return self.services.offset_clock(self.supervisor, slots[int(index_pick * len(slots))], f"-{CLOCK_OFFSET}s")
         if kind == SLOW:
             slots = self.supervisor.of_kind("worker")
             return self.services.slow_provider(self.supervisor, slots[int(index_pick * len(slots))])

@@ -26,5 +26,12 @@ def libfaketime(install_root: Path) -> Path:
 
 def clock_offset_env(install_root: Path, offset: str) -> dict[str, str]:
     """Return the environment that runs a child with its clock off by ``offset`` (libfaketime's
-    FAKETIME syntax, e.g. "+90s" or "-90s"), installing libfaketime under ``install_root`` if needed."""
+    FAKETIME syntax, e.g. "+90s" or "-90s"), installing libfaketime under ``install_root`` if needed.
+
+    libfaketime (0.9.10) moves the monotonic clock too, and a timed wait (a lock or a join with a
+    timeout) computes its deadline on that clock while the kernel waits on the true one: ahead by
+    90 s, a 1 s join waits 91 s (RQ's join of its command thread at a worker's stop). Its
+    DONT_FAKE_MONOTONIC would keep that clock true but makes time.sleep fail (EINVAL). So a
+    process that must stop within a grace period is put behind, not ahead.
+    """
     return {"LD_PRELOAD": str(libfaketime(install_root)), "FAKETIME": offset, "FAKETIME_DONT_RESET": "1"}

@@ -62,6 +62,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 import uuid
 from dataclasses import dataclass, field
 from email import message_from_bytes
@@ -82,6 +83,7 @@ from embedded.faketime import clock_offset_env  # noqa: E402
 from embedded.harness import FAST  # noqa: E402
 from embedded.servers import Postgres, Redis, free_port, pid_alive, wait_for  # noqa: E402
 from embedded.shopper import Browser, checkout_data, hidden, page_lines  # noqa: E402
+from embedded.silent_link import SilentLink, unavailable_reason  # noqa: E402
 from processes.procfile import READY_LINES, process_commands, web_healthy  # noqa: E402
 
 RUNS = ROOT / ".formation" / "soak"
@@ -122,7 +124,15 @@ REDIS_FLUSH = "Redis FLUSHALL"
 # Redis with an evicting maxmemory-policy (allkeys-lru) for a few seconds, then noeviction again: the
 # running processes are not ready meanwhile; no process is restarted during the window.
 REDIS_EVICTING = "Redis evicting policy"
-FAULT_KINDS = (KILL, TERM, PG, REDIS, SMTP, READ_ONLY, CLOCK, SLOW, REDIS_READONLY, REDIS_FLUSH, REDIS_EVICTING)
+# The mailer reaches PostgreSQL through a link that the fault makes silent for 4-20 s (packets
+# dropped, no reset: a NAT entry expired, a host vanished): embedded.silent_link, root only. Its
+# keepalives end a connection stuck in it (DATABASE_SILENCE_TIMEOUT) and it reconnects once healed.
+FROZEN = "frozen connection"
+FROZEN_TYPES = ("mailer",)
+FAULT_KINDS = (
+    *(KILL, TERM, PG, REDIS, SMTP, READ_ONLY, CLOCK, SLOW),
+    *(REDIS_READONLY, REDIS_FLUSH, REDIS_EVICTING, FROZEN),
+)
 # Seconds: a process told to stop gets RQ_JOB_TIMEOUT (60) + 10 before it is killed, as `make run`
 # does (FORMATION_KILL_WAIT); a (re)started process must be ready within READY_DEADLINE.
 STOP_GRACE = 70.0
@@ -242,6 +252,7 @@ class Services:
         self.redis = Redis(root, durable=True)
         self.sink = Sink(clock)
         self.urls: dict[str, str] = {}
+        self.link: SilentLink | None = None
 
     def start(self) -> bool:
         """Start the three servers; return True when PostgreSQL started from a migrated template."""
@@ -254,6 +265,38 @@ class Services:
         self.sink.start()
         self.urls["EMAIL_URL"] = self.sink.url
         return template.exists()
+
+    def linked_database_url(self) -> str | None:
+        """Open a silent link to PostgreSQL (the frozen-connection fault's) and return DATABASE_URL
+        through it, or None when no link can be made here (not root, no ``ip``: the fault is left
+        out of the menu)."""
+        if unavailable_reason() is not None:
+            return None
+        self.link = SilentLink(("127.0.0.1", self.postgres.port))
+        try:
+            self.link.open()
+        except Exception:
+            self.link.close()
+            self.link = None
+            raise
+        url = urllib.parse.urlsplit(self.urls["DATABASE_URL"])
+        host, port = self.link.address
+        netloc = url.netloc.rsplit("@", 1)[0] + f"@{host}:{port}" if "@" in url.netloc else f"{host}:{port}"
+        return urllib.parse.urlunsplit(url._replace(netloc=netloc))
+
+    def freeze_link(self, seconds: float) -> None:
+        """Drop every packet on the link to PostgreSQL, silently, and pass them again ``seconds``
+        later (a timer: the chaos goes on meanwhile)."""
+        link = self.link
+        link.freeze()
+
+        def heal() -> None:
+            if self.link is link:  # not closed meanwhile (the soak's end)
+                link.heal()
+
+        timer = threading.Timer(seconds, heal)
+        timer.daemon = True
+        timer.start()
 
     def template(self) -> Path:
         """Return where a data folder migrated by this checkout's release phase is kept between runs.
@@ -389,6 +432,9 @@ class Services:
         wait_for(server.ready, 60, server.label, server.log)
 
     def close(self) -> None:
+        if self.link is not None:
+            link, self.link = self.link, None
+            link.close()
         self.sink.stop()
         for server in (self.redis, self.postgres):
             if server.pid and pid_alive(server.pid):
@@ -754,10 +800,12 @@ class Chaos(threading.Thread):
         self.faults: list[Fault] = []
         self.errors: list[str] = []
         self.smtp_resume: threading.Timer | None = None
+        # A frozen connection needs a silent link, which needs root: out of the menu without one.
+        self.kinds = tuple(kind for kind in FAULT_KINDS if kind != FROZEN or services.link is not None)
         self.last_target: str | None = None
 
     def run(self) -> None:
-        first = list(FAULT_KINDS)
+        first = list(self.kinds)
         self.random.shuffle(first)
         while True:
             wait = self.random.uniform(0.5 * self.gap, 1.5 * self.gap)
@@ -766,7 +814,7 @@ class Chaos(threading.Thread):
             if self.stop.wait(wait):
                 break
             from_first = bool(first)
-            kind = first.pop(0) if first else self.random.choice(FAULT_KINDS)
+            kind = first.pop(0) if first else self.random.choice(self.kinds)
             began = self.clock.now()
             try:
                 target = self.inject(kind)
@@ -818,6 +866,9 @@ class Chaos(threading.Thread):
         if kind == READ_ONLY:
             self.services.read_only_postgres(read_only_for)
             return f"for {read_only_for:.1f}s"
+        if kind == FROZEN:
+            self.services.freeze_link(2 * pause)
+            return f"{'+'.join(FROZEN_TYPES)}'s PostgreSQL for {2 * pause:.1f}s"
         if kind == REDIS_READONLY:
             self.services.redis_readonly(read_only_for)
             return f"for {read_only_for:.1f}s"
@@ -842,7 +893,7 @@ class Chaos(threading.Thread):
             console.log("SMTP resumed")
 
     def counts(self) -> dict[str, int]:
-        return {kind: sum(1 for fault in self.faults if fault.kind == kind) for kind in FAULT_KINDS}
+        return {kind: sum(1 for fault in self.faults if fault.kind == kind) for kind in self.kinds}
 
 
 # --- The ledger ---------------------------------------------------------------------------------
@@ -1172,8 +1223,10 @@ def main(argv: list[str] | None = None) -> int:
         Product.objects.filter(is_active=True).update(stock=1_000_000)
         skus = list(Product.objects.filter(is_active=True, currency="EUR").values_list("sku", flat=True))
 
+        linked = services.linked_database_url()
+        linked_env = {**env, "DATABASE_URL": linked} if linked else env
         slots = [
-            Slot(kind, index + 1, commands[kind], env, logs)
+            Slot(kind, index + 1, commands[kind], linked_env if kind in FROZEN_TYPES else env, logs)
             for kind, count in args.formation.items()
             for index in range(count)
         ]

@@ -9,7 +9,7 @@
 - ``smtp``: a real SMTP server that records what it receives (RecordingSMTP, start_smtp)
 - ``stages``: the test app tests.stages_app in a database (shelf_columns, recorded, stages_app_drop)
 - ``trickle``: a real SMTP server whose EHLO reply trickles (TrickleSMTP)
-- ``silent_smtp``: a real SMTP server that holds a connection unanswered at the greeting or at the end of DATA (SilentSMTP)
+- ``silent_smtp``: a real SMTP server that holds a connection unanswered (at the greeting or the end of DATA)
 - ``raw_smtp``: the SMTP dialogue the two above share, on a bare socket (RawSMTP)
 
 Shared with the benchmarks and the soak, so they live with the development tools in embedded/:

@@ -31,7 +31,7 @@ def clock_offset_env(install_root: Path, offset: str) -> dict[str, str]:
     libfaketime (0.9.10) moves the monotonic clock too, and a timed wait (a lock or a join with a
     timeout) computes its deadline on that clock while the kernel waits on the true one: ahead by
     90 s, a 1 s join waits 91 s (RQ's join of its command thread at a worker's stop). Its
-    DONT_FAKE_MONOTONIC would keep that clock true but makes time.sleep fail (EINVAL). So a
-    process that must stop within a grace period is put behind, not ahead.
+    DONT_FAKE_MONOTONIC would keep that clock true but makes time.sleep fail (EINVAL). So the
+    soak puts only the mailer, and only behind, under it.
     """
     return {"LD_PRELOAD": str(libfaketime(install_root)), "FAKETIME": offset, "FAKETIME_DONT_RESET": "1"}

@@ -12,6 +12,7 @@ Run with ``-s`` to see the scale-up and scale-down figures.
 
 import contextlib
 import os
+import random
 import re
 import signal
 import subprocess
@@ -27,7 +28,7 @@ from django.db.models import Count
 from embedded.control import LOG_DIR
 from embedded.harness import FAST, process_env
 from embedded.polling import wait_until
-from embedded.servers import free_port
+from embedded.servers import free_port, port_free
 from embedded.shopper import ShopperStream
 from mailer.models import OutboxMessage, OutboxStatus
 from orders.models import Charge, Order, OrderStatus, SandboxCharge
@@ -43,7 +44,7 @@ pytestmark = [pytest.mark.process, pytest.mark.django_db(transaction=True, datab
 ROOT = Path(__file__).resolve().parents[2]
 METRICS_TOKEN = "live-scale-metrics-token"
 # Milliseconds each payment takes in the sandbox: long enough that a worker told to stop is in
-# the middle of a job, short enough that the tests stay quick.
+# the middle of a job, short enough that the tests stay quick (a backlog's deadline counts it).
 PAYMENT_LATENCY_MS = 400
 # A line of ``make ps``: process, pid (or -), state, uptime, RSS, restarts.
 PS_LINE = re.compile(
@@ -132,7 +133,13 @@ class Live:
         ids = stream.orders
         assert ids, "no order was placed"
         paid = Order.objects.filter(pk__in=ids, status=OrderStatus.PAID)
-        wait_until(lambda: paid.count() == len(ids), deadline=60, interval=0.5, message=f"{len(ids)} orders paid")
+        # A backlog drains at each worker's pace, not in a fixed time: a job holds its worker for
+        # the sandbox's latency plus ~0.1 s of its own and fork (worker.log: 0.45-0.5 s a job,
+        # ~1.8 jobs/s), and three shoppers with no pause leave 120-170 orders for one worker.
+        backlog = len(ids) - paid.count()
+        per_job = PAYMENT_LATENCY_MS / 1000 + 0.6
+        deadline = 30 + backlog * per_job / len(self.workers())
+        wait_until(lambda: paid.count() == len(ids), deadline=deadline, interval=0.5, message=f"{len(ids)} orders paid")
         keys = [str(key) for key in Order.objects.filter(pk__in=ids).values_list("idempotency_key", flat=True)]
         assert SandboxCharge.objects.filter(idempotency_key__in=keys).count() == len(ids)
         assert Charge.objects.filter(order_id__in=ids).count() == len(ids)
@@ -144,6 +151,18 @@ class Live:
             links = [body for body in bodies if f"/orders/{order_id}/" in body]
             assert len(links) == 1, f"{order_id}: {len(links)} emails"
             assert f"{self.url}/orders/{order_id}/" in links[0], links[0]
+
+
+def metrics_base() -> int:
+    """Return a METRICS_PORT whose every derived port (+100… per type, see the metrics test) is
+    free now and lies below the kernel's ephemeral range: a port from ``free_port()`` is inside
+    it, and a client socket of this machine could take worker.2's +101 before worker.2 binds."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    offsets = (0, 100, 101, 102, 103, 200, 300)
+    for base in random.sample(range(10_000, low - max(offsets)), 200):
+        if all(port_free(base + offset) for offset in offsets):
+            return base
+    raise RuntimeError(f"no free block of metrics ports below {low}")
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +179,7 @@ def live(django_db_setup, tmp_path_factory):
         PORT=str(free_port()),
         FORMATION_KILL_WAIT="30",
         PAYMENT_SANDBOX_LATENCY_MS=str(PAYMENT_LATENCY_MS),
-        METRICS_PORT=str(free_port()),
+        METRICS_PORT=str(metrics_base()),
         METRICS_ADDR="127.0.0.1",
         METRICS_TOKEN=METRICS_TOKEN,
     )

@@ -65,14 +65,16 @@ def process_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def spawn(argv: list[str], env: dict[str, str], *, log_prefix: str, **popen_options) -> tuple[subprocess.Popen, IO]:
-    """Start ``argv`` in the repository root in a session of its own (as honcho and supervisors
-    do), stdin from /dev/null, stdout and stderr to a log file named ``log_prefix``*.log that is
-    kept after the process ends; return the Popen and the open log file."""
+def spawn(
+    argv: list[str], env: dict[str, str], *, log_prefix: str, cwd: Path = ROOT, **popen_options
+) -> tuple[subprocess.Popen, IO]:
+    """Start ``argv`` in ``cwd`` (the repository root unless told) in a session of its own (as
+    honcho and supervisors do), stdin from /dev/null, stdout and stderr to a log file named
+    ``log_prefix``*.log that is kept after the process ends; return the Popen and the open log file."""
     log = tempfile.NamedTemporaryFile(prefix=log_prefix, suffix=".log", delete=False)  # noqa: SIM115 - lives as long as the process
     popen = subprocess.Popen(
         argv,
-        cwd=ROOT,
+        cwd=cwd,
         env=env,
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -84,13 +86,14 @@ def spawn(argv: list[str], env: dict[str, str], *, log_prefix: str, **popen_opti
 
 
 class Process:
-    """One process of a Procfile type, started as honcho would (``/bin/sh -c``, its own group)."""
+    """One process of a Procfile type, started as honcho would (``/bin/sh -c``, its own group), in
+    ``cwd``: the repository root, or the checkout of another release (then give its ``command``)."""
 
-    def __init__(self, kind: str, env: dict[str, str], command: str | None = None):
+    def __init__(self, kind: str, env: dict[str, str], command: str | None = None, cwd: Path = ROOT):
         self.kind = kind
         self.env = env
         self.command = command or procfile()[kind]
-        self.popen, self.log = spawn(["/bin/sh", "-c", self.command], env, log_prefix=f"formation-{kind}-")
+        self.popen, self.log = spawn(["/bin/sh", "-c", self.command], env, log_prefix=f"formation-{kind}-", cwd=cwd)
 
     @property
     def pid(self) -> int:

@@ -30,9 +30,15 @@ class CheckoutForm(ShopperForm):
     "out of date" notice, never as a field error.
     """
 
+    # A text field, not type=email: Chromium maps an email field's domain through IDNA 2003 before
+    # posting (zoe@straße.de arrives as zoe@strasse.de, another domain), so the server would never
+    # see what was typed. inputmode and autocomplete keep the phone's email keyboard and autofill.
     email = forms.EmailField(
         label="Email",
         max_length=254,
+        widget=forms.TextInput(
+            attrs={"inputmode": "email", "autocomplete": "email", "autocapitalize": "none", "spellcheck": "false"}
+        ),
         validators=[validate_deliverable_address],
         error_messages={
             "required": "Enter your email address, so we can send your confirmation.",

@@ -121,8 +121,8 @@ def test_reloading_a_completed_checkout_shows_the_order_and_buying_again_starts_
 
 
 def test_an_international_address_typed_in_chromium_is_shown_as_typed(shop, context, smtp):
-    """Chromium submits the domain of an email field in punycode (zoe@xn--bcher-kva.example): the
-    order page still shows what the shopper typed, and the mail goes to the punycode domain."""
+    """The email box sends what was typed (a text field: Chromium would map an email field's
+    domain itself); the order page shows it as typed, and the mail goes to the punycode domain."""
     page = context.new_page()
     buy(page, shop)
     place_order(page, shop, email="zoe@bücher.example")
@@ -132,3 +132,19 @@ def test_an_international_address_typed_in_chromium_is_shown_as_typed(shop, cont
     # element carrying the address is #order-confirmation itself.
     expect(page.locator("#order-confirmation")).to_have_text("A confirmation was sent to zoe@bücher.example.")
     assert [message["To"] for message in smtp.messages] == ["zoe@xn--bcher-kva.example"]
+
+
+def test_a_domain_that_idna_2003_maps_elsewhere_is_refused_as_typed_in_chromium(shop, context, smtp):
+    """zoe@straße.de typed in Chromium reaches the shop as typed and is refused with the field's
+    message, the box keeping what was typed; nothing is ordered, charged or mailed. (In an
+    ``<input type="email">`` Chromium posted zoe@strasse.de, which was paid and mailed there.)"""
+    page = context.new_page()
+    buy(page, shop)
+    posted = place_order(page, shop, email="zoe@straße.de")
+    assert posted.status == 400
+    assert "straße.de" in posted.request.post_data_json["email"]
+    expect(page.locator("#id_email-error")).to_contain_text("contains ß")
+    expect(page.get_by_label("Email")).to_have_value("zoe@straße.de")
+    assert page.get_by_label("Email").get_attribute("autocomplete") == "email"
+    assert Order.objects.count() == 0
+    assert smtp.messages == []

@@ -91,10 +91,8 @@ def cart_total(*, lines: list[CartLine]) -> tuple[int, str | None]:
 
 
 def _check_stock(product: Product, quantity: int) -> None:
-    if product.stock == 0:
-        raise CartRefused(f"{product.name} is sold out.")
-    if quantity > product.stock:
-        raise CartRefused(f"Only {product.stock} {product.name} left.")
+    if quantity > product.stock or product.stock == 0:
+        raise CartRefused(product.shortage(product.stock))
 
 
 def cart_add(*, session: SessionBase, product: Product, quantity: int = 1) -> int:

@@ -57,6 +57,12 @@ class Product(models.Model):
     def __str__(self) -> str:
         return f"{self.name} ({self.sku})"
 
+    def shortage(self, left: int) -> str:
+        """Return the sentence telling a shopper that only ``left`` units (int, >= 0) of this
+        product remain: "Procfile mug is sold out." or "Only 2 left of Procfile mug.". The name
+        comes after the count, never as its noun: a name cannot be put in the plural."""
+        return f"{self.name} is sold out." if left == 0 else f"Only {left} left of {self.name}."
+
 
 class OrderStatus(models.TextChoices):
     PENDING = "pending", "Pending"

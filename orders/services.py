@@ -164,7 +164,7 @@ def order_stock_take(*, order: Order) -> None:
     against the committed stock, so two shoppers can never both take the last unit. Call inside
     ``transaction.atomic()``; on refusal, roll that transaction back (the units already taken
     for earlier lines are returned by the rollback).
-    Raise OrderRefused naming the product ("Only 1 Procfile mug left.", "Procfile mug is sold out.").
+    Raise OrderRefused naming the product (Product.shortage: "Only 1 left of Procfile mug.").
     """
     for line in order.lines.select_related("product").order_by("product_id"):
         taken = Product.objects.filter(pk=line.product_id, stock__gte=line.quantity).update(
@@ -172,10 +172,9 @@ def order_stock_take(*, order: Order) -> None:
         )
         if not taken:
             left = Product.objects.values_list("stock", flat=True).get(pk=line.product_id)
-            name = line.product.name
-            message = f"{name} is sold out." if left == 0 else f"Only {left} {name} left."
             raise OrderRefused(
-                f"{message} Change your cart and place the order again.", extra={"product": line.product}
+                f"{line.product.shortage(left)} Change your cart and place the order again.",
+                extra={"product": line.product},
             )
 
 

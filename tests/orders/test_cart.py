@@ -75,7 +75,7 @@ def test_each_control_is_named_after_its_product(browser, product):
         ("", "Enter a quantity from 0 to 99 (0 removes the product)."),
         ("100", f"You can order at most {MAX_LINE_QUANTITY} of one product."),
         ("9" * 5000, "Enter a whole number from 0 to 99 (0 removes the product)."),
-        ("99", "Only 10 Procfile mug left."),
+        ("99", "Only 10 left of Procfile mug."),
     ],
 )
 def test_a_bad_quantity_is_a_400_next_to_its_field_with_the_input_kept(browser, quantity, message):
@@ -103,7 +103,7 @@ def test_adding_more_than_the_stock_is_refused_naming_the_product(browser):
     cart_fill(browser)
     response = post(browser, "/cart/add/", product="procfile-mug")
     assert response.status_code == 400
-    assert element(response.content.decode(), "#error-summary .error-link").text == "Only 1 Procfile mug left."
+    assert element(response.content.decode(), "#error-summary .error-link").text == "Only 1 left of Procfile mug."
     assert page_lines_in_cart(browser) == [("procfile-mug", 1)]
 
 

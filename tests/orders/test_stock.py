@@ -76,7 +76,7 @@ def test_an_order_takes_its_stock_and_too_little_is_refused_naming_the_product()
             lines=[LineRequest(shirt.pk, 1), LineRequest(mug.pk, 2)],
             idempotency_key=uuid.uuid4(),
         )
-    assert refused.value.message == "Only 1 Procfile mug left. Change your cart and place the order again."
+    assert refused.value.message == "Only 1 left of Procfile mug. Change your cart and place the order again."
     assert Order.objects.count() == 1
     assert Product.objects.get(pk=shirt.pk).stock == 1  # rolled back with the refused order
     assert Product.objects.get(pk=mug.pk).stock == 1

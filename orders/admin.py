@@ -22,7 +22,16 @@ from django.utils.html import format_html, format_html_join
 from core.admin import BoundedChangeListMixin, ReadOnlyAuditMixin
 from core.errors import ApplicationError
 from mailer.models import OutboxMessage
-from orders.models import Charge, Order, OrderLine, OrderStatus, OrderStatusChange, Product, SandboxCharge
+from orders.models import (
+    LOW_STOCK,
+    Charge,
+    Order,
+    OrderLine,
+    OrderStatus,
+    OrderStatusChange,
+    Product,
+    SandboxCharge,
+)
 from orders.money import InvalidAmount, format_money, to_major, to_minor
 from orders.operations import ConfirmationNotSent, order_confirmation_resend, order_rerun
 from orders.payments import GATEWAY_DB
@@ -73,11 +82,29 @@ class ProductAdminForm(forms.ModelForm):
         return cleaned
 
 
+class StockFilter(admin.SimpleListFilter):
+    """The products list's "Stock" filter: low (at most LOW_STOCK units, the storefront's "Only N
+    left", sold out included) or sold out; the admin index's summary links to "low"."""
+
+    title = "stock"
+    parameter_name = "stock"
+
+    def lookups(self, request, model_admin) -> list[tuple[str, str]]:
+        return [("low", f"Low ({LOW_STOCK} or fewer)"), ("out", "Sold out")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "low":
+            return queryset.filter(stock__lte=LOW_STOCK)
+        if self.value() == "out":
+            return queryset.filter(stock=0)
+        return queryset
+
+
 @admin.register(Product)
 class ProductAdmin(BoundedChangeListMixin, admin.ModelAdmin):
     form = ProductAdminForm
     list_display = ["sku", "name", "price_display", "stock", "is_active"]
-    list_filter = ["is_active", "currency"]
+    list_filter = ["is_active", StockFilter, "currency"]
     search_fields = ["sku", "name"]
 
     @admin.display(description="price", ordering="price")
@@ -198,10 +225,11 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
     # link the page already has (#shopper-link): one link to the shopper's page.
     view_on_site = False
 
-    list_display = ["id", "email", "status", "total_display", "created_at"]
+    list_display = ["id", "email", "status", "total_display", "failure_reason", "created_at"]
     list_filter = ["status", PaymentFilter, "currency", ("created_at", admin.DateFieldListFilter)]
-    # "=": a request id (from a log line or a shopper's X-Request-ID) finds its order exactly.
-    search_fields = ["id", "email", "=request_id"]
+    # "=": a request id (from a log line or a shopper's X-Request-ID) finds its order exactly; a
+    # product's name finds the orders with a line of it.
+    search_fields = ["id", "email", "=request_id", "lines__product__name"]
     # No change permission: Django shows every field read-only, so no readonly_fields.
     fields = [
         "id",
@@ -223,6 +251,18 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
     ]
     inlines = [OrderLineInline, ChargeInline, OrderStatusChangeInline]
     actions = ["rerun_processing", "resend_confirmation"]
+
+    def get_inline_instances(self, request, obj=None):
+        """The inlines, leaving out the read-only ones with no row for ``obj``: a failed order's
+        page showed a "Charges" heading over nothing."""
+        inlines = super().get_inline_instances(request, obj)
+        if obj is None:
+            return inlines
+        return [
+            inline
+            for inline in inlines
+            if not isinstance(inline, ReadOnlyAuditMixin) or inline.get_queryset(request).filter(order=obj).exists()
+        ]
 
     @admin.display(description="total", ordering="total")
     def total_display(self, obj: Order) -> str:

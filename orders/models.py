@@ -24,6 +24,9 @@ MAX_LINE_QUANTITY = 99
 MAX_LINES = 20
 # What a product is created with when nobody says otherwise (existing rows got it in migration 0005).
 DEFAULT_STOCK = 100
+# At or below this many units a product is "low": the storefront says "Only N left" (_buy.html)
+# and the admin's summary counts it among the products to restock.
+LOW_STOCK = 5
 
 
 def order_job_id(order_id: uuid.UUID | str) -> str:

@@ -3,15 +3,15 @@
 import re
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Prefetch, QuerySet
+from django.db.models import Count, Prefetch, QuerySet, Sum
 from django.db.models.functions import Now
 
 from mailer.models import OutboxStatus
 from mailer.selectors import outbox_message_gave_up, outbox_message_get
-from orders.models import Order, OrderLine, OrderStatus, Product
+from orders.models import LOW_STOCK, Order, OrderLine, OrderStatus, Product
 
 
 def products_on_sale() -> QuerySet[Product]:
@@ -33,6 +33,45 @@ def orders_payment_unsettled() -> QuerySet[Order]:
         status=OrderStatus.PENDING,
         payment_timeouts__gt=0,
         created_at__lt=Now() - timedelta(seconds=settings.PAYMENT_UNSETTLED_AFTER),
+    )
+
+
+@dataclass(frozen=True)
+class ShopDay:
+    """The shop's day for the admin's index: orders placed since ``since`` (an aware datetime) and
+    how many of them are paid or failed, the paid ones' takings as ``(minor units, currency)``
+    pairs (one per currency, by code), and what needs staff now: orders pending payment, those
+    unsettled at the provider (orders_payment_unsettled), active products at or below LOW_STOCK."""
+
+    since: datetime
+    placed: int
+    paid: int
+    failed: int
+    takings: list[tuple[int, str]]
+    pending: int
+    unsettled: int
+    low_stock: int
+
+
+def shop_day(*, since: datetime) -> ShopDay:
+    """Return the ShopDay since ``since`` (the admin passes the start of today in TIME_ZONE), in
+    four queries: today's orders by status and currency, pending, unsettled, low stock."""
+    rows = list(
+        Order.objects.filter(created_at__gte=since)
+        .values("status", "currency")
+        .annotate(count=Count("pk"), amount=Sum("total"))
+        .order_by("currency")
+    )
+    paid = [row for row in rows if row["status"] == OrderStatus.PAID]
+    return ShopDay(
+        since=since,
+        placed=sum(row["count"] for row in rows),
+        paid=sum(row["count"] for row in paid),
+        failed=sum(row["count"] for row in rows if row["status"] == OrderStatus.FAILED),
+        takings=[(row["amount"], row["currency"]) for row in paid],
+        pending=Order.objects.filter(status=OrderStatus.PENDING).count(),
+        unsettled=orders_payment_unsettled().count(),
+        low_stock=products_on_sale().filter(stock__lte=LOW_STOCK).count(),
     )
 
 

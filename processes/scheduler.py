@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import django_rq
@@ -125,6 +126,35 @@ def periodic_jobs_register(*, scheduler: DjangoScheduler, only_missing: bool = F
         )
         registered.append(entry["id"])
     return registered
+
+
+@dataclass(frozen=True)
+class SchedulerInstance:
+    """One rq-scheduler process registered in Redis: its ``name`` (host.pid.run, see scheduler_run)
+    and ``birth``, when it registered (an aware datetime; None when the key has no birth field)."""
+
+    name: str
+    birth: datetime | None
+
+
+def scheduler_instances(*, connection) -> list[SchedulerInstance]:
+    """Return the live rq-scheduler instances in the Redis of ``connection`` (a redis client), by
+    name. An instance is live while its key exists without a ``death`` field
+    (rq_scheduler.Scheduler.register_birth / register_death; the key expires ``--interval`` + 10 s
+    after its last tick). Raise RedisError when Redis fails."""
+    instances = []
+    for key in sorted(connection.scan_iter(match=f"{Scheduler.redis_scheduler_namespace_prefix}*")):
+        fields = connection.hgetall(key)
+        if b"death" in fields:
+            continue
+        birth = fields.get(b"birth")
+        instances.append(
+            SchedulerInstance(
+                name=key.decode().removeprefix(Scheduler.redis_scheduler_namespace_prefix),
+                birth=datetime.fromtimestamp(float(birth), UTC) if birth else None,
+            )
+        )
+    return instances
 
 
 def scheduler_run(*, queue: str, interval: float) -> None:

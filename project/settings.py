@@ -81,7 +81,7 @@ INSTALLED_APPS = [
     "processes",
     "orders",
     "mailer",
-    "django.contrib.admin",
+    "orders.apps.ShopAdminConfig",  # django.contrib.admin with the shop's site (orders/admin_site.py)
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",

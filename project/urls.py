@@ -8,10 +8,6 @@ from django.urls import include, path
 
 from core import health, metrics
 
-# The admin's name in its header and in the browser's title bar.
-admin.site.site_header = admin.site.site_title = "Formation admin"
-admin.site.index_title = "Run the shop"
-
 # PostgreSQL unreachable outside a view (the session save after it) is a 503, not a 500.
 handler500 = "core.middleware.server_error"
 

@@ -101,3 +101,44 @@ def test_staff_find_an_order_rerun_it_and_resend_its_confirmation_with_one_charg
     page.get_by_role("link", name="Django-RQ", exact=True).click()
     expect(page).to_have_url(f"{shop}/admin/django_rq/dashboard/")
     expect(page.locator("#content")).to_contain_text("default")
+
+
+def test_the_index_opens_on_the_days_summary_and_the_dashboard_names_the_running_scheduler(formation, context):
+    """As staff see it after logging in, at 1280 and 390 px: the summary above the shop's apps,
+    each figure a link to its list; django-rq's dashboard lists the scheduler process started
+    from the Procfile (it said "No running cron schedulers" while rq-scheduler ran)."""
+    web = formation.start("web")
+    scheduler = formation.start("scheduler")
+    shop = f"http://127.0.0.1:{web.env['PORT']}"
+    factories.staff_user(username="staff", superuser=True)
+    factories.order(product=factories.product(sku="last-mugs", name="Last mugs", stock=3))  # pending: no worker here
+
+    page = context.new_page()
+    page.goto(shop + "/admin/login/")
+    page.get_by_label("Username").fill("staff")
+    page.get_by_label("Password").fill(factories.STAFF_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#shop-summary")).to_be_visible()
+    expect(page.locator("#summary-placed")).to_have_text("1")
+    expect(page.locator("#summary-pending")).to_have_text("1")
+    expect(page.locator("#summary-low-stock")).to_have_text("1")
+    # The summary and the shop's apps come before the rest, in reading order.
+    modules = page.locator("#content-main > div.module").all()
+    ids = [module.get_attribute("id") or module.get_attribute("class") for module in modules]
+    assert ids[:3] == ["shop-summary", "app-orders module", "app-mailer module"], ids
+    for width in (1280, 390):
+        page.set_viewport_size({"width": width, "height": 844})
+        assert_accessible(page)
+        screenshot(page, f"admin-index-{width}")
+    page.get_by_role("link", name="1", exact=True).and_(page.locator("#summary-low-stock")).click()
+    expect(page.locator("#result_list tbody tr")).to_have_count(1)
+
+    page.goto(shop + "/admin/django_rq/dashboard/")
+    state = page.locator("#rq-scheduler-state")
+    expect(state).to_contain_text("1 running")
+    name = page.locator("#rq-scheduler .instance")
+    expect(name).to_have_text(re.compile(rf"\.{scheduler.pid}\.1$"))
+    expect(page.locator("#content")).not_to_contain_text("No running cron schedulers")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    assert_accessible(page)
+    screenshot(page, "admin-rq-dashboard")

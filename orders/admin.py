@@ -9,6 +9,7 @@ Every amount is shown formatted in its currency and prices are typed in major un
 "500" JPY); ``orders.money`` converts to and from the minor units that are stored.
 """
 
+import re
 import uuid
 
 from django import forms
@@ -24,6 +25,7 @@ from core.errors import ApplicationError
 from mailer.models import OutboxMessage
 from orders.models import (
     LOW_STOCK,
+    ORDER_NUMBER_PREFIX,
     Charge,
     Order,
     OrderLine,
@@ -36,6 +38,9 @@ from orders.money import InvalidAmount, format_money, to_major, to_minor
 from orders.operations import ConfirmationNotSent, order_confirmation_resend, order_rerun
 from orders.payments import GATEWAY_DB
 from orders.selectors import orders_payment_unsettled
+
+# An order number as staff type it: the shop's prefix (any case, the dash optional), then digits.
+ORDER_REFERENCE = re.compile(rf"{re.escape(ORDER_NUMBER_PREFIX.rstrip('-'))}-?(\d{{1,18}})", re.IGNORECASE)
 
 
 class ProductAdminForm(forms.ModelForm):
@@ -225,13 +230,15 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
     # link the page already has (#shopper-link): one link to the shopper's page.
     view_on_site = False
 
-    list_display = ["id", "email", "status", "total_display", "failure_reason", "created_at"]
+    list_display = ["reference", "email", "status", "total_display", "failure_reason", "created_at"]
     list_filter = ["status", PaymentFilter, "currency", ("created_at", admin.DateFieldListFilter)]
     # "=": a request id (from a log line or a shopper's X-Request-ID) finds its order exactly; a
     # product's name finds the orders with a line of it.
+    # "F-1001" finds the order of that number (get_search_results).
     search_fields = ["id", "email", "=request_id", "lines__product__name"]
     # No change permission: Django shows every field read-only, so no readonly_fields.
     fields = [
+        "reference",
         "id",
         "shopper_link",
         "idempotency_key",
@@ -263,6 +270,17 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
             for inline in inlines
             if not isinstance(inline, ReadOnlyAuditMixin) or inline.get_queryset(request).filter(order=obj).exists()
         ]
+
+    @admin.display(description="order", ordering="number")
+    def reference(self, obj: Order) -> str:
+        return obj.reference
+
+    def get_search_results(self, request, queryset, search_term):
+        """Django's search, and an order number as people write it ("F-1001", "f-1001", "F1001")
+        finds that order alone."""
+        if match := ORDER_REFERENCE.fullmatch(search_term.strip()):
+            return queryset.filter(number=int(match[1])), False
+        return super().get_search_results(request, queryset, search_term)
 
     @admin.display(description="total", ordering="total")
     def total_display(self, obj: Order) -> str:

@@ -10,7 +10,7 @@ database constraints.
 import uuid
 
 from django.db import models
-from django.db.models import Q
+from django.db.models import Func, Q
 from django.db.models.functions import Now
 from django.urls import reverse
 
@@ -67,6 +67,33 @@ class Product(models.Model):
         return f"{self.name} is sold out." if left == 0 else f"Only {left} left of {self.name}."
 
 
+# The sequence that numbers orders (orders/migrations/0010_order_number), and the number's prefix:
+# "F-1001" is what a shopper reads on the order page and in the email, and staff search for.
+ORDER_NUMBER_SEQUENCE = "orders_order_number_seq"
+ORDER_NUMBER_PREFIX = "F-"
+
+
+class NextVal(Func):
+    """``nextval('<sequence>')``: the next value of a PostgreSQL sequence, for a ``db_default``
+    (https://www.postgresql.org/docs/current/functions-sequence.html)."""
+
+    template = "nextval('%(sequence)s')"
+    arity = 0
+
+    def __init__(self, sequence: str, **extra):
+        super().__init__(sequence=sequence, **extra)
+        self.sequence = sequence
+
+    def deconstruct(self):
+        return "orders.models.NextVal", (self.sequence,), {}
+
+    def __eq__(self, other):
+        return isinstance(other, NextVal) and other.sequence == self.sequence
+
+    def __hash__(self):
+        return hash(("nextval", self.sequence))
+
+
 class OrderStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     PAID = "paid", "Paid"
@@ -121,6 +148,12 @@ class Order(models.Model):
     # The database's clock, never the inserting host's: the sweep compares it with its own.
     created_at = models.DateTimeField(db_default=Now(), editable=False)
     updated_at = models.DateTimeField(auto_now=True)
+    # The order's short number (shown with ORDER_NUMBER_PREFIX: "F-1001"), from a sequence in the
+    # database, so every release's INSERT gets one, the previous release's too. The UUID stays
+    # the unguessable key of the order's page; the number is for people (emails, phone, admin).
+    number = models.BigIntegerField(
+        unique=True, null=True, editable=False, db_default=NextVal(ORDER_NUMBER_SEQUENCE), help_text="Order number."
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -138,6 +171,12 @@ class Order(models.Model):
     def get_absolute_url(self) -> str:
         """Return the path of the shopper's page of this order (``/orders/<uuid>/``)."""
         return reverse("order-detail", kwargs={"order_id": self.pk})
+
+    @property
+    def reference(self) -> str:
+        """Return the order's number as people read it ("F-1001"); the UUID's first 8 characters
+        for an order not numbered yet (one inserted before its release's migration backfilled it)."""
+        return f"{ORDER_NUMBER_PREFIX}{self.number}" if self.number is not None else str(self.pk)[:8]
 
     @property
     def job_id(self) -> str:

@@ -53,7 +53,7 @@ def test_staff_find_an_order_by_the_request_id_that_placed_it(staff, product):
     placed = [factories.order(product=product, email=f"{n}@example.com", request_id=f"checkout-{n * 32}") for n in "ab"]
     page = staff.get("/admin/orders/order/?" + urlencode({"q": placed[0].request_id})).content.decode()
     assert element_text(page, ".paginator").startswith("1 order")
-    assert element_text(page, ".field-id") == str(placed[0].pk)
+    assert element_text(page, ".field-reference") == placed[0].reference
     detail = staff.get(f"/admin/orders/order/{placed[0].pk}/change/").content.decode()
     assert element_text(detail, ".field-request_id .readonly") == placed[0].request_id
 

@@ -786,6 +786,7 @@ class Fault:
     kind: str
     target: str
     took: float = 0.0  # seconds the injection itself took (a restart's downtime included)
+    lasts: float = 0.0  # seconds the fault goes on after the injection returned (a frozen link's timer)
 
 
 class Chaos(threading.Thread):
@@ -816,6 +817,7 @@ class Chaos(threading.Thread):
             from_first = bool(first)
             kind = first.pop(0) if first else self.random.choice(self.kinds)
             began = self.clock.now()
+            self.lasts = 0.0
             try:
                 target = self.inject(kind)
             except Exception as exc:  # a failed injection is reported, the soak goes on
@@ -825,7 +827,7 @@ class Chaos(threading.Thread):
                 if from_first:  # every kind is still injected once: this one again later
                     first.append(kind)
                 continue
-            fault = Fault(began, kind, target, self.clock.now() - began)
+            fault = Fault(began, kind, target, self.clock.now() - began, self.lasts)
             self.faults.append(fault)
             console.log(f"[bold red]{kind}[/] {target}" + (f" ({fault.took:.1f}s)" if fault.took >= 0.1 else ""))
         self.resume_smtp()
@@ -871,6 +873,7 @@ class Chaos(threading.Thread):
             self.services.read_only_postgres(read_only_for)
             return f"for {read_only_for:.1f}s"
         if kind == FROZEN:
+            self.lasts = 2 * pause
             self.services.freeze_link(2 * pause)
             return f"{'+'.join(FROZEN_TYPES)}'s PostgreSQL for {2 * pause:.1f}s"
         if kind == REDIS_READONLY:
@@ -970,14 +973,27 @@ class Ledger:
     figures: dict = field(default_factory=dict)
 
 
+# Faults that leave the mailer without PostgreSQL for a while: a message the SMTP server accepted
+# then may not be recorded as sent before its lease ends (docs/order-flow.md, the one window for a
+# duplicate email: "PostgreSQL unreachable for the whole rest of the lease").
+POSTGRES_AWAY = {
+    PG: "PostgreSQL restarted",
+    READ_ONLY: "PostgreSQL read-only",
+    FROZEN: "the mailer's link to PostgreSQL frozen",
+}
+
+
 def mail_window(first: float, second: float, faults: list[Fault], lease: float) -> str | None:
     """Return the documented reason a Message-ID received at ``first`` came again at ``second``:
-    a mailer killed, or PostgreSQL restarted within the lease after the first copy; else None."""
+    a mailer killed, or PostgreSQL away from the mailer (POSTGRES_AWAY: from the fault's start to
+    its end, injection and ``lasts`` included) at some moment within the lease after the first
+    copy; else None."""
     for fault in faults:
         if fault.kind == KILL and fault.target.startswith("mailer") and first - 1 <= fault.at <= second:
             return f"mailer killed at {fault.at:.1f}s"
-        if fault.kind == PG and first - 1 <= fault.at <= first + lease:
-            return f"PostgreSQL restarted at {fault.at:.1f}s"
+        ends = fault.at + fault.took + fault.lasts
+        if fault.kind in POSTGRES_AWAY and fault.at <= first + lease and ends >= first - 1:
+            return f"{POSTGRES_AWAY[fault.kind]} at {fault.at:.1f}-{ends:.1f}s"
     return None
 
 

@@ -14,8 +14,11 @@ from django.contrib.sessions.backends.base import SessionBase
 
 from core.errors import ApplicationError
 from orders.models import MAX_LINE_QUANTITY, MAX_LINES, Product
+from orders.money import SUPPORTED_CURRENCIES, format_money
 
 SESSION_KEY = "cart"
+# What the shopper last saw of each line (cart_notices): {sku: [name, price, currency]}.
+SEEN_KEY = "cart_seen"
 
 
 class CartRefused(ApplicationError):
@@ -175,3 +178,52 @@ def cart_clear(
         return [(sku, q) for sku, q in left if q > 0]
 
     _change(session, change)
+
+
+def cart_count(*, session: SessionBase) -> int:
+    """Return how many units the cart holds of products on sale (the header's count); 0, with no
+    query, for a session without a cart."""
+    if not _stored(session):
+        return 0
+    return sum(line.quantity for line in cart_lines(session=session))
+
+
+def cart_notices(*, session: SessionBase, lines: list[CartLine]) -> list[str]:
+    """Return a sentence for each line of the cart that changed since the shopper last saw it
+    (on the cart or the checkout page), then remember ``lines`` (the cart as shown now) as seen.
+
+    - a product taken off sale that the cart still holds: it is left out of the order (said once);
+    - a price (or currency) that changed: the new price and the one seen;
+    - a stock below the line's quantity, at every showing while it lasts (the order would be
+      refused): how many are left, or sold out.
+
+    Lines the shopper removed or added themselves say nothing. Writes the session (SEEN_KEY)
+    only when what is shown differs from what was seen.
+    """
+    seen = session.get(SEEN_KEY)
+    seen = seen if isinstance(seen, dict) else {}
+    shown = {line.product.sku: line for line in lines}
+    notices = []
+    for sku, _ in _stored(session):
+        before = seen.get(sku)
+        if sku not in shown:
+            if isinstance(before, list) and before:
+                notices.append(f"{before[0]} is not on sale any more: it is left out of your order.")
+            continue
+        product = shown[sku].product
+        if isinstance(before, list) and len(before) == 3 and before[1:] != [product.price, product.currency]:
+            known = isinstance(before[1], int) and before[2] in SUPPORTED_CURRENCIES
+            was = format_money(before[1], before[2]) if known else "another price"
+            now = format_money(product.price, product.currency)
+            notices.append(f"The price of {product.name} is now {now} (it was {was}).")
+        if shown[sku].quantity > product.stock:
+            if product.stock == 0:
+                notices.append(f"{product.name} is sold out: remove it to place your order.")
+            else:
+                notices.append(f"{product.shortage(product.stock)} Lower the quantity to place your order.")
+    # A product off sale is told once: the page has no line for it (the cart keeps it, hidden, in
+    # case it comes back on sale).
+    remembered = {sku: [line.product.name, line.product.price, line.product.currency] for sku, line in shown.items()}
+    if remembered != seen:
+        session[SEEN_KEY] = remembered
+    return notices

@@ -9,6 +9,7 @@ import uuid
 from html import unescape
 
 from django.conf import settings
+from django.contrib import messages
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
@@ -23,6 +24,7 @@ from orders.cart import (
     cart_add,
     cart_contents,
     cart_lines,
+    cart_notices,
     cart_remove,
     cart_set_quantity,
     cart_total,
@@ -87,9 +89,14 @@ def _add(request: HttpRequest) -> HttpResponse | None:
         return _catalogue_refused(request, [(anchor, message) for _, message in _form_errors(form)])
     product = form.cleaned_data["product"]
     try:
-        cart_add(session=request.session, product=product, quantity=form.cleaned_data["quantity"])
+        now = cart_add(session=request.session, product=product, quantity=form.cleaned_data["quantity"])
     except CartRefused as refusal:
         return _catalogue_refused(request, [(f"product-{product.sku}", refusal.message)])
+    quantity = form.cleaned_data["quantity"]
+    added = f"{quantity} × {product.name}" if quantity > 1 else product.name
+    messages.success(
+        request, f"Added {added} to your cart (you have {now})." if now > quantity else f"Added {added} to your cart."
+    )
     return None
 
 
@@ -139,7 +146,11 @@ def _cart_problem(lines: list[CartLine]) -> str:
 
 
 def _cart_page(request: HttpRequest, *, errors=(), failed: CartLineForm | None = None, status: int = 200):
+    """The cart page (``status``) with ``errors`` [(anchor, message)]. A ``failed`` quantity form
+    keeps its error, but its box shows the quantity the cart holds, so that the box, the line's
+    total and the cart's total always agree; the message names what was typed."""
     lines = cart_lines(session=request.session)
+    notices = cart_notices(session=request.session, lines=lines)
     problem = _cart_problem(lines)
     if not errors and problem:
         errors = [("", problem)]
@@ -150,12 +161,33 @@ def _cart_page(request: HttpRequest, *, errors=(), failed: CartLineForm | None =
     for line in lines:
         sku = line.product.sku
         if failed is not None and failed.data.get("product") == sku:
-            form = failed  # the shopper's input, with its error
+            typed = failed.data.get("quantity", "")
+            form = _kept_quantity(failed, typed, line.quantity)
+            errors = [(anchor, _typed(message, typed, line.quantity)) for anchor, message in errors]
         else:
             form = CartLineForm(initial={"product": sku, "quantity": line.quantity}, auto_id=f"cart-%s-{sku}")
         rows.append({"line": line, "form": form})
-    context = {"rows": rows, "total": total, "currency": currency, "errors": errors}
+    context = {"rows": rows, "total": total, "currency": currency, "errors": errors, "notices": notices}
     return render(request, "orders/cart.html", context, status=status)
+
+
+def _kept_quantity(failed: CartLineForm, typed: str, quantity: int) -> CartLineForm:
+    """Return ``failed`` (validated, with its errors) showing ``quantity`` in its box instead of
+    ``typed``, its error naming what was typed (_typed)."""
+    failed.data = failed.data.copy()
+    failed.data["quantity"] = str(quantity)
+    if "quantity" in failed.errors:
+        failed.errors["quantity"] = failed.error_class(
+            [_typed(message, typed, quantity) for message in failed.errors["quantity"]], renderer=failed.renderer
+        )
+    return failed
+
+
+def _typed(message: str, typed: str, quantity: int) -> str:
+    """Return ``message`` followed by what the shopper typed (cut to 12 characters) and the
+    ``quantity`` the cart still holds: "… You typed “3”; your cart still has 1." """
+    shown = typed if len(typed) <= 12 else typed[:12] + "…"
+    return f"{message} You typed “{shown}”; your cart still has {quantity}."
 
 
 @require_http_methods(["POST"])
@@ -217,7 +249,8 @@ def checkout(request: HttpRequest) -> HttpResponse:
             return _see_other("cart")  # which says what to change
         current = checkout_for_cart(session=request.session)
         form = CheckoutForm(initial={"token": current.token})
-        return _checkout_form(request, form, _formset_of(lines), lines, status=200)
+        notices = cart_notices(session=request.session, lines=lines)
+        return _checkout_form(request, form, _formset_of(lines), lines, status=200, notices=notices)
 
     form = CheckoutForm(request.POST)
     formset = LineFormSet(request.POST, prefix="lines")
@@ -272,9 +305,12 @@ def _checkout_expired(request: HttpRequest, posted: CheckoutForm) -> HttpRespons
     return _checkout_form(request, form, _formset_of(lines), lines, notice=STALE_NOTICE, status=400)
 
 
-def _checkout_form(request, form, formset, lines, *, status: int, errors=(), notice: str = "") -> HttpResponse:
+def _checkout_form(
+    request, form, formset, lines, *, status: int, errors=(), notice: str = "", notices=()
+) -> HttpResponse:
     total, currency = cart_total(lines=lines)
     context = {
+        "notices": notices,
         "form": form,
         "formset": formset,
         "lines": lines,

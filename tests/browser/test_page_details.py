@@ -142,3 +142,33 @@ def test_place_order_says_it_is_working_until_the_answer_comes(shop, context):
     for button in page.locator("#place-order").all():
         expect(button).to_be_enabled()
         expect(button).to_have_text("Place order")
+
+
+def test_the_cart_says_what_was_added_counts_it_in_the_header_and_tells_what_changed(shop, context):
+    page = context.new_page()
+    page.set_viewport_size(PHONE)
+    page.goto(shop + "/")
+    expect(page.locator("#cart-count")).to_have_count(0)
+    page.get_by_role("button", name="Add to cart: Idempotency key ring").click()
+    page.wait_for_url(shop + "/cart/")
+    expect(page.locator("#messages")).to_have_text("Added Idempotency key ring to your cart.")
+    expect(page.locator("#cart-count")).to_have_text("1")
+    expect(page.get_by_role("link", name="Cart 1 item")).to_be_visible()
+    assert_accessible(page)
+    screenshot(page, "cart-added-phone")
+
+    # Staff change the price and the stock while the shopper looks elsewhere.
+    Product.objects.filter(sku="idempotency-key-ring").update(price=900, stock=0)
+    page.goto(shop + "/cart/")
+    notices = page.locator("#cart-notices li")
+    expect(notices).to_have_text(
+        [
+            "The price of Idempotency key ring is now €9.00 (it was €8.00).",
+            "Idempotency key ring is sold out: remove it to place your order.",
+        ]
+    )
+    expect(page.locator("#line-total-idempotency-key-ring")).to_have_text("€9.00")
+    expect(page.locator("#cart-total")).to_have_text("€9.00")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    assert_accessible(page)
+    screenshot(page, "cart-notices")

@@ -78,19 +78,24 @@ def test_each_control_is_named_after_its_product(browser, product):
         ("99", "Only 10 left of Procfile mug."),
     ],
 )
-def test_a_bad_quantity_is_a_400_next_to_its_field_with_the_input_kept(browser, quantity, message):
+def test_a_bad_quantity_is_a_400_next_to_its_field_naming_what_was_typed(browser, quantity, message):
+    """The box shows what the cart holds, so that it, the line's total and the cart's total agree;
+    the message says what was typed (cut to 12 characters)."""
     factories.product(stock=10)
     cart_fill(browser, [("procfile-mug", 2)])
     response = post(browser, "/cart/update/", product="procfile-mug", quantity=quantity)
     assert response.status_code == 400
     html = response.content.decode()
+    typed = quantity if len(quantity) <= 12 else quantity[:12] + "…"
+    said = f"{message} You typed “{typed}”; your cart still has 2."
     link = element(html, "#error-summary .error-link")
-    assert (link.text, link.attrs["href"]) == (message, "#cart-quantity-procfile-mug")
-    assert element(html, "#cart-quantity-procfile-mug-error").text == f"Error: {message}"
+    assert (link.text, link.attrs["href"]) == (said, "#cart-quantity-procfile-mug")
+    assert element(html, "#cart-quantity-procfile-mug-error").text == f"Error: {said}"
     field = element(html, "#cart-quantity-procfile-mug")
     assert field.attrs["aria-invalid"] == "true"
     assert field.attrs["aria-describedby"] == "cart-quantity-procfile-mug-error"
-    assert field.attrs["value"] == quantity
+    assert field.attrs["value"] == "2"
+    assert element(html, "#line-total-procfile-mug").text == element(html, "#cart-total").text == "€24.00"
     assert page_lines_in_cart(browser) == [("procfile-mug", 2)]  # unchanged
 
 
@@ -342,3 +347,62 @@ def test_a_cart_whose_product_changed_currency_shows_no_sum_and_says_what_to_rem
 
     assert post(browser, "/cart/remove/", product="shirt").status_code == 303
     assert element(browser.get("/cart/").content.decode(), "#cart-total").text == "€12.00"
+
+
+def count_in_header(browser, path="/") -> str | None:
+    """Return the header's cart count on ``path`` ("3"), or None when it shows none."""
+    page = browser.get(path).content.decode()
+    return element(page, "#cart-count").text if 'id="cart-count"' in page else None
+
+
+def test_the_header_counts_the_items_in_the_cart_on_every_page(browser, product, shirt):
+    assert count_in_header(browser) is None
+    cart_fill(browser, [("procfile-mug", 2), ("shirt", 1)])
+    for path in ("/", "/products/procfile-mug/", "/cart/", "/checkout/", "/no-such-page/"):
+        assert count_in_header(browser, path) == "3", path
+    page = browser.get("/").content.decode()
+    assert element(page, "#cart-link").text == "Cart 3 items"  # what a screen reader says
+    Product.objects.filter(sku="shirt").update(is_active=False)
+    assert count_in_header(browser) == "2"  # what the cart page shows and an order would take
+
+
+def test_adding_to_the_cart_says_so_on_the_next_page(browser, product):
+    response = post(browser, "/cart/add/", product="procfile-mug")
+    page = browser.get(response["Location"]).content.decode()
+    assert element(page, "#messages").text == "Added Procfile mug to your cart."
+    assert 'id="messages"' not in browser.get("/cart/").content.decode()  # said once
+    post(browser, "/cart/add/", product="procfile-mug", quantity="2")
+    assert element(browser.get("/cart/").content.decode(), "#messages").text == (
+        "Added 2 × Procfile mug to your cart (you have 3)."
+    )
+
+
+def notices(browser, path="/cart/") -> list[str]:
+    page = browser.get(path).content.decode()
+    if 'id="cart-notices"' not in page:
+        return []
+    return [
+        re.sub(r"\s+", " ", item).strip()
+        for item in re.findall(r"<li>(.*?)</li>", page.split('id="cart-notices"')[1].split("</div>")[0], re.S)
+    ]
+
+
+def test_the_cart_tells_each_line_that_changed_since_it_was_last_seen(browser, product, shirt):
+    cart_fill(browser, [("procfile-mug", 2), ("shirt", 1)])
+    assert notices(browser) == []  # first seen: nothing changed
+    Product.objects.filter(sku="procfile-mug").update(price=1300)
+    Product.objects.filter(sku="shirt").update(is_active=False)
+    assert notices(browser) == [
+        "The price of Procfile mug is now €13.00 (it was €12.00).",
+        "Formation shirt is not on sale any more: it is left out of your order.",
+    ]
+    assert notices(browser) == []  # told once
+    Product.objects.filter(sku="procfile-mug").update(stock=1)
+    # Below the line's quantity: said at every showing while it lasts, on the checkout page too.
+    short = "Only 1 left of Procfile mug. Lower the quantity to place your order."
+    assert notices(browser) == [short]
+    assert notices(browser, "/checkout/") == [short]
+    Product.objects.filter(sku="procfile-mug").update(price=1400)
+    assert notices(browser, "/checkout/") == ["The price of Procfile mug is now €14.00 (it was €13.00).", short]
+    post(browser, "/cart/update/", product="procfile-mug", quantity="1")
+    assert notices(browser) == []

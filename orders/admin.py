@@ -14,6 +14,7 @@ import uuid
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.staticfiles import finders
 from django.db import connection
 from django.db.models import Q
 from django.template.response import TemplateResponse
@@ -39,6 +40,18 @@ from orders.operations import ConfirmationNotSent, order_confirmation_resend, or
 from orders.payments import GATEWAY_DB
 from orders.selectors import orders_payment_unsettled
 
+
+def product_pictures() -> list[str]:
+    """Return the static files under ``products/`` (their unhashed paths, sorted), as the
+    staticfiles finders see them: what a product's ``image`` may name."""
+    found = set()
+    for finder in finders.get_finders():
+        for path, _ in finder.list([]):
+            if path.startswith("products/"):
+                found.add(path)
+    return sorted(found)
+
+
 # An order number as staff type it: the shop's prefix (any case, the dash optional), then digits.
 ORDER_REFERENCE = re.compile(rf"{re.escape(ORDER_NUMBER_PREFIX.rstrip('-'))}-?(\d{{1,18}})", re.IGNORECASE)
 
@@ -59,12 +72,27 @@ class ProductAdminForm(forms.ModelForm):
 
     class Meta:
         model = Product
-        fields = ["sku", "name", "description", "price", "currency", "stock", "is_active"]
+        fields = ["sku", "name", "description", "price", "currency", "stock", "is_active", "image", "image_alt"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk is not None:
             self.initial["price"] = to_major(self.instance.price, self.instance.currency)
+        # The pictures the static files hold (static/products/): a picture is part of a release,
+        # served under its hashed name like every static file.
+        self.fields["image"] = forms.ChoiceField(
+            choices=[("", "No picture"), *((path, path) for path in product_pictures())],
+            required=False,
+            label="Picture",
+            help_text="A picture from the release's static files (static/products/).",
+        )
+
+    def clean_image_alt(self) -> str:
+        """Require the picture's text when a picture is chosen (WCAG 1.1.1: a picture says what it shows)."""
+        alt = self.cleaned_data.get("image_alt", "").strip()
+        if self.cleaned_data.get("image") and not alt:
+            raise forms.ValidationError("Say in words what the picture shows, for those who cannot see it.")
+        return alt
 
     def clean(self):
         """Convert ``price`` to minor units of ``currency``; errors go on the price field."""

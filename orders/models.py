@@ -49,6 +49,15 @@ class Product(models.Model):
     # Units on hand: taken when an order is placed, given back when its payment is declined
     # (orders.services.order_stock_take / order_stock_return). PostgreSQL checks it is >= 0.
     stock = models.PositiveIntegerField(default=DEFAULT_STOCK, help_text="Units on hand.")
+    # A picture from the static files (served under its hashed name, cached for ten years) and
+    # its text for those who cannot see it. Database defaults: the previous release inserts
+    # products without these columns.
+    image = models.CharField(
+        max_length=200, blank=True, default="", db_default="", help_text="A static file under products/, or empty."
+    )
+    image_alt = models.CharField(
+        max_length=200, blank=True, default="", db_default="", help_text="What the picture shows, in words."
+    )
 
     class Meta:
         ordering = ["name"]

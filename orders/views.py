@@ -38,7 +38,7 @@ from orders.checkout import (
     checkout_order,
 )
 from orders.forms import CartAddForm, CartLineForm, CartRemoveForm, CheckoutForm, LineFormSet
-from orders.models import MAX_LINES, Order, Product
+from orders.models import LOW_STOCK, MAX_LINE_QUANTITY, MAX_LINES, Order, Product
 from orders.selectors import OrderProgress, order_progress, orders_with_lines, products_on_sale
 from orders.services import LineRequest, OrderRefused
 
@@ -51,14 +51,15 @@ def product_list(request: HttpRequest) -> HttpResponse:
 
 
 def product_detail(request: HttpRequest, sku: str) -> HttpResponse:
-    """Render one product on sale (name, description, price, stock state, *Add to cart*);
-    404 for an unknown or inactive ``sku``."""
+    """Render one product on sale (its picture, name, description, price, stock, a quantity and
+    *Add to cart*); 404 for an unknown or inactive ``sku``."""
     product = get_object_or_404(products_on_sale(), sku=sku)
-    return render(request, "orders/product_detail.html", {"product": product})
+    context = {"product": product, "low_stock": LOW_STOCK, "max_quantity": MAX_LINE_QUANTITY}
+    return render(request, "orders/product_detail.html", context)
 
 
 def _catalogue() -> dict:
-    return {"products": products_on_sale()}
+    return {"products": products_on_sale(), "low_stock": LOW_STOCK}
 
 
 def _form_errors(form) -> list[tuple[str, str]]:

@@ -24,7 +24,15 @@ def shop(formation):
     the shop's base URL. The demo's own row is there only until a transactional test empties the tables."""
     Product.objects.update_or_create(
         sku="idempotency-key-ring",
-        defaults={"name": "Idempotency key ring", "price": 800, "currency": "EUR", "stock": 50, "is_active": True},
+        defaults={
+            "name": "Idempotency key ring",
+            "price": 800,
+            "currency": "EUR",
+            "stock": 50,
+            "is_active": True,
+            "image": "products/idempotency-key-ring.svg",
+            "image_alt": "A brown key ring with one gold key",
+        },
     )
     return f"http://127.0.0.1:{formation.start('web').env['PORT']}"
 
@@ -172,3 +180,23 @@ def test_the_cart_says_what_was_added_counts_it_in_the_header_and_tells_what_cha
     page.set_viewport_size({"width": 1280, "height": 800})
     assert_accessible(page)
     screenshot(page, "cart-notices")
+
+
+def test_the_product_page_shows_its_picture_its_stock_and_a_quantity_to_add(shop, context):
+    page = context.new_page()
+    for width in (390, 1280):
+        page.set_viewport_size({"width": width, "height": 844})
+        page.goto(shop + "/products/idempotency-key-ring/")
+        picture = page.get_by_role("img", name="A brown key ring with one gold key")
+        expect(picture).to_be_visible()
+        assert picture.evaluate("img => img.complete && img.naturalWidth > 0")  # loaded, not a broken icon
+        box = picture.bounding_box()
+        assert box and box["width"] <= width and abs(box["width"] / box["height"] - 480 / 360) < 0.02, box
+        expect(page.locator("#stock-idempotency-key-ring")).to_have_text("In stock")
+        assert_accessible(page)
+        screenshot(page, f"product-page-{width}")
+    page.get_by_label("Quantity").fill("2")
+    page.get_by_role("button", name="Add to cart: Idempotency key ring").click()
+    page.wait_for_url(shop + "/cart/")
+    expect(page.locator("#cart-quantity-idempotency-key-ring")).to_have_value("2")
+    expect(page.locator("#messages")).to_have_text("Added 2 × Idempotency key ring to your cart.")

@@ -150,7 +150,8 @@ def test_a_products_name_links_to_its_page_with_its_price_and_add_to_cart(browse
     page = response.content.decode()
     assert element(page, "#product-name").text == "Procfile mug"
     assert element(page, "#price-procfile-mug").text == "€12.00"
-    assert element(page, "#add-procfile-mug").attrs["value"] == "procfile-mug"
+    assert hidden("product", page) == "procfile-mug"  # what its Add to cart form sends
+    assert element(page, "#add-procfile-mug").text == "Add to cart"
 
 
 def test_an_unknown_or_inactive_products_page_is_a_404(browser, product):

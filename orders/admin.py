@@ -15,10 +15,12 @@ import uuid
 from django import forms
 from django.contrib import admin, messages
 from django.contrib.staticfiles import finders
+from django.core.exceptions import PermissionDenied
 from django.db import connection
 from django.db.models import Q
+from django.http import HttpResponseNotAllowed, HttpResponseRedirect
 from django.template.response import TemplateResponse
-from django.urls import reverse
+from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from core.admin import BoundedChangeListMixin, ReadOnlyAuditMixin
@@ -36,7 +38,14 @@ from orders.models import (
     SandboxCharge,
 )
 from orders.money import InvalidAmount, format_money, to_major, to_minor
-from orders.operations import ConfirmationNotSent, order_confirmation_resend, order_rerun
+from orders.operations import (
+    ConfirmationNotSent,
+    StaffActionRefused,
+    order_confirmation_resend,
+    order_note_add,
+    order_rerun,
+    order_ship,
+)
 from orders.payments import GATEWAY_DB
 from orders.selectors import orders_payment_unsettled
 
@@ -46,9 +55,9 @@ def product_pictures() -> list[str]:
     staticfiles finders see them: what a product's ``image`` may name."""
     found = set()
     for finder in finders.get_finders():
-        for path, _ in finder.list([]):
-            if path.startswith("products/"):
-                found.add(path)
+        for name, _ in finder.list([]):
+            if name.startswith("products/"):
+                found.add(name)
     return sorted(found)
 
 
@@ -246,6 +255,24 @@ class PaymentFilter(admin.SimpleListFilter):
         return queryset
 
 
+class ShippingFilter(admin.SimpleListFilter):
+    """The orders list's "Shipping" filter: paid orders to ship, and shipped ones; the admin
+    index's summary links to "to ship"."""
+
+    title = "shipping"
+    parameter_name = "shipping"
+
+    def lookups(self, request, model_admin) -> list[tuple[str, str]]:
+        return [("to-ship", "To ship (paid, not shipped)"), ("shipped", "Shipped")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "to-ship":
+            return queryset.filter(status=OrderStatus.PAID, shipped_at__isnull=True)
+        if self.value() == "shipped":
+            return queryset.filter(shipped_at__isnull=False)
+        return queryset
+
+
 @admin.register(Order)
 class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
     """Orders are read-only here: status changes go through orders.services, never a form.
@@ -259,7 +286,7 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
     view_on_site = False
 
     list_display = ["reference", "email", "status", "total_display", "failure_reason", "created_at"]
-    list_filter = ["status", PaymentFilter, "currency", ("created_at", admin.DateFieldListFilter)]
+    list_filter = ["status", PaymentFilter, ShippingFilter, "currency", ("created_at", admin.DateFieldListFilter)]
     # "=": a request id (from a log line or a shopper's X-Request-ID) finds its order exactly; a
     # product's name finds the orders with a line of it.
     # "F-1001" finds the order of that number (get_search_results).
@@ -282,6 +309,8 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
         "payment_attempts",
         "payment_timeouts",
         "payment_retry_at",
+        "shipped_at",
+        "tracking_reference",
         "emails",
     ]
     inlines = [OrderLineInline, ChargeInline, OrderStatusChangeInline]
@@ -362,6 +391,63 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
         columns.append(("message-id", "Message-ID"))
         table = _table(columns, rows, "No email yet.")
         return format_html('<div id="order-emails">{}</div>', table)
+
+    def get_urls(self):
+        """The admin's URLs of orders, and the staff actions of one order's page (POST only):
+        ``<id>/note/`` and ``<id>/ship/``."""
+        own = [
+            path("<path:object_id>/note/", self.admin_site.admin_view(self.note_view), name="orders_order_note"),
+            path("<path:object_id>/ship/", self.admin_site.admin_view(self.ship_view), name="orders_order_ship"),
+        ]
+        return own + super().get_urls()
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        """The order's page, with its staff actions' forms (each a fresh one-time token) for staff
+        who may operate."""
+        context = dict(extra_context or {})
+        if self.has_operate_permission(request):
+            context.update(staff_actions=True, note_token=uuid.uuid4().hex, ship_token=uuid.uuid4().hex)
+        return super().change_view(request, object_id, form_url, extra_context=context)
+
+    def _staff_action(self, request, object_id, act) -> HttpResponseRedirect:
+        """Run ``act(order_id, actor, token)`` for a POST of staff who may operate; say what it did
+        as a message and go back to the order's page. 405 for another method, 403 without the
+        permission; a refusal or a form without its token is a message, nothing is done."""
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_operate_permission(request):
+            raise PermissionDenied
+        order = self.get_object(request, object_id)
+        if order is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        try:
+            said = act(order.pk, request.user.get_username(), request.POST.get("token", ""))
+        except StaffActionRefused as refusal:
+            self.message_user(request, refusal.message, messages.ERROR)
+        except ValueError:
+            self.message_user(request, "The form was incomplete: nothing was done. Try again.", messages.ERROR)
+        else:
+            self.message_user(request, said, messages.SUCCESS)
+        return HttpResponseRedirect(reverse("admin:orders_order_change", args=[order.pk]))
+
+    def note_view(self, request, object_id):
+        """POST ``text`` and ``token``: add an internal note (orders.operations.order_note_add)."""
+
+        def act(order_id, actor, token):
+            added = order_note_add(order_id=order_id, actor=actor, text=request.POST.get("text", ""), token=token)
+            return "Note added." if added else "This note was added already."
+
+        return self._staff_action(request, object_id, act)
+
+    def ship_view(self, request, object_id):
+        """POST ``tracking`` and ``token``: mark the paid order shipped (orders.operations.order_ship)."""
+
+        def act(order_id, actor, token):
+            tracking = request.POST.get("tracking", "")
+            shipped = order_ship(order_id=order_id, actor=actor, tracking=tracking, token=token)
+            return "Marked shipped; the shopper is emailed." if shipped else "This order was marked shipped already."
+
+        return self._staff_action(request, object_id, act)
 
     def has_operate_permission(self, request) -> bool:
         """Whether the user may run the order actions: Django's change permission on orders."""

@@ -80,6 +80,12 @@ def summary_figures(day) -> list[dict]:
             "url": orders_url(payment="unsettled"),
         },
         {
+            "id": "summary-to-ship",
+            "label": "Orders to ship",
+            "value": figures.to_ship,
+            "url": orders_url(shipping="to-ship"),
+        },
+        {
             "id": "summary-low-stock",
             "label": "Products low on stock",
             "value": figures.low_stock,

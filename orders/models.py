@@ -163,6 +163,10 @@ class Order(models.Model):
     number = models.BigIntegerField(
         unique=True, null=True, editable=False, db_default=NextVal(ORDER_NUMBER_SEQUENCE), help_text="Order number."
     )
+    # Fulfilment, set by staff (orders.operations.order_ship). A database default for the
+    # reference: the previous release inserts orders without it.
+    shipped_at = models.DateTimeField(null=True, blank=True, editable=False)
+    tracking_reference = models.CharField(max_length=100, blank=True, default="", db_default="", editable=False)
 
     class Meta:
         ordering = ["-created_at"]
@@ -288,3 +292,17 @@ class SandboxCharge(models.Model):
 
     def __str__(self) -> str:
         return f"{self.charge_id} ({self.outcome})"
+
+
+class StaffRequest(models.Model):
+    """One request of staff on an order (a note, *Mark shipped*), by the one-time ``token`` its
+    form carried: the operation inserts it first, so the same form sent twice (a double click, a
+    retried POST) acts once (orders.operations)."""
+
+    token = models.UUIDField(primary_key=True, editable=False)
+    order = models.ForeignKey(Order, on_delete=models.CASCADE, related_name="+")
+    kind = models.CharField(max_length=20)
+    created_at = models.DateTimeField(db_default=Now(), editable=False)
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.token}"

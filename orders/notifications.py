@@ -32,3 +32,16 @@ def order_confirmation_create(*, order: Order, key: str | None = None) -> Outbox
     subject = "".join(render_to_string("orders/email/confirmation_subject.txt", context).splitlines())
     body = render_to_string("orders/email/confirmation.txt", context)
     return outbox_message_create(key=key or order.confirmation_key, to=order.email, subject=subject, body=body)
+
+
+def order_shipped_notice_create(*, order: Order) -> OutboxMessage:
+    """Put the email telling the shopper that the paid ``order`` was shipped, with its tracking
+    reference, in the outbox (key ``order-shipped-<id>``: one per order); return the row."""
+    context = {
+        "order": order,
+        "lines": order.lines.select_related("product"),
+        "order_url": settings.SITE_URL + order.get_absolute_url(),
+    }
+    subject = "".join(render_to_string("orders/email/shipped_subject.txt", context).splitlines())
+    body = render_to_string("orders/email/shipped.txt", context)
+    return outbox_message_create(key=f"order-shipped-{order.pk}", to=order.email, subject=subject, body=body)

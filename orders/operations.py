@@ -15,15 +15,19 @@ from django.conf import settings
 from django.db import transaction
 
 from core.dbclock import db_now
+from core.errors import ApplicationError
 from mailer.models import OutboxMessage
 from mailer.selectors import outbox_message_get
 from orders.locks import order_lock
-from orders.models import OrderStatus, OrderStatusChange
-from orders.notifications import order_confirmation_create
+from orders.models import OrderStatus, OrderStatusChange, StaffRequest
+from orders.notifications import order_confirmation_create, order_shipped_notice_create
 from orders.queueing import order_requeue
 from orders.services import order_set_status, order_stock_take
 
 logger = logging.getLogger(__name__)
+# Characters: an internal note, a carrier's tracking reference (its column's length).
+MAX_NOTE = 2000
+MAX_TRACKING = 100
 
 
 class Rerun(enum.StrEnum):
@@ -113,3 +117,70 @@ def order_confirmation_resend(*, order_id: uuid.UUID | str, actor: str, token: s
         )
     logger.info("order %s: confirmation resent by %s as outbox %s", order.pk, actor, message.pk)
     return message, True
+
+
+class StaffActionRefused(ApplicationError):
+    """A staff action the order's state does not allow (shipping an unpaid order); ``message`` says why."""
+
+
+def _staff_request(*, order, token: str, kind: str) -> bool:
+    """Record the staff request ``token`` (32 hex digits) for ``order``; return False when that
+    token was recorded before (the same form sent again: do nothing). Call under the order's lock."""
+    _, created = StaffRequest.objects.get_or_create(token=uuid.UUID(hex=token), defaults={"order": order, "kind": kind})
+    return created
+
+
+def order_note_add(*, order_id: uuid.UUID | str, actor: str, text: str, token: str) -> bool:
+    """Add an internal note (``text``, 1-2,000 characters once stripped) to the order's status
+    history, signed by ``actor`` (the staff user's username); shoppers never see it. ``token``
+    (32 hex digits) names the note's form: sent twice, it adds one note. Return True when the
+    note was added, False for a repeat. Raise StaffActionRefused for an empty or too long note,
+    ValueError for a token that is not 32 hex digits, Order.DoesNotExist for an unknown id."""
+    text = text.strip()
+    if not text or len(text) > MAX_NOTE:
+        raise StaffActionRefused(f"Write a note of 1 to {MAX_NOTE:,} characters.")
+    uuid.UUID(hex=token)
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id=order_id)
+        if not _staff_request(order=order, token=token, kind="note"):
+            return False
+        OrderStatusChange.objects.create(
+            order=order, from_status=order.status, to_status=order.status, reason=f"note: {text}", actor=actor
+        )
+    return True
+
+
+def order_ship(*, order_id: uuid.UUID | str, actor: str, tracking: str, token: str) -> bool:
+    """Mark the paid order shipped with the carrier's ``tracking`` reference (1-100 characters
+    once stripped), by ``actor``: its shipping time (the database's clock), a row in its status
+    history, and the email telling the shopper (outbox key ``order-shipped-<id>``: one per
+    order). ``token`` (32 hex digits) names the form: sent twice, it ships once. Return True when
+    it was shipped now, False when this form was sent before.
+    Raise StaffActionRefused for an order not paid or shipped already (with its reference) and
+    for a bad reference, ValueError for a bad token, Order.DoesNotExist for an unknown id."""
+    tracking = tracking.strip()
+    if not tracking or len(tracking) > MAX_TRACKING:
+        raise StaffActionRefused(f"Enter the carrier's tracking reference (1 to {MAX_TRACKING} characters).")
+    uuid.UUID(hex=token)
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id=order_id)
+        if not _staff_request(order=order, token=token, kind="ship"):
+            return False
+        if order.shipped_at is not None:
+            raise StaffActionRefused(
+                f"Order {order.reference} was shipped already (tracking {order.tracking_reference})."
+            )
+        if order.status != OrderStatus.PAID:
+            raise StaffActionRefused(f"Order {order.reference} is {order.status}: only a paid order is shipped.")
+        order.shipped_at, order.tracking_reference = db_now(), tracking
+        order.save(update_fields=["shipped_at", "tracking_reference", "updated_at"])
+        OrderStatusChange.objects.create(
+            order=order,
+            from_status=order.status,
+            to_status=order.status,
+            reason=f"shipped (tracking {tracking})",
+            actor=actor,
+        )
+        order_shipped_notice_create(order=order)
+    logger.info("order %s: shipped by %s (tracking %s)", order.pk, actor, tracking)
+    return True

@@ -41,7 +41,8 @@ class ShopDay:
     """The shop's day for the admin's index: orders placed since ``since`` (an aware datetime) and
     how many of them are paid or failed, the paid ones' takings as ``(minor units, currency)``
     pairs (one per currency, by code), and what needs staff now: orders pending payment, those
-    unsettled at the provider (orders_payment_unsettled), active products at or below LOW_STOCK."""
+    unsettled at the provider (orders_payment_unsettled), active products at or below LOW_STOCK,
+    paid orders not shipped yet."""
 
     since: datetime
     placed: int
@@ -51,11 +52,12 @@ class ShopDay:
     pending: int
     unsettled: int
     low_stock: int
+    to_ship: int
 
 
 def shop_day(*, since: datetime) -> ShopDay:
     """Return the ShopDay since ``since`` (the admin passes the start of today in TIME_ZONE), in
-    four queries: today's orders by status and currency, pending, unsettled, low stock."""
+    five queries: today's orders by status and currency, pending, unsettled, low stock, to ship."""
     rows = list(
         Order.objects.filter(created_at__gte=since)
         .values("status", "currency")
@@ -72,6 +74,7 @@ def shop_day(*, since: datetime) -> ShopDay:
         pending=Order.objects.filter(status=OrderStatus.PENDING).count(),
         unsettled=orders_payment_unsettled().count(),
         low_stock=products_on_sale().filter(stock__lte=LOW_STOCK).count(),
+        to_ship=Order.objects.filter(status=OrderStatus.PAID, shipped_at__isnull=True).count(),
     )
 
 

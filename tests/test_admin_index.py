@@ -47,7 +47,7 @@ def test_the_index_puts_the_shop_first_under_a_summary_of_the_day_linking_to_wha
     page = staff.get("/admin/").content.decode()
     figures = {
         name: element_text(page, f"#summary-{name}")
-        for name in ("placed", "takings", "failed", "pending", "unsettled", "low-stock")
+        for name in ("placed", "takings", "failed", "pending", "unsettled", "to-ship", "low-stock")
     }
     assert figures == {
         "placed": "4",
@@ -55,10 +55,11 @@ def test_the_index_puts_the_shop_first_under_a_summary_of_the_day_linking_to_wha
         "failed": "1",
         "pending": "1",
         "unsettled": "0",
+        "to-ship": "3",
         "low-stock": "1",
     }
     # Each figure's link lists what it counts.
-    expected = {"placed": 4, "takings": 2, "failed": 1, "pending": 1, "unsettled": 0, "low-stock": 1}
+    expected = {"placed": 4, "takings": 2, "failed": 1, "pending": 1, "unsettled": 0, "to-ship": 3, "low-stock": 1}
     for name, count in expected.items():
         assert list_count(staff, element(page, f"#summary-{name}").attrs["href"]) == count, name
     # The apps: the shop's first, then the rest by name.

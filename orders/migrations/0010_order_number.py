@@ -5,7 +5,7 @@ would rewrite the table under an ACCESS EXCLUSIVE lock), then given the sequence
 default, which numbers every order inserted from then on, by any release. Existing orders are
 numbered oldest first in batches, each its own transaction, so that no batch holds the row locks
 of orders that workers are processing. Not atomic for that reason. Its unique index comes in the
-contract migration 0012.
+contract migration 0013.
 """
 
 from django.db import migrations, models

@@ -142,3 +142,32 @@ def test_the_index_opens_on_the_days_summary_and_the_dashboard_names_the_running
     page.set_viewport_size({"width": 1280, "height": 800})
     assert_accessible(page)
     screenshot(page, "admin-rq-dashboard")
+
+
+def test_staff_mark_an_order_shipped_with_a_double_click_and_add_a_note(shop, context, smtp):
+    """In Chromium, as staff would: the shopper gets one "on its way" email with the tracking
+    reference however the button is pressed; the note shows in the history, signed."""
+    factories.staff_user(username="staff", superuser=True)
+    order = factories.order()
+    wait_until(lambda: Order.objects.get(pk=order.pk).status == OrderStatus.PAID, deadline=60, message="paid")
+    page = context.new_page()
+    page.goto(shop + "/admin/login/")
+    page.get_by_label("Username").fill("staff")
+    page.get_by_label("Password").fill(factories.STAFF_PASSWORD)
+    page.get_by_role("button", name="Log in").click()
+    page.goto(f"{shop}/admin/orders/order/{order.pk}/change/")
+    page.get_by_label("Tracking reference").fill("JD014600006281234567")
+    assert_accessible(page)
+    page.get_by_role("button", name="Mark shipped and email the shopper").dblclick()
+    expect(page.locator(".messagelist")).to_contain_text("Marked shipped; the shopper is emailed.")
+    expect(page.locator("#shipped")).to_contain_text("JD014600006281234567")
+    page.get_by_label("Internal note (staff only)").fill("Fragile: packed twice.")
+    page.get_by_role("button", name="Add note").click()
+    expect(page.locator(".messagelist")).to_contain_text("Note added.")
+    expect(page.locator("#status_changes-group")).to_contain_text("note: Fragile: packed twice.")
+    assert_accessible(page)
+    screenshot(page, "admin-order-shipped")
+    shipped = OutboxMessage.objects.filter(key=f"order-shipped-{order.pk}")
+    wait_until(lambda: shipped.filter(status=OutboxStatus.SENT).exists(), deadline=30, message="the email sent")
+    received = [m for m in smtp.messages if m["Subject"].endswith("is on its way")]
+    assert len(received) == 1 and "JD014600006281234567" in received[0].get_body(("plain",)).get_content()

@@ -66,7 +66,7 @@ def test_the_migration_numbers_the_orders_already_there_oldest_first_in_batches(
             )
             assert cursor.fetchone() == (0,)
     finally:
-        # The post-deploy step's command, which applies the contract migration 0012 too: the
+        # The post-deploy step's command, which applies the contract migration 0013 too: the
         # release phase's (without --contract) would leave it unapplied for the tests after this one.
         call_command("migrate", "orders", contract=True, verbosity=0)
     numbers = dict(Order.objects.values_list("pk", "number"))

@@ -16,7 +16,7 @@ class Migration(migrations.Migration):
     contract = True  # the post-deploy step applies it (docs/releases.md#expand-and-contract)
 
     dependencies = [
-        ("orders", "0011_product_image"),
+        ("orders", "0012_staff_actions"),
     ]
 
     operations = [

@@ -34,6 +34,7 @@ from orders.models import (
     OrderLine,
     OrderStatus,
     OrderStatusChange,
+    PaymentMethod,
     Product,
     SandboxCharge,
 )
@@ -398,6 +399,7 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
         own = [
             path("<path:object_id>/note/", self.admin_site.admin_view(self.note_view), name="orders_order_note"),
             path("<path:object_id>/ship/", self.admin_site.admin_view(self.ship_view), name="orders_order_ship"),
+            path("<path:object_id>/rerun/", self.admin_site.admin_view(self.rerun_view), name="orders_order_rerun"),
         ]
         return own + super().get_urls()
 
@@ -406,7 +408,12 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
         who may operate."""
         context = dict(extra_context or {})
         if self.has_operate_permission(request):
-            context.update(staff_actions=True, note_token=uuid.uuid4().hex, ship_token=uuid.uuid4().hex)
+            context.update(
+                staff_actions=True,
+                note_token=uuid.uuid4().hex,
+                ship_token=uuid.uuid4().hex,
+                payment_methods=PaymentMethod.choices,
+            )
         return super().change_view(request, object_id, form_url, extra_context=context)
 
     def _staff_action(self, request, object_id, act) -> HttpResponseRedirect:
@@ -439,6 +446,17 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
 
         return self._staff_action(request, object_id, act)
 
+    def rerun_view(self, request, object_id):
+        """POST ``payment_method``: re-run a failed order's payment with that method (staff choose
+        it: a declined card is never charged again silently; orders.operations.order_rerun)."""
+
+        def act(order_id, actor, token):
+            method = request.POST.get("payment_method", "")
+            outcome = order_rerun(order_id=order_id, actor=actor, payment_method=method)
+            return f"Order {Order.objects.get(pk=order_id).reference} {outcome}."
+
+        return self._staff_action(request, object_id, act)
+
     def ship_view(self, request, object_id):
         """POST ``tracking`` and ``token``: mark the paid order shipped (orders.operations.order_ship)."""
 
@@ -461,7 +479,7 @@ class OrderAdmin(ReadOnlyAuditMixin, BoundedChangeListMixin, admin.ModelAdmin):
             except ApplicationError as exc:  # a business rule refused it (e.g. no stock left to take again)
                 self.message_user(request, f"Order {order.pk} was not re-run: {exc.message}", messages.ERROR)
                 continue
-            level = messages.INFO if outcome.name == "PAID" else messages.SUCCESS
+            level = {"PAID": messages.INFO, "NEEDS_METHOD": messages.WARNING}.get(outcome.name, messages.SUCCESS)
             self.message_user(request, f"Order {order.pk} {outcome}.", level)
 
     @admin.action(description="Resend confirmation (paid or failed orders)", permissions=["operate"])

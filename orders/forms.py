@@ -147,3 +147,20 @@ class CartRemoveForm(ShopperForm):
     """One cart line's *Remove*: the product to take out."""
 
     product = ProductField()
+
+
+class PayAgainForm(ShopperForm):
+    """The failed order page's *Pay again*: a payment method, preselected as one that is not the
+    ``declined`` one (the method of the attempt that failed)."""
+
+    payment_method = forms.ChoiceField(
+        label="Pay with",
+        choices=PaymentMethod.choices,
+        widget=forms.RadioSelect,
+        error_messages={"required": "Choose how to pay.", "invalid_choice": "Choose how to pay from the list."},
+    )
+
+    def __init__(self, *args, declined: str = "", **kwargs):
+        super().__init__(*args, auto_id="pay-again-%s", **kwargs)
+        others = [value for value in PaymentMethod.values if value != declined]
+        self.fields["payment_method"].initial = others[0] if others else declined

@@ -19,7 +19,7 @@ from core.errors import ApplicationError
 from mailer.models import OutboxMessage
 from mailer.selectors import outbox_message_get
 from orders.locks import order_lock
-from orders.models import OrderStatus, OrderStatusChange, StaffRequest
+from orders.models import OrderStatus, OrderStatusChange, PaymentMethod, StaffRequest
 from orders.notifications import order_confirmation_create, order_shipped_notice_create
 from orders.queueing import order_requeue
 from orders.services import order_set_status, order_stock_take
@@ -36,15 +36,62 @@ class Rerun(enum.StrEnum):
     RESTARTED = "had failed: back to pending, processing enqueued (a new payment attempt)"
     REQUEUED = "is pending: processing enqueued again"
     PAID = "is paid already: nothing to do (it is never charged twice)"
+    NEEDS_METHOD = (
+        "failed: not re-run. A declined card is never charged again silently: retry its payment on its "
+        "page, choosing the payment method"
+    )
 
 
-def order_rerun(*, order_id: uuid.UUID | str, actor: str) -> Rerun:
+# The actor of a move the shopper made (paying again after a decline): no staff username has
+# parentheses (Django's username validator allows letters, digits and @.+-_).
+SHOPPER = "(shopper)"
+
+
+def order_pay_again(*, order_id: uuid.UUID | str, payment_method: str) -> Rerun:
+    """The shopper pays a failed (declined) order again with ``payment_method`` (a PaymentMethod
+    value): the order goes back to pending as a new payment attempt with its own idempotency key
+    (orders.services.order_payment_key; the declined attempts took no money) and is processed by
+    a worker as at checkout. Recorded in the status history with the actor SHOPPER.
+
+    Return Rerun.RESTARTED; REQUEUED when the order is pending already (a second press: nothing
+    more is done, its job is left alone); PAID for a paid order. Raise OrderRefused when the stock
+    its decline gave back is gone meanwhile (nothing changes), ValueError for an unknown method,
+    Order.DoesNotExist for an unknown id."""
+    if payment_method not in PaymentMethod.values:
+        raise ValueError(f"unknown payment method {payment_method!r}")
+    with transaction.atomic(durable=True):
+        order = order_lock(order_id=order_id)
+        if order.status != OrderStatus.FAILED:
+            return Rerun.PAID if order.status == OrderStatus.PAID else Rerun.REQUEUED
+        _restart(order=order, payment_method=payment_method, actor=SHOPPER, who="paid again by the shopper")
+    logger.info("order %s: paid again by the shopper with %s", order.pk, payment_method)
+    return Rerun.RESTARTED
+
+
+def _restart(*, order, payment_method: str, actor: str, who: str) -> None:
+    """Move the locked failed ``order`` back to pending with ``payment_method``, its stock taken
+    again (OrderRefused when gone), and enqueue it after commit. Call inside the transaction."""
+    order_stock_take(order=order)
+    if order.payment_method != payment_method:
+        order.payment_method = payment_method
+        order.save(update_fields=["payment_method", "updated_at"])
+    method = PaymentMethod(payment_method).label
+    order_set_status(
+        order=order, status=OrderStatus.PENDING, reason=f"{who} ({method}): a new payment attempt", actor=actor
+    )
+    cutoff = db_now() - timedelta(seconds=settings.ORDER_STUCK_AFTER)
+    transaction.on_commit(lambda: order_requeue(order_id=order.pk, cutoff=cutoff), robust=True)
+
+
+def order_rerun(*, order_id: uuid.UUID | str, actor: str, payment_method: str | None = None) -> Rerun:
     """Run the processing of the order ``order_id`` again ("re-run processing"); return what was done.
 
     - pending (stuck): a note in the history, and the processing job enqueued at the front unless
       Redis still runs one (orders.queueing.order_requeue, after commit).
-    - failed (payment declined): back to pending (failed -> pending, a move only staff make,
-      recorded with ``actor``), then enqueued. The next attempt charges with a new idempotency key
+    - failed (payment declined): only with a ``payment_method`` (a PaymentMethod value; the
+      admin's bulk action has none and gets NEEDS_METHOD, nothing done: a declined card is never
+      charged again silently). Back to pending with that method (failed -> pending, recorded
+      with ``actor``), then enqueued. The next attempt charges with a new idempotency key
       (orders.services.order_payment_key): the declined attempts took no money.
     - paid: nothing (no row, no job); the caller tells staff so.
 
@@ -55,29 +102,31 @@ def order_rerun(*, order_id: uuid.UUID | str, actor: str) -> Rerun:
     Twice in a row is harmless: the second finds the order pending (a note; its live job is left
     alone) or paid. The charge itself is idempotent per attempt key and a processed order is
     never processed again (orders.services.order_process), so no order is charged twice.
-    ``actor`` is the staff user's username (non-empty). Raise Order.DoesNotExist for an unknown id.
+    ``actor`` is the staff user's username (non-empty). Raise ValueError for an unknown method,
+    Order.DoesNotExist for an unknown id.
     """
     with transaction.atomic(durable=True):
         order = order_lock(order_id=order_id)
         if order.status == OrderStatus.PAID:
             return Rerun.PAID
         if order.status == OrderStatus.FAILED:
+            if payment_method is None:
+                return Rerun.NEEDS_METHOD
+            if payment_method not in PaymentMethod.values:
+                raise ValueError(f"unknown payment method {payment_method!r}")
             # Its decline gave the stock back: take it again, or refuse the re-run (OrderRefused
             # rolls the whole change back and staff see its message).
-            order_stock_take(order=order)
-            order_set_status(
-                order=order, status=OrderStatus.PENDING, reason="re-run processing (a new payment attempt)", actor=actor
-            )
+            _restart(order=order, payment_method=payment_method, actor=actor, who="re-run processing")
             outcome = Rerun.RESTARTED
         else:
             OrderStatusChange.objects.create(
                 order=order, from_status=order.status, to_status=order.status, reason="re-run processing", actor=actor
             )
             outcome = Rerun.REQUEUED
-        # A started job with a heartbeat younger than this is alive: the sweep's own rule.
-        cutoff = db_now() - timedelta(seconds=settings.ORDER_STUCK_AFTER)
-        # robust: with Redis down the change stands and the sweep enqueues the pending order later.
-        transaction.on_commit(lambda: order_requeue(order_id=order.pk, cutoff=cutoff), robust=True)
+            # A started job with a heartbeat younger than this is alive: the sweep's own rule.
+            cutoff = db_now() - timedelta(seconds=settings.ORDER_STUCK_AFTER)
+            # robust: with Redis down the change stands and the sweep enqueues the pending order later.
+            transaction.on_commit(lambda: order_requeue(order_id=order.pk, cutoff=cutoff), robust=True)
     logger.info("order %s: re-run by %s: %s", order.pk, actor, outcome.name.lower())
     return outcome
 

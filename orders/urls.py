@@ -13,4 +13,5 @@ urlpatterns = [
     path("checkout/start/", views.checkout_start_view, name="checkout-start"),
     path("orders/<uuid:order_id>/", views.order_detail, name="order-detail"),
     path("orders/<uuid:order_id>/status.json", views.order_status, name="order-status"),
+    path("orders/<uuid:order_id>/pay/", views.order_pay_again_view, name="order-pay-again"),
 ]

@@ -37,8 +37,9 @@ from orders.checkout import (
     checkout_for_cart,
     checkout_order,
 )
-from orders.forms import CartAddForm, CartLineForm, CartRemoveForm, CheckoutForm, LineFormSet
-from orders.models import LOW_STOCK, MAX_LINE_QUANTITY, MAX_LINES, Order, Product
+from orders.forms import CartAddForm, CartLineForm, CartRemoveForm, CheckoutForm, LineFormSet, PayAgainForm
+from orders.models import LOW_STOCK, MAX_LINE_QUANTITY, MAX_LINES, Order, OrderStatus, Product
+from orders.operations import Rerun, order_pay_again
 from orders.selectors import OrderProgress, order_progress, orders_with_lines, products_on_sale
 from orders.services import LineRequest, OrderRefused
 
@@ -338,12 +339,20 @@ def _see_other(to: str, **kwargs) -> HttpResponse:
 def _order_wait(order: Order, progress: OrderProgress) -> tuple[float, bool]:
     """Return ``(seconds the page may still update itself, whether it is taking longer than usual)``.
 
-    An order in progress is followed for ORDER_PAGE_WAIT_SECONDS after it was placed; after that
-    the page stops updating and says so, whether it polls or refreshes.
+    An order in progress is followed for ORDER_PAGE_WAIT_SECONDS after it was placed or last paid
+    again (failed -> pending in its history); after that the page stops updating and says so,
+    whether it polls or refreshes.
     """
     if progress.done:
         return 0.0, False
-    remaining = settings.ORDER_PAGE_WAIT_SECONDS - (timezone.now() - order.created_at).total_seconds()
+    restarted = (
+        order.status_changes.filter(from_status=OrderStatus.FAILED, to_status=OrderStatus.PENDING)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    since = max(order.created_at, restarted) if restarted else order.created_at
+    remaining = settings.ORDER_PAGE_WAIT_SECONDS - (timezone.now() - since).total_seconds()
     return max(remaining, 0.0), remaining <= 0
 
 
@@ -358,9 +367,18 @@ def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
     page says that it takes longer than usual.
     """
     order = get_object_or_404(orders_with_lines(), pk=order_id)
+    return _order_page(request, order)
+
+
+def _order_page(request: HttpRequest, order: Order, *, errors=(), status: int = 200, form=None) -> HttpResponse:
     progress = order_progress(order=order)
     remaining, slow = _order_wait(order, progress)
+    if form is None and order.status != OrderStatus.PAID:
+        # Pending too, hidden: the page's script shows it if the payment is declined meanwhile.
+        form = PayAgainForm(declined=order.payment_method)
     context = {
+        "pay_again": form,
+        "errors": errors,
         "order": order,
         "progress": progress,
         "follow": remaining > 0,
@@ -368,7 +386,26 @@ def order_detail(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
         "slow": slow,
         "confirmation": progress.confirmation,
     }
-    return render(request, "orders/order_detail.html", context)
+    return render(request, "orders/order_detail.html", context, status=status)
+
+
+@require_http_methods(["POST"])
+def order_pay_again_view(request: HttpRequest, order_id: uuid.UUID) -> HttpResponse:
+    """POST ``payment_method``: pay the failed order again (orders.operations.order_pay_again), 303
+    to its page, which follows the new attempt. A second press finds it pending and does nothing
+    more. 400 (the order page, its error summary naming the field) for a missing or unknown
+    method; 409 when the stock its decline gave back is gone; 404 for an unknown order."""
+    order = get_object_or_404(orders_with_lines(), pk=order_id)
+    form = PayAgainForm(request.POST, declined=order.payment_method)
+    if not form.is_valid():
+        return _order_page(request, order, errors=_form_errors(form), status=400, form=form)
+    try:
+        outcome = order_pay_again(order_id=order.pk, payment_method=form.cleaned_data["payment_method"])
+    except OrderRefused as refusal:
+        return _order_page(request, order, errors=[("pay-again", refusal.message)], status=409, form=form)
+    if outcome is Rerun.RESTARTED:
+        messages.success(request, "Paying again: this page follows the new payment.")
+    return _see_other("order-detail", order_id=order.pk)
 
 
 @never_cache  # Cache-Control: no-store, so no proxy or browser cache answers a poll

@@ -22,6 +22,7 @@ from mailer.engine import outbox_send_due
 from mailer.models import OutboxMessage
 from mailer.services import outbox_message_claim, outbox_message_release, outbox_message_retry
 from orders.models import Charge, Order, OrderStatusChange, PaymentMethod, Product, SandboxCharge
+from orders.operations import Rerun
 from orders.services import order_process
 from tests import factories
 from tests.support.databases import ALL_DATABASES
@@ -331,17 +332,32 @@ def test_rerun_processing_of_a_stuck_order_twice_enqueues_it_once_and_charges_it
     assert (Charge.objects.count(), SandboxCharge.objects.count()) == (1, 1)
 
 
-def test_rerun_processing_of_a_failed_order_is_a_new_attempt_and_never_a_second_charge(staff):
+def test_rerun_processing_of_a_failed_order_asks_for_a_method_and_is_a_new_attempt_never_a_second_charge(staff):
     order = declined_order()
     django_rq.get_queue("default").empty()
 
+    # The bulk action never charges the declined card again: it says where to choose a method.
     response = run_action(staff, "orders/order", "rerun_processing", [order.pk])
-    assert messages_of(response) == [
-        f"Order {order.pk} had failed: back to pending, processing enqueued (a new payment attempt)."
-    ]
+    assert messages_of(response) == [f"Order {order.pk} {Rerun.NEEDS_METHOD}."]
+    assert Order.objects.get(pk=order.pk).status == "failed" and queued_job_ids() == []
+
+    def retry(method):
+        page = staff.get(f"/admin/orders/order/{order.pk}/change/").content.decode()
+        form = {"payment_method": method, "csrfmiddlewaretoken": hidden("csrfmiddlewaretoken", page)}
+        return staff.post(f"/admin/orders/order/{order.pk}/rerun/", form, follow=True)
+
+    assert messages_of(retry("")) == ["The form was incomplete: nothing was done. Try again."]
+    assert Order.objects.get(pk=order.pk).status == "failed"
+    response = retry(PaymentMethod.DECLINED)  # staff chose it: the same card, knowingly
     order.refresh_from_db()
+    assert messages_of(response) == [f"Order {order.reference} {Rerun.RESTARTED}."]
     assert (order.status, order.failure_reason) == ("pending", "")
-    assert history(order)[-1] == ("failed", "pending", "re-run processing (a new payment attempt)", "admin")
+    assert history(order)[-1] == (
+        "failed",
+        "pending",
+        "re-run processing (Test card (declined)): a new payment attempt",
+        "admin",
+    )
     run_burst_worker()  # the sandbox declines the same card again, under the attempt's own key
     order.refresh_from_db()
     assert order.status == "failed"
@@ -351,13 +367,12 @@ def test_rerun_processing_of_a_failed_order_is_a_new_attempt_and_never_a_second_
     for attempt in SandboxCharge.objects.all():
         assert element_text(page, f"#attempt-{attempt.charge_id} .decline-code") == "card_declined"
 
-    # The shopper's bank now accepts the card (as the sandbox's test card that succeeds).
-    Order.objects.filter(pk=order.pk).update(payment_method=PaymentMethod.VISA)
+    # Staff retry with the card that succeeds, twice (a double click): one charge.
     for _ in range(2):
-        run_action(staff, "orders/order", "rerun_processing", [order.pk])
+        retry(PaymentMethod.VISA)
         run_burst_worker()
     order.refresh_from_db()
-    assert order.status == "paid"
+    assert (order.status, order.payment_method) == ("paid", PaymentMethod.VISA)
     assert Charge.objects.filter(order=order).count() == 1
     assert SandboxCharge.objects.filter(outcome="succeeded").count() == 1
     assert OutboxMessage.objects.filter(key=f"order-paid-{order.pk}").count() == 1

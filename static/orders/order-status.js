@@ -56,6 +56,9 @@
         var sentence = text("order-confirmation", data.confirmation.text);
         if (sentence) sentence.setAttribute("data-state", data.confirmation.state);
       }
+      // A decline seen live: the page offers to pay again, as it does when loaded after one.
+      var payAgain = document.getElementById("pay-again");
+      if (payAgain) payAgain.hidden = data.status !== "failed";
       var key = data.status + "/" + data.step + "/" + data.confirmation_sent;
       if (key !== last) text("order-announcement", data.label);
       last = key;

@@ -5,7 +5,7 @@ payment failed in the shopper's words, and passes axe; the storefront is usable 
 import pytest
 from playwright.sync_api import expect
 
-from orders.models import PaymentMethod
+from orders.models import PaymentMethod, SandboxCharge
 from tests import factories
 from tests.browser.support import assert_accessible, screenshot
 from tests.support.databases import ALL_DATABASES
@@ -151,3 +151,38 @@ def test_the_storefront_is_usable_on_a_phone(formation, context):
         assert_fits_a_phone(page)
     finally:
         phone.close()
+
+
+def test_a_declined_card_then_a_good_one_pays_the_same_order_once(formation, context, smtp):
+    """The shopper watches the decline arrive (the page offers to pay again without a reload),
+    pays again with the card that succeeds, and the page follows the new attempt to paid; one
+    charge, the declined attempt took nothing, at 390 and 1280 px without an axe violation."""
+    web = formation.start("web")
+    formation.start("worker")
+    formation.start("mailer")
+    order = factories.order(payment_method=PaymentMethod.DECLINED)
+    page = context.new_page()
+    page.set_viewport_size({"width": 390, "height": 844})
+    page.goto(f"{base_url(web)}/orders/{order.pk}/")
+    expect(page.locator("#order-status")).to_have_text("failed", timeout=PROCESS_DEADLINE)
+    pay_again = page.locator("#pay-again")
+    expect(pay_again).to_be_visible()
+    expect(page.get_by_label("Test Visa (succeeds)")).to_be_checked()
+    assert_accessible(page)
+    screenshot(page, "order-declined-pay-again-phone")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    assert_accessible(page)
+    with page.expect_navigation():
+        page.get_by_role("button", name="Pay again").click()
+    expect(page.locator("#messages")).to_have_text("Paying again: this page follows the new payment.")
+    expect(page.locator("#order-status")).to_have_text("paid", timeout=PROCESS_DEADLINE)
+    expect(pay_again).to_be_hidden()
+    expect(page.locator("#order-confirmation")).to_have_text(
+        "A confirmation was sent to shopper@example.com.", timeout=PROCESS_DEADLINE
+    )
+    assert_accessible(page)
+    screenshot(page, "order-paid-after-decline")
+    order.refresh_from_db()
+    assert order.status == "paid" and order.charge.amount == order.total
+    outcomes = sorted(SandboxCharge.objects.values_list("outcome", flat=True))
+    assert outcomes == ["declined", "succeeded"]

@@ -32,9 +32,12 @@ def test_failed_goes_back_to_pending_only_when_staff_ask(product):
     order.refresh_from_db()
     assert order.status == "failed"
 
-    assert order_rerun(order_id=order.pk, actor="admin") is Rerun.RESTARTED
+    assert order_rerun(order_id=order.pk, actor="admin") is Rerun.NEEDS_METHOD  # never the same card silently
     order.refresh_from_db()
-    assert order.status == "pending"
+    assert order.status == "failed"
+    assert order_rerun(order_id=order.pk, actor="admin", payment_method=PaymentMethod.VISA) is Rerun.RESTARTED
+    order.refresh_from_db()
+    assert (order.status, order.payment_method) == ("pending", PaymentMethod.VISA)
 
 
 def test_paid_orders_never_go_back_to_pending(product):
@@ -63,11 +66,11 @@ def test_a_rerun_of_a_failed_order_takes_its_stock_again_or_is_refused_when_it_i
 
     Product.objects.filter(pk=product.pk).update(stock=0)  # sold to someone else meanwhile
     with pytest.raises(OrderRefused):
-        order_rerun(order_id=order.pk, actor="admin")
+        order_rerun(order_id=order.pk, actor="admin", payment_method=PaymentMethod.VISA)
     order.refresh_from_db()
     assert order.status == "failed"
 
     Product.objects.filter(pk=product.pk).update(stock=in_stock)
-    assert order_rerun(order_id=order.pk, actor="admin") is Rerun.RESTARTED
+    assert order_rerun(order_id=order.pk, actor="admin", payment_method=PaymentMethod.VISA) is Rerun.RESTARTED
     product.refresh_from_db()
     assert product.stock == in_stock - 1
